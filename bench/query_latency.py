@@ -1,0 +1,224 @@
+"""End-to-end query latency and throughput per search mode, with the time of each stage.
+
+    flock /tmp/m3search-heavy.lock python bench/query_latency.py            # 100k passages, the defaults
+    python bench/query_latency.py --n 5000 --queries 50 --no-encode         # a quick smoke run
+
+The index holds BGE-M3-shaped precomputed representations (bench/synthetic.py: 1024-d dense vectors and
+~100 token vectors of 1024-d per passage; bench/synthetic_sparse.py: lexical weights over the 250,002-id
+XLM-R vocabulary), written through the index engine with the default component configs, plus a stored
+text per passage. Queries are generated the same way (their dense, sparse and token parts target
+different passages, which only makes the candidate union larger than a real query's).
+
+Per mode it measures
+- latency: one query at a time (`SearchIndex.search_encoded`, k=10, default depths), p50/p95 over the
+  queries, with the planner's stages: candidates (dense ANN + sparse inverted index), re-score (exact
+  scores of every candidate on each weighted component), fuse, fetch (documents of the hits);
+- throughput: all queries in batches of --batch queries.
+The encoder is measured apart, on the real default model (m3search-small, 384-d, on this CPU) with the
+sample queries, one at a time and batched; end-to-end = encode + search, per query (p50/p95 of the sums).
+A real BGE-M3 (XLM-R large) encodes a query roughly 5-10x slower on CPU than m3search-small.
+
+Prints a markdown table and writes it with the JSON to bench/results/query_latency.{md,json}. The index is kept under
+bench/out/ (git-ignored) and reused by later runs with the same --n and --seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from m3search.types import EncodedBatch, EncoderIdentity  # noqa: E402
+
+MODES = ("dense", "sparse", "dense+sparse", "multivec", "all")
+STAGES = ("candidates", "rescore", "fuse", "fetch")
+VOCAB = 250_002
+WORDS = ("the of and to in is for on with as by this that from are be or at an it data cell table column row "
+         "sheet document text page format style field query index search value list file menu dialog").split()
+
+
+def synthetic_identity(d: int) -> EncoderIdentity:
+    return EncoderIdentity(name="synthetic-bge-m3", dense_dim=d, multivec_dim=d, vocab_size=VOCAB,
+                           tokenizer_hash="synthetic")
+
+
+def build_index(path: Path, n: int, d: int, seed: int, chunk: int) -> None:
+    """Write n synthetic passages through the engine (skipped when a finished index is there)."""
+    from synthetic import DenseCorpus, TokenCorpus
+    from synthetic_sparse import make_corpus, make_vocabulary
+
+    from m3search.indexes.index import Index
+
+    if (path / "manifest.json").is_file():
+        with Index.open(path) as index, index.snapshot() as snap:
+            if snap.n_docs == n:
+                return
+        raise SystemExit(f"{path} holds an unfinished or different index: delete it and run again")
+    dense, tokens = DenseCorpus(n, d=d, seed=seed), TokenCorpus(n, d=d, seed=seed)
+    sparse = make_corpus(n, make_vocabulary(VOCAB, seed=seed), seed=seed)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    with Index.create(path, synthetic_identity(d), model=None) as index:
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            vecs, lengths = tokens.docs(lo, hi)
+            batch = EncodedBatch(dense.docs(lo, hi), sparse[lo:hi], vecs, lengths)
+            ids = [f"p{i}" for i in range(lo, hi)]
+            texts = [{"text": " ".join(rng.choice(WORDS, size=60))} for _ in ids]
+            index.add(ids, batch, texts)
+            print(f"  added {hi}/{n} passages ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        index.commit()
+        index.optimize()  # one segment, as after a bulk load
+    print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def make_queries(n: int, d: int, seed: int, m: int) -> EncodedBatch:
+    from synthetic import DenseCorpus, TokenCorpus
+    from synthetic_sparse import make_corpus
+    from synthetic_sparse import make_queries as sparse_queries
+    from synthetic_sparse import make_vocabulary
+
+    vocab = make_vocabulary(VOCAB, seed=seed)
+    xq, _ = DenseCorpus(n, d=d, seed=seed).queries(m)
+    tq, tl, _ = TokenCorpus(n, d=d, seed=seed).queries(m)
+    sq = sparse_queries(make_corpus(n, vocab, seed=seed), m, vocab)
+    return EncodedBatch(xq, sq, tq, tl)
+
+
+def percentiles(xs) -> dict:
+    a = np.asarray(xs, dtype=np.float64) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean())}
+
+
+def measure_mode(index, queries: EncodedBatch, mode: str, k: int, batch: int) -> dict:
+    per_query, stages = [], {s: [] for s in STAGES}
+    index.search_encoded(queries.select([0]), k=k, mode=mode)  # warm caches
+    for i in range(len(queries)):
+        timings: dict = {}
+        one = queries.select([i])
+        start = time.perf_counter()
+        index.search_encoded(one, k=k, mode=mode, timings=timings)
+        per_query.append(time.perf_counter() - start)
+        for s in STAGES:
+            stages[s].append(timings.get(s, 0.0))
+    start = time.perf_counter()
+    for lo in range(0, len(queries), batch):
+        index.search_encoded(queries.select(range(lo, min(len(queries), lo + batch))), k=k, mode=mode)
+    elapsed = time.perf_counter() - start
+    return {
+        "search": percentiles(per_query),
+        "stages_mean_ms": {s: float(np.mean(v) * 1000) for s, v in stages.items()},
+        "search_times_s": per_query,
+        "batch_qps": len(queries) / elapsed,
+    }
+
+
+def measure_encode(n_queries: int, batch: int) -> dict:
+    """The real default encoder on the sample queries: per query, and batched."""
+    from m3search.data import SAMPLE_QUERIES, read_queries
+    from m3search.encoder import load_encoder
+
+    texts = [q.text for q in read_queries(SAMPLE_QUERIES)][:n_queries]
+    start = time.perf_counter()
+    encoder = load_encoder()
+    load_s = time.perf_counter() - start
+    encoder.encode(texts[:2], kind="query")  # warm up
+    single = []
+    for t in texts:
+        start = time.perf_counter()
+        encoder.encode([t], kind="query")
+        single.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for lo in range(0, len(texts), batch):
+        encoder.encode(texts[lo : lo + batch], kind="query")
+    qps = len(texts) / (time.perf_counter() - start)
+    return {"model": "m3search-small", "load_s": load_s, "single": percentiles(single), "times_s": single,
+            "batch_qps": qps, "n_queries": len(texts)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=100_000, help="passages in the index")
+    p.add_argument("--dim", type=int, default=1024, help="dense and token vector dimension (BGE-M3: 1024)")
+    p.add_argument("--queries", type=int, default=200, help="queries to time")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32, help="queries per batch for throughput")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=2000, help="passages generated and added per step")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--no-encode", action="store_true", help="skip timing the real encoder")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "query_latency.json")
+    args = p.parse_args(argv)
+
+    import m3search
+
+    path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}.m3s"
+    build_index(path, args.n, args.dim, args.seed, args.chunk)
+    queries = make_queries(args.n, args.dim, args.seed, args.queries)
+    encode = None if args.no_encode else measure_encode(min(args.queries, 95), args.batch)
+
+    results = {}
+    with m3search.open_index(path) as index:
+        info = index.info()
+        for mode in args.modes.split(","):
+            print(f"  timing {mode}", file=sys.stderr, flush=True)
+            results[mode] = measure_mode(index, queries, mode, args.k, args.batch)
+            if encode is not None:
+                enc = np.asarray(encode["times_s"])
+                search = np.asarray(results[mode]["search_times_s"])
+                total = search + np.resize(enc, len(search))  # pair each search with one measured encode
+                results[mode]["end_to_end"] = percentiles(total)
+
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "index": {"n_docs": info["n_docs"], "dim": args.dim, "n_segments": info["n_segments"],
+                  "bytes": {kind: c["bytes"] for kind, c in info["components"].items()},
+                  "total_bytes": info["total_bytes"],
+                  "configs": {kind: c["config"] for kind, c in info["components"].items()}},
+        "k": args.k, "n_queries": args.queries, "batch": args.batch,
+        "encode": {key: v for key, v in (encode or {}).items() if key != "times_s"} or None,
+        "modes": {m: {key: v for key, v in r.items() if key != "search_times_s"} for m, r in results.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    enc = report["encode"]
+    head = (f"{report['index']['n_docs']:,} passages, {report['index']['dim']}-d dense and token vectors, "
+            f"{report['n_queries']} queries, k={report['k']}, {report['machine']['cpus']} CPU cores")
+    lines = [head, "",
+             "| mode | search p50 / p95 (ms) | candidates | re-score | fuse + fetch | end-to-end p50 / p95 (ms) "
+             f"| batch throughput (q/s, batch {report['batch']}) |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, r in report["modes"].items():
+        st = r["stages_mean_ms"]
+        e2e = r.get("end_to_end")
+        lines.append(
+            f"| {mode} | {r['search']['p50_ms']:.1f} / {r['search']['p95_ms']:.1f} | {st['candidates']:.1f} | "
+            f"{st['rescore']:.1f} | {st['fuse'] + st['fetch']:.1f} | "
+            + (f"{e2e['p50_ms']:.1f} / {e2e['p95_ms']:.1f}" if e2e else "-")
+            + f" | {r['batch_qps']:.0f} |"
+        )
+    if enc:
+        lines += ["", f"encode ({enc['model']}, one query): p50 {enc['single']['p50_ms']:.1f} ms, p95 "
+                  f"{enc['single']['p95_ms']:.1f} ms; batched: {enc['batch_qps']:.0f} queries/s. "
+                  "Stage columns are means in ms."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

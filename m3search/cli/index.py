@@ -1,0 +1,119 @@
+"""`m3search index`: build an index from a corpus, or add to (resume) an existing one."""
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress, status
+from m3search.errors import InputError, M3SearchError
+
+
+@click.command("index")
+@click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True, path_type=str))
+@click.option("--output", "-o", "index_path", envvar=INDEX_ENV, required=True, metavar="INDEX",
+              help=f"The index folder to create, or to add to if it exists. [env: {INDEX_ENV}]")
+@click.option("--sample", is_flag=True, help="Index the bundled multilingual sample corpus (300 passages).")
+@click.option("--format", "corpus_format", type=click.Choice(["auto", "jsonl", "tsv"]), default="auto",
+              show_default=True, help="Corpus format; 'auto' goes by the file suffix, else by the first line.")
+@model_option
+@click.option("--batch-tokens", type=click.IntRange(min=1), default=None, metavar="TOKENS",
+              help="Token budget of one encoder batch (padding included); lower it to use less memory.")
+@max_length_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, metavar="N",
+              help="Documents encoded and added per step.")
+@click.option("--replace", is_flag=True, help="Re-encode and replace documents whose id is already indexed "
+              "(default: skip them, which is how an interrupted run resumes).")
+@click.option("--commit-interval", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              metavar="SECONDS", help="Commit at least this often, so an interrupted run loses little.")
+@quiet_option
+def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, batch_size, replace,
+                  commit_interval, quiet):
+    """Index CORPUS (files, folders, or - for stdin) into the folder INDEX.
+
+    \b
+    Formats:
+      JSON lines (.jsonl, .jsonl.gz)  {"docid"|"_id"|"id": ..., "title": ..., "text": ...}  (MIRACL, BEIR)
+      TSV (.tsv, .tsv.gz)             id<TAB>text[<TAB>title]
+      a folder                        every .txt/.md file inside; its path is the id
+      -                               stdin, JSON lines or TSV (see --format)
+
+    If INDEX exists, documents are added to it; ids it already holds are skipped, so running the same
+    command again after an interruption resumes. A malformed record stops the run with its file and
+    line; the index keeps everything up to its last commit.
+
+    \b
+    Examples:
+      m3search index --sample -o sample-index
+      m3search index corpus.jsonl.gz -o my-index --model /models/bge-m3
+      cat docs.tsv | m3search index - -o my-index
+    """
+    from m3search import api
+    from m3search.data import SAMPLE_CORPUS, CorpusReader
+
+    apply_quiet(quiet)
+    if sample and corpus:
+        raise click.UsageError("give a CORPUS or --sample, not both")
+    if not sample and not corpus:
+        raise click.UsageError("give a CORPUS to index (files, folders, or - for stdin), or --sample")
+    sources = [str(SAMPLE_CORPUS)] if sample else list(corpus)
+    if sources.count("-") > 1:
+        raise click.UsageError("stdin (-) can be read only once")
+    reader = CorpusReader(sources, format=corpus_format)
+    docs = iter(reader)
+    try:
+        first = next(docs, None)  # check there is something before creating an index folder
+    except M3SearchError as e:
+        raise click.ClickException(f"{e} (nothing was indexed)") from None
+    if first is None:
+        raise InputError(f"no documents in {', '.join(sources)}: the corpus is empty" + _skipped_note(reader))
+
+    started = time.perf_counter()
+    folder = Path(index_path)
+    existed, folder_existed = (folder / "manifest.json").is_file(), folder.exists()
+    encoder_options = {"batch_tokens": batch_tokens} if batch_tokens else None
+    index = api.build_index(index_path, model=model, encoder_options=encoder_options)
+    failure = None
+    try:
+        write = index.upsert if replace else index.add
+        result = write(itertools.chain([first], docs), batch_size=batch_size, max_length=max_length,
+                       commit_interval=commit_interval, progress=show_progress(quiet))
+        total = len(index)
+    except (M3SearchError, KeyboardInterrupt) as e:
+        failure = str(e) if isinstance(e, M3SearchError) else "interrupted"
+        kept = len(index)
+    finally:
+        index.close()
+    if failure is not None:
+        if kept == 0 and not folder_existed:
+            shutil.rmtree(folder)  # the empty index this run created: leave nothing behind
+            raise click.ClickException(f"{failure} (nothing was indexed)")
+        raise click.ClickException(
+            f"{failure} (the index at {index_path} stays at its last commit, {kept} documents; "
+            "run the same command again to resume)"
+        )
+
+    elapsed = time.perf_counter() - started
+    verb = "Added" if existed else "Indexed"
+    lines = [f"{verb} {result.added} documents into {index_path} in {elapsed:.1f} s ({total} in the index)."]
+    if result.replaced:
+        lines.append(f"Replaced {result.replaced} documents already in the index.")
+    if result.skipped:
+        lines.append(f"Skipped {result.skipped} documents already in the index (use --replace to re-index them).")
+    note = _skipped_note(reader)
+    if note:
+        lines.append(note.strip().capitalize() + ".")
+    status("\n".join(lines), quiet)
+
+
+def _skipped_note(reader) -> str:
+    parts = [f"{n} records ({reason}; the first at {reader.first_skipped[reason]})" for reason, n in reader.skipped.items()]
+    return ("; skipped " + ", ".join(parts)) if parts else ""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(index_command())

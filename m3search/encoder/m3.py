@@ -1,0 +1,307 @@
+"""`M3Encoder`: texts -> `EncodedBatch` with an M3 model, in one backbone pass per piece of text.
+
+Pipeline: validate -> add the spec's query/passage prefix -> tokenize everything once (tokenizers' parallel
+batch encode, no truncation unless `max_length` asks) -> cut long texts into windows (`windows.py`) -> sort
+the pieces by length and batch them under a token budget (`batching.py`) -> backbone + heads under
+`torch.inference_mode` -> BGE-M3's post-processing -> merge the pieces of each text -> caller's order.
+
+Post-processing is FlagEmbedding's (inference/embedder/encoder_only/m3.py):
+- dense: the pooled state (CLS or mean, from the spec), L2-normalised;
+- lexical weights: relu(sparse_linear(h)) per token, max over a token id's occurrences, the cls/eos/pad/unk
+  ids dropped, zeros dropped;
+- token vectors: normalize(colbert_linear(h)) for every position after CLS up to and including the final
+  `</s>`, pads dropped.
+
+The model is moved to its device once, at load. CPU runs fp32 (optionally int8 dynamic quantization of the
+backbone's Linear layers); CUDA runs bf16/fp16 with PyTorch's SDPA attention (not exercised by the tests:
+they run on CPU). On out-of-memory the token budget is halved and the remaining batches re-planned.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
+from m3search.encoder.batching import plan_batches
+from m3search.encoder.checkpoint import LoadedModel, load_m3_model
+from m3search.encoder.windows import DEFAULT_OVERLAP, MCLS_EVERY, Piece, make_pieces
+from m3search.errors import ConfigError, InputError, ModelError
+from m3search.types import EncodedBatch, EncoderIdentity
+
+logger = logging.getLogger(__name__)
+
+# Padded tokens per forward pass. On CPU, batches beyond a few thousand tokens gain nothing and cost memory.
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+LongDense = Literal["mean", "first"]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 dynamic quantization of the backbone's Linear layers (CPU only; weights int8, activations per batch).
+
+    torch.ao.quantization.quantize_dynamic is deprecated in favour of torchao but still the only int8 path
+    with fast kernels (fbgemm) in a stock CPU build; torch warns about the deprecation when it is used.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+class M3Encoder(Encoder):
+    """Encode texts with a BGE-M3-layout model. Build with `M3Encoder.from_pretrained(folder)`.
+
+    Options:
+      batch_tokens:   padded tokens per forward pass (default 4096 on CPU, 32768 on CUDA).
+      window_tokens:  longest piece, special tokens included (default: the model's limit, e.g. 8192 for
+                      BGE-M3, 512 for m3search-small). Longer texts are cut into overlapping windows.
+      window_overlap: content tokens shared by consecutive windows (default 64).
+      long_dense:     dense vector of a multi-window text: "mean" of the windows' vectors (renormalised) or
+                      the "first" window's.
+      mcls:           MCLS: True inserts a CLS every 256 tokens (an int: every that many) and pools the dense
+                      vector over all CLS states. Meant for CLS-pooled models such as BGE-M3.
+      quantize:       None or "int8" (CPU only): dynamic int8 Linear layers, faster, slightly different output
+                      (bench/encode_throughput.py measures the cost). Converts the given model in place.
+      progress:       show a progress bar over batches.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        batch_tokens: int | None = None,
+        window_tokens: int | None = None,
+        window_overlap: int = DEFAULT_OVERLAP,
+        long_dense: LongDense = "mean",
+        mcls: bool | int = False,
+        quantize: str | None = None,
+        progress: bool = False,
+    ):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.spec = loaded.spec
+        self.device = next(self.model.parameters()).device
+        if long_dense not in ("mean", "first"):
+            raise ConfigError(f"long_dense must be 'mean' or 'first', got {long_dense!r}")
+        self.long_dense = long_dense
+        self.window_tokens = int(window_tokens or self.spec.max_positions)
+        if not 3 <= self.window_tokens <= self.spec.max_positions:
+            raise ConfigError(
+                f"window_tokens must be between 3 and the model's limit {self.spec.max_positions}, got {window_tokens}"
+            )
+        if window_overlap < 0:
+            raise ConfigError(f"window_overlap must be >= 0, got {window_overlap}")
+        self.window_overlap = int(window_overlap)
+        if mcls is True:
+            self.mcls_every: int | None = MCLS_EVERY
+        elif mcls is False or mcls is None:
+            self.mcls_every = None
+        elif isinstance(mcls, int) and mcls >= 1:
+            self.mcls_every = mcls
+        else:
+            raise ConfigError(f"mcls must be True, False or a token period >= 1, got {mcls!r}")
+        self.batch_tokens = int(batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type, 8192))
+        if self.batch_tokens < 1:
+            raise ConfigError(f"batch_tokens must be >= 1, got {batch_tokens}")
+        self.progress = progress
+        self.quantize = quantize
+        if quantize is not None:
+            if quantize != "int8":
+                raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+            if self.device.type != "cpu":
+                raise ConfigError(f"quantize='int8' runs on CPU only; this model is on {self.device}")
+            quantize_int8(self.model.backbone)
+        if not self.spec.heads_trained:
+            logger.warning(
+                "model %r: its sparse and multi-vector heads are untrained (deterministic initialisation); "
+                "dense output is meaningful, lexical weights and token vectors are not yet",
+                self.spec.name,
+            )
+        self._identity: EncoderIdentity | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **options
+    ) -> "M3Encoder":
+        """Load a BGE-M3-layout folder (see `checkpoint.py`) and wrap it; options as in the class docstring."""
+        return cls(load_m3_model(path, device=device, dtype=dtype), **options)
+
+    # -- Encoder interface --------------------------------------------------------------------------
+
+    @property
+    def heads_trained(self) -> bool:
+        return self.spec.heads_trained
+
+    @property
+    def identity(self) -> EncoderIdentity:
+        if self._identity is None:
+            self._identity = EncoderIdentity(
+                name=self.spec.name,
+                dense_dim=self.model.hidden_size,
+                multivec_dim=self.model.colbert_dim,
+                vocab_size=self.vocab_size,
+                tokenizer_hash=self.tokenizer.sha256,
+            )
+        return self._identity
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the sparse vectors: the backbone's embedding rows (FlagEmbedding's sparse embedding size)."""
+        return int(self.model.backbone.config.vocab_size)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return self.tokenizer.token_strings(token_ids)
+
+    def encode(
+        self, texts: Sequence[str] | str, kind: Kind = "passage", max_length: int | None = None
+    ) -> EncodedBatch:
+        """Encode texts; one row per text in the caller's order.
+
+        max_length truncates each text to that many tokens (special tokens included), as FlagEmbedding's
+        max_length does. Without it nothing is cut: texts longer than `window_tokens` are encoded in windows.
+        """
+        check_kind(kind)
+        texts = validate_texts(texts)
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
+            raise InputError(f"max_length must be an int >= 2 (room for the special tokens), got {max_length!r}")
+        prefix = self.spec.prefix(kind)
+        content = self.tokenizer.content_ids([prefix + t for t in texts] if prefix else texts)
+        if max_length is not None:
+            content = [ids[: max_length - 2] for ids in content]
+        pieces = make_pieces(
+            content, self.tokenizer.cls_id, self.tokenizer.eos_id, self.window_tokens, self.window_overlap, self.mcls_every
+        )
+        dense, weights, vectors = self._run(pieces)
+        return self._merge(len(texts), pieces, dense, weights, vectors)
+
+    # -- model passes -------------------------------------------------------------------------------
+
+    def _run(self, pieces: list[Piece]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+        """Per piece: dense row, (token ids, lexical weights) kept, token vectors."""
+        n = len(pieces)
+        dense = np.zeros((n, self.model.hidden_size), dtype=np.float32)
+        weights: list = [None] * n
+        vectors: list = [None] * n
+        lengths = np.asarray([len(p) for p in pieces], dtype=np.int64)
+        budget = self.batch_tokens
+        pending = collections.deque(plan_batches(lengths, budget))
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="encoding", unit="piece")
+        try:
+            while pending:
+                idx = pending.popleft()
+                try:
+                    d, w, v = self._forward([pieces[i] for i in idx])
+                except RuntimeError as e:
+                    if not _is_out_of_memory(e):
+                        raise
+                    if len(idx) == 1:
+                        raise ModelError(
+                            f"out of memory encoding one piece of {lengths[idx[0]]} tokens (text at position "
+                            f"{pieces[idx[0]].text}): pass a smaller window_tokens or max_length"
+                        ) from e
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    budget = max(budget // 2, 1)
+                    logger.warning("out of memory on %s; retrying with batch_tokens=%d", self.device, budget)
+                    rest = np.concatenate([idx, *pending])
+                    pending = collections.deque(rest[b] for b in plan_batches(lengths[rest], budget))
+                    continue
+                dense[idx] = d
+                for j, i in enumerate(idx):
+                    weights[i], vectors[i] = w[j], v[j]
+                if bar is not None:
+                    bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return dense, weights, vectors
+
+    def _forward(self, batch: list[Piece]) -> tuple[np.ndarray, list, list]:
+        input_ids, mask = self.tokenizer.pad([p.ids for p in batch])
+        ids_t = torch.from_numpy(input_ids).to(self.device)
+        mask_t = torch.from_numpy(mask).to(self.device)
+        with torch.inference_mode():
+            hidden = self.model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            out = self.model.apply_heads(hidden, mask_t)
+            dense = out.dense
+            if self.mcls_every:
+                dense = self._mcls_dense(hidden, batch)
+            dense = dense.float().cpu().numpy()
+            token_weights = out.token_weights.float().cpu().numpy()
+            colbert = out.colbert.float().cpu().numpy()
+        unused = np.fromiter(self.tokenizer.unused_ids, dtype=np.int64)
+        weights, vectors = [], []
+        for j, piece in enumerate(batch):
+            n = len(piece)
+            ids, w = piece.ids, token_weights[j, :n]
+            keep = (w > 0) & ~np.isin(ids, unused)
+            weights.append((ids[keep], w[keep]))
+            vecs = colbert[j, : n - 1]
+            if piece.cls_positions is not None and len(piece.cls_positions) > 1:
+                # MCLS: the inserted CLS tokens (all but the leading one) are not text tokens
+                vecs = np.delete(vecs, piece.cls_positions[1:] - 1, axis=0)
+            vectors.append(vecs)
+        return dense, weights, vectors
+
+    def _mcls_dense(self, hidden: torch.Tensor, batch: list[Piece]) -> torch.Tensor:
+        """Mean of the final states at each piece's CLS positions, L2-normalised."""
+        pool = torch.zeros(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)
+        for j, piece in enumerate(batch):
+            positions = torch.as_tensor(piece.cls_positions, device=hidden.device)
+            pool[j, positions] = 1.0 / len(piece.cls_positions)
+        return F.normalize(torch.einsum("bl,blh->bh", pool, hidden), dim=-1)
+
+    # -- merging pieces into texts --------------------------------------------------------------------
+
+    def _merge(
+        self, n_texts: int, pieces: list[Piece], dense: np.ndarray, weights: list, vectors: list
+    ) -> EncodedBatch:
+        text_of = np.asarray([p.text for p in pieces], dtype=np.int64)
+        text_dense = np.zeros((n_texts, dense.shape[1]), dtype=np.float32)
+        first = np.searchsorted(text_of, np.arange(n_texts))  # pieces are text by text
+        counts = np.bincount(text_of, minlength=n_texts)
+        if self.long_dense == "first" or counts.max(initial=0) <= 1:
+            text_dense[:] = dense[first]
+        else:
+            np.add.at(text_dense, text_of, dense)
+            text_dense /= np.maximum(np.linalg.norm(text_dense, axis=1, keepdims=True), 1e-12)
+        sparse = _max_per_token(n_texts, text_of, weights, self.vocab_size)
+        lengths = np.bincount(text_of, weights=[len(v) for v in vectors], minlength=n_texts).astype(np.int64)
+        multivec = np.concatenate(vectors).astype(np.float32, copy=False) if vectors else np.zeros(
+            (0, self.model.colbert_dim), dtype=np.float32
+        )
+        return EncodedBatch(text_dense, sparse, np.ascontiguousarray(multivec), lengths)
+
+
+def _max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: int) -> sp.csr_matrix:
+    """CSR of lexical weights: for each (text, token id) the max weight over all its occurrences."""
+    rows = np.concatenate([np.full(len(ids), t, dtype=np.int64) for t, (ids, _) in zip(text_of, weights)] or [np.zeros(0, np.int64)])
+    cols = np.concatenate([ids for ids, _ in weights] or [np.zeros(0, np.int64)])
+    vals = np.concatenate([w for _, w in weights] or [np.zeros(0, np.float32)]).astype(np.float32)
+    if len(vals):
+        order = np.lexsort((cols, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        starts = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])])
+        vals = np.maximum.reduceat(vals, starts)
+        rows, cols = rows[starts], cols[starts]
+    if len(cols) and cols.max() >= vocab_size:
+        raise ModelError(f"token id {int(cols.max())} is outside the model's vocabulary of {vocab_size}")
+    indptr = np.zeros(n_texts + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_texts), out=indptr[1:])
+    return sp.csr_matrix((vals, cols.astype(np.int32), indptr), shape=(n_texts, vocab_size), dtype=np.float32)

@@ -1,0 +1,151 @@
+"""Building, merging and opening dense segments.
+
+A segment folder holds:
+  dense.json    header: format, version, n, d, structure, file sizes and checksums
+  vectors.npy   (n, d) float16, the refinement store: exact scores, re-ranking, merges (memory-mapped)
+  ivf.faiss     IVF segments only: FAISS's own index file (IVF-PQ fast-scan by default)
+Everything is built from the fp16 store, so merging segments gives exactly what building from the kept
+documents would.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import faiss
+import numpy as np
+
+from m3search.errors import IndexFormatError, InputError
+from m3search.indexes import segment_files as sf
+from m3search.indexes.base import ComponentType, SegmentReader
+from m3search.indexes.dense.config import Structure, choose_structure, validate_config
+from m3search.indexes.dense.reader import _ROWS, DenseSegmentReader, check_ids
+from m3search.indexes.faiss_support import faiss_threads, quiet_training
+from m3search.types import EncodedBatch
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "m3search.dense"
+VERSION = 1
+HEADER = "dense.json"
+STORE = "vectors.npy"
+IVF = "ivf.faiss"
+
+
+class DenseComponent(ComponentType):
+    """Dense vectors: exact flat search while a segment is small, IVF-PQ + exact fp16 re-ranking above
+    `flat_threshold` documents. Config keys: see `m3search.indexes.dense.config.DEFAULTS`."""
+
+    kind = "dense"
+
+    @classmethod
+    def validate_config(cls, config: dict) -> dict:
+        return validate_config(config)
+
+    def build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
+        x = batch.dense
+        if x.size and not np.isfinite(x).all():
+            raise InputError("dense vectors contain NaN or infinity; re-encode those documents")
+        path = Path(path)
+        chunks = (x[lo : lo + _ROWS] for lo in range(0, len(x), _ROWS))
+        return self._write(path, len(x), x.shape[1], chunks)
+
+    def merge(self, path: Path, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], shared: Path) -> dict:
+        if len(sources) != len(keep) or not sources:
+            raise InputError(f"merge needs one keep array per source, got {len(sources)} sources, {len(keep)} keeps")
+        dims = {s.vectors(np.zeros(0, np.int64)).shape[1] for s in sources}
+        if len(dims) != 1:
+            raise InputError(f"dense segments to merge have different dimensions {sorted(dims)}")
+        keep = [check_ids(k, s.n_docs, "keep") for s, k in zip(sources, keep)]
+
+        def chunks() -> Iterable[np.ndarray]:
+            for src, ids in zip(sources, keep):
+                for lo in range(0, len(ids), _ROWS):
+                    yield src.vectors(ids[lo : lo + _ROWS])
+
+        return self._write(Path(path), sum(len(k) for k in keep), dims.pop(), chunks())
+
+    def open(self, path: Path, meta: dict, shared: Path) -> DenseSegmentReader:
+        path = Path(path)
+        header = sf.read_header(path / HEADER, FORMAT, VERSION)
+        if meta and any(meta.get(key) != header.get(key) for key in ("n", "d", "nbytes", "files")):
+            raise IndexFormatError(f"{path / HEADER} does not match the segment metadata recorded by the index")
+        files = header["files"]
+        store = sf.open_array(path, STORE, files[STORE])
+        if store.shape != (header["n"], header["d"]) or store.dtype != np.float16:
+            raise IndexFormatError(f"{path / STORE} holds {store.dtype}{store.shape}, not the recorded float16 store")
+        ivf = None
+        if Structure(**header["structure"]).kind != "flat":
+            ivf_path = sf.check_file(path, IVF, files[IVF])
+            try:
+                ivf = faiss.read_index(str(ivf_path))
+            except RuntimeError as e:
+                raise IndexFormatError(f"{ivf_path} is not a readable FAISS index ({e})") from e
+            if ivf.ntotal != header["n"] or ivf.d != header["d"]:
+                raise IndexFormatError(f"{ivf_path} holds {ivf.ntotal} x {ivf.d}, not {header['n']} x {header['d']}")
+        header = {**header, "nbytes": header["nbytes"] + (path / HEADER).stat().st_size}
+        return DenseSegmentReader(path, header, store, ivf, self.config)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _write(self, path: Path, n: int, d: int, chunks: Iterable[np.ndarray]) -> dict:
+        path.mkdir(parents=True, exist_ok=True)
+        store = _write_store(path, n, d, chunks)
+        structure = choose_structure(n, d, self.config)
+        files = {STORE: store}
+        if structure.kind != "flat":
+            with faiss_threads(self.config["threads"]):
+                files[IVF] = self._write_ivf(path, structure, np.load(path / STORE, mmap_mode="r"))
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "n": n,
+            "d": d,
+            "structure": {"kind": structure.kind, "nlist": structure.nlist, "pq_m": structure.pq_m,
+                          "train_sample": structure.train_sample},
+            "factory": structure.factory,
+            "files": files,
+            "nbytes": sum(f["bytes"] for f in files.values()),
+        }
+        sf.write_json(path / HEADER, header)
+        sf.fsync_dir(path)
+        logger.info("dense segment %s: %d x %d as %s", path, n, d, structure.factory)
+        return header
+
+    def _write_ivf(self, path: Path, structure: Structure, store: np.ndarray) -> dict:
+        n, d = store.shape
+        rng = np.random.default_rng(self.config["seed"])
+        sample = np.sort(rng.choice(n, size=structure.train_sample, replace=False))
+        index = faiss.index_factory(d, structure.factory, faiss.METRIC_INNER_PRODUCT)
+        quiet_training(index)
+        if hasattr(index, "do_polysemous_training"):
+            index.do_polysemous_training = False  # slow, and only useful for Hamming filtering
+        for holder in (index, getattr(index, "pq", None)):
+            if getattr(holder, "cp", None) is not None:
+                holder.cp.seed = self.config["seed"]
+        index.train(np.asarray(store[sample], dtype=np.float32))
+        for lo in range(0, n, _ROWS):
+            index.add(np.asarray(store[lo : lo + _ROWS], dtype=np.float32))
+        tmp = path / (IVF + ".tmp")
+        faiss.write_index(index, str(tmp))
+        sf.fsync_file(tmp)
+        tmp.rename(path / IVF)
+        return sf.describe(path / IVF)
+
+
+def _write_store(path: Path, n: int, d: int, chunks: Iterable[np.ndarray]) -> dict:
+    """Stream float vectors into the (n, d) float16 store."""
+    if n == 0:
+        for chunk in chunks:
+            assert len(chunk) == 0
+        return sf.write_array(path, STORE, np.zeros((0, d), np.float16))
+    target = np.lib.format.open_memmap(path / STORE, mode="w+", dtype=np.float16, shape=(n, d))
+    filled = 0
+    for chunk in chunks:
+        target[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    assert filled == n, (filled, n)
+    target.flush()
+    del target
+    sf.fsync_file(path / STORE)
+    return {**sf.describe(path / STORE), "shape": [n, d], "dtype": "float16"}

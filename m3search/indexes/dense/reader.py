@@ -1,0 +1,227 @@
+"""Searching one dense segment: FAISS (flat or IVF-PQ) for candidates, the fp16 store for exact scores."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from m3search.errors import InputError
+from m3search.indexes.base import DenseReader
+from m3search.indexes.dense.config import Structure
+from m3search.indexes.faiss_support import GpuClone, LiveSelector, faiss_threads, want_gpu
+
+logger = logging.getLogger(__name__)
+
+_ROWS = 65536  # rows of the fp16 store converted to float32 at a time
+_GPU_MAX_K = 2048  # the largest k GPU FAISS searches
+REFINE_PER_K = 4  # re-rank at least this many candidates per result asked for
+
+
+def check_queries(xq: np.ndarray, d: int) -> np.ndarray:
+    xq = np.asarray(xq)
+    if xq.ndim != 2 or xq.shape[1] != d:
+        raise InputError(f"dense queries must have shape (m, {d}), got {xq.shape}")
+    return np.ascontiguousarray(xq, dtype=np.float32)
+
+
+def check_ids(ids: np.ndarray, n: int, what: str = "ids") -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+        raise InputError(f"{what} must be a 1-d integer array, got {ids.dtype} {ids.shape}")
+    ids = ids.astype(np.int64, copy=False)
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise InputError(f"{what} must lie in 0..{n - 1}, got values from {ids.min()} to {ids.max()}")
+    return ids
+
+
+def check_deleted(deleted: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The mask as bool (n,), or None when nothing is deleted."""
+    if deleted is None:
+        return None
+    deleted = np.asarray(deleted)
+    if deleted.shape != (n,) or deleted.dtype != np.bool_:
+        raise InputError(f"deleted must be a bool mask of shape ({n},), got {deleted.dtype} {deleted.shape}")
+    return deleted if deleted.any() else None
+
+
+def _padded(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((m, k), -np.inf, np.float32), np.full((m, k), -1, np.int64)
+
+
+class DenseSegmentReader(DenseReader):
+    """One dense segment. `vectors` is the memory-mapped (n, d) float16 store; `ivf` the FAISS index of
+    an IVF segment (None for flat segments, whose exact searcher is built from the store on first use)."""
+
+    def __init__(self, path: Path, header: dict, vectors: np.ndarray, ivf: faiss.Index | None, config: dict):
+        self.path = path
+        self.header = header
+        self.structure = Structure(**header["structure"])
+        self.config = config
+        self._store = vectors
+        self._ivf = ivf
+        self._flat: faiss.Index | None = None
+        self._gpu: GpuClone | None = None
+        self._gpu_tried = False
+        self._lock = threading.Lock()
+
+    # -- SegmentReader ----------------------------------------------------------------------------
+    @property
+    def n_docs(self) -> int:
+        return int(self.header["n"])
+
+    @property
+    def d(self) -> int:
+        return int(self.header["d"])
+
+    def nbytes(self) -> int:
+        return int(self.header["nbytes"])
+
+    def close(self) -> None:
+        self._store = None
+        self._ivf = self._flat = self._gpu = None
+
+    def describe(self) -> dict:
+        """Structure and sizes, for `info`."""
+        s = self.structure
+        return {"structure": s.kind, "factory": s.factory, "nlist": s.nlist, "pq_m": s.pq_m,
+                "n": self.n_docs, "d": self.d, "bytes": self.nbytes(),
+                "bytes_per_doc": self.nbytes() / max(1, self.n_docs)}
+
+    def fidelity(self) -> dict:
+        """What `info` reports: search structure, and that exact scores come from the fp16 store."""
+        return {"structure": self.structure.factory, "stored": "fp16", "refine": self.config["refine"],
+                "nprobe": self.config["nprobe"] if self._ivf is not None else None,
+                "bytes_per_doc": self.nbytes() / max(1, self.n_docs)}
+
+    # -- DenseReader ------------------------------------------------------------------------------
+    def search(self, xq, k, deleted=None, nprobe=None, refine=None, threads=None):
+        """Top-k by inner product. Flat segments are exact over the fp16 store. IVF segments visit
+        `nprobe` lists and, unless refine=0, re-rank the best max(refine, 4k) candidates exactly against
+        the fp16 store, so their scores equal score_pairs'. Deleted documents are never returned."""
+        xq = check_queries(xq, self.d)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        nprobe = self.config["nprobe"] if nprobe is None else nprobe
+        refine = self.config["refine"] if refine is None else refine
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
+        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+            raise InputError(f"refine must be an integer >= 0, got {refine!r}")
+        deleted = check_deleted(deleted, self.n_docs)
+        m = len(xq)
+        n_live = self.n_docs - (int(deleted.sum()) if deleted is not None else 0)
+        D, I = _padded(m, k)
+        if m == 0 or n_live == 0:
+            return D, I
+        flat = self.structure.kind == "flat"
+        depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
+        with faiss_threads(self.config["threads"] if threads is None else threads):
+            Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe))
+        if not flat and refine:
+            Dc, Ic = self._rerank(xq, Ic, k)
+        kk = min(k, Dc.shape[1])
+        D[:, :kk], I[:, :kk] = Dc[:, :kk], Ic[:, :kk]
+        D[I < 0] = -np.inf
+        return D, I
+
+    def score_pairs(self, xq, q_index, ids):
+        xq = check_queries(xq, self.d)
+        q_index = check_ids(q_index, len(xq), "q_index")
+        ids = check_ids(ids, self.n_docs)
+        if len(q_index) != len(ids):
+            raise InputError(f"q_index has {len(q_index)} entries but ids has {len(ids)}")
+        out = np.empty(len(ids), np.float32)
+        step = max(1, _ROWS // 4)
+        for lo in range(0, len(ids), step):
+            sl = slice(lo, lo + step)
+            out[sl] = np.einsum("pd,pd->p", self._rows(ids[sl]), xq[q_index[sl]])
+        return out
+
+    def vectors(self, ids):
+        return self._rows(check_ids(ids, self.n_docs))
+
+    # -- internals --------------------------------------------------------------------------------
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """float32 copies of stored rows, read in ascending order (sequential on the memory map)."""
+        if not len(ids):
+            return np.zeros((0, self.d), np.float32)
+        order = np.argsort(ids, kind="stable")
+        out = np.empty((len(ids), self.d), np.float32)
+        out[order] = self._store[ids[order]]
+        return out
+
+    def _searcher(self) -> tuple[faiss.Index, bool]:
+        """(index to search, whether it is the CPU index, which takes id selectors and parameters)."""
+        with self._lock:
+            cpu = self._ivf if self._ivf is not None else self._flat_index()
+            if not self._gpu_tried:
+                self._gpu_tried = True
+                if want_gpu(self.config["gpu"]):
+                    self._gpu = GpuClone(self._gpu_source(cpu))
+            if self._gpu is not None and self._gpu.index is not None:
+                return self._gpu.index, False
+            return cpu, True
+
+    def _flat_index(self) -> faiss.Index:
+        if self._flat is None:
+            # fp16 -> fp32 -> fp16 is lossless: the searcher holds exactly the stored values
+            index = faiss.IndexScalarQuantizer(self.d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            for lo in range(0, self.n_docs, _ROWS):
+                index.add(np.asarray(self._store[lo : lo + _ROWS], dtype=np.float32))
+            self._flat = index
+        return self._flat
+
+    def _gpu_source(self, cpu: faiss.Index) -> faiss.Index:
+        if self._ivf is not None:
+            return cpu
+        flat = faiss.IndexFlatIP(self.d)  # GPU FAISS has no flat fp16 SQ; same values in float32
+        for lo in range(0, self.n_docs, _ROWS):
+            flat.add(np.asarray(self._store[lo : lo + _ROWS], dtype=np.float32))
+        return flat
+
+    def _candidates(self, xq, depth, deleted, nprobe):
+        index, on_cpu = self._searcher()
+        ivf = self._ivf is not None
+        nprobe = min(nprobe, self.structure.nlist) if ivf else 0
+        if on_cpu:
+            params = faiss.SearchParametersIVF(nprobe=nprobe) if ivf else faiss.SearchParameters()
+            if deleted is not None:
+                live = LiveSelector(deleted)  # keeps the bitmap alive through the search
+                params.sel = live.sel
+            return index.search(xq, depth, params=params)
+        # GPU FAISS takes neither id selectors nor per-call parameters: set nprobe, over-fetch by the
+        # number of deleted documents (up to GPU FAISS's largest k), filter
+        if ivf:
+            index.nprobe = nprobe
+        n_deleted = int(deleted.sum()) if deleted is not None else 0
+        fetch = min(self.n_docs, depth + n_deleted, _GPU_MAX_K)
+        if fetch < depth + n_deleted and fetch < self.n_docs:
+            logger.info("GPU search capped at k=%d; some of the %d results asked for may be missing", fetch, depth)
+        D, I = index.search(xq, fetch)
+        dead = I < 0
+        if deleted is not None:
+            dead |= deleted[np.maximum(I, 0)]
+        order = np.argsort(dead, axis=1, kind="stable")[:, :depth]  # live ones first, in score order
+        D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+        gone = np.take_along_axis(dead, order, 1)
+        D[gone], I[gone] = -np.inf, -1
+        return D, I
+
+    def _rerank(self, xq: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of each query's candidates from the fp16 store, best k first."""
+        m, depth = I.shape
+        S = np.full((m, depth), -np.inf, np.float32)
+        valid = I >= 0
+        rows_per_chunk = max(1, _ROWS // max(1, depth))
+        for lo in range(0, m, rows_per_chunk):
+            hi = min(m, lo + rows_per_chunk)
+            v = valid[lo:hi]
+            q_of = np.nonzero(v)[0] + lo
+            S[lo:hi][v] = np.einsum("pd,pd->p", self._rows(I[lo:hi][v]), xq[q_of])
+        order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        D, Ir = np.take_along_axis(S, order, 1), np.take_along_axis(I, order, 1)
+        Ir[~np.isfinite(D)] = -1
+        return D, Ir

@@ -1,0 +1,85 @@
+"""Small file-system helpers for crash-safe writes.
+
+Durability order matters more than speed here: a file's bytes are fsync'd before its name is published
+(os.replace), and a directory is fsync'd after entries are added to or removed from it, so that what a
+commit refers to is on disk before the commit record is.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from m3search.errors import IndexFormatError
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist the directory's entries (names created, renamed or removed in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dirs(root: Path) -> None:
+    """fsync every directory under `root`, `root` included, so the names created in them persist.
+    (Files are fsync'd by whoever wrote them: the ComponentType contract says components do.)"""
+    for dirpath, _dirnames, _filenames in os.walk(root):
+        fsync_dir(Path(dirpath))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def file_sizes(root: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """{relative posix path: size in bytes} of every regular file under `root` (names in `skip` left out)."""
+    sizes = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if name in skip:
+                continue
+            p = Path(dirpath) / name
+            sizes[p.relative_to(root).as_posix()] = p.stat().st_size
+    return dict(sorted(sizes.items()))
+
+
+def check_file_sizes(root: Path, expected: dict[str, int], what: str) -> None:
+    """Raise IndexFormatError naming the first file under `root` that is missing or has another size than
+    recorded at commit: the cheap check that catches truncated or half-copied indexes before any reader
+    maps garbage."""
+    for rel, size in expected.items():
+        p = root / rel
+        try:
+            actual = p.stat().st_size
+        except FileNotFoundError:
+            raise IndexFormatError(
+                f"{what}: file {p} is missing; the index is damaged (restore it from a copy or rebuild it)"
+            ) from None
+        if actual != size:
+            raise IndexFormatError(
+                f"{what}: file {p} has {actual} bytes but {size} were committed (truncated or overwritten); "
+                "restore the index from a copy or rebuild it"
+            )
+
+
+def tree_bytes(root: Path) -> int:
+    """Total size of the regular files under `root` (0 if it does not exist)."""
+    if not root.exists():
+        return 0
+    return sum(file_sizes(root).values())

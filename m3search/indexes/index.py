@@ -1,0 +1,346 @@
+"""`Index`: an index directory, opened for reading or for writing.
+
+Layout::
+
+    INDEX/
+      manifest.json          format, versions, encoder identity and model, component configs (manifest.py)
+      docs.lmdb/             documents, id maps, deletion bitmaps, committed state (docstore.py)
+      segments/<name>/       immutable segments: .lock, <kind>/ per component, ids.npy after merges
+      components/<kind>/     index-wide state a component shares between its segments (e.g. a codec)
+      writer.lock            flock'd by the one writer
+
+Readers take `snapshot()`s, which see one committed generation however long they are kept; a writable
+Index (one per index at a time, enforced by `writer.lock`) buffers `add`/`upsert`/`delete` until `commit()`,
+which is atomic and crash-safe (the crash-point analysis is in `writer.py`). Closing a writable Index
+without committing discards the uncommitted changes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import weakref
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError
+from m3search.indexes.docstore import DOCS_DIR, DocStore, open_env, release_env
+from m3search.indexes.fsutil import fsync_dir, fsync_dirs, tree_bytes
+from m3search.indexes.handles import HandleCache
+from m3search.indexes.locking import WRITER_LOCK_NAME, WriterLock
+from m3search.indexes.manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from m3search.indexes.merge_policy import TieredMergePolicy
+from m3search.indexes.registry import Registry, make_components
+from m3search.indexes.snapshot import Snapshot, take_snapshot
+from m3search.indexes.state import CommitState
+from m3search.indexes.writer import COMPONENTS_DIR, DEFAULT_BUFFER_BYTES, SEGMENTS_DIR, IndexWriter
+from m3search.types import EncodedBatch, EncoderIdentity
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COMPONENT_CONFIGS: dict[str, dict] = {"dense": {}, "sparse": {}, "multivec": {}}
+# what Index.create makes, and so may clear when it finds an interrupted creation
+_CREATED_NAMES = {MANIFEST_NAME, MANIFEST_NAME + ".tmp", DOCS_DIR, SEGMENTS_DIR, COMPONENTS_DIR, WRITER_LOCK_NAME}
+
+
+class Index:
+    """An open index directory. Use `Index.create` or `Index.open`, not the constructor."""
+
+    def __init__(self, path: Path, manifest: Manifest, components, lock: WriterLock | None, writer_options: dict):
+        self.path = path
+        self.manifest = manifest
+        self._components = components
+        self._lock = lock
+        self._snapshots: weakref.WeakSet[Snapshot] = weakref.WeakSet()
+        self._closed = False
+        try:
+            self._env = open_env(path)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        try:
+            if not (path / SEGMENTS_DIR).is_dir():
+                raise IndexFormatError(f"{path / SEGMENTS_DIR} is missing: the index is damaged; restore it from a copy")
+            self._store = DocStore.open(self._env, path / DOCS_DIR)
+            with self._env.begin() as txn:
+                self._store.state(txn)  # refuse a damaged state now rather than at the first search
+            self._cache = HandleCache(path, components)
+            self._writer: IndexWriter | None = None
+            if lock is not None:
+                self._writer = IndexWriter(path, self._store, components, manifest.identity, self._cache, **writer_options)
+                self._writer.collect_garbage()
+        except BaseException:
+            release_env(self._env)
+            if lock is not None:
+                lock.release()
+            raise
+        # an Index dropped without close() still releases its files and the writer lock when collected
+        self._release = weakref.finalize(self, _release_resources, self._env, lock, self._cache)
+
+    # -- creation and opening ---------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        identity: EncoderIdentity,
+        model: str | None = None,
+        components: Mapping[str, dict] | None = None,
+        *,
+        registry: Registry | None = None,
+        merge_policy: TieredMergePolicy | None = None,
+        auto_merge: bool = True,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        crash_hook: Callable[[str], None] | None = None,
+    ) -> "Index":
+        """Create an empty index at `path` (a new or empty folder) and open it for writing.
+
+        components: kind -> config, e.g. {"dense": {}, "sparse": {}}; default all three with defaults.
+        registry: kind -> ComponentType (default: the real implementations). crash_hook: tests only,
+        called with the name of each crash point (see writer.py).
+        """
+        path = Path(path)
+        if not isinstance(identity, EncoderIdentity):
+            raise InputError(f"identity must be an EncoderIdentity (encoder.identity), got {type(identity).__name__}")
+        comps = make_components(DEFAULT_COMPONENT_CONFIGS if components is None else components, registry)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} exists and is not a folder; choose another path for the index")
+        if (path / MANIFEST_NAME).exists():
+            raise InputError(f"{path} is already an index; open it with Index.open(path, writable=True) to add documents")
+        if path.is_dir():
+            foreign = sorted(set(os.listdir(path)) - _CREATED_NAMES)
+            if foreign:
+                raise InputError(
+                    f"{path} exists and holds {foreign[:5]}, which are not an index's; choose a new or empty folder"
+                )
+        path.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(path)
+        try:
+            if (path / MANIFEST_NAME).exists():  # another process finished creating it meanwhile
+                raise InputError(f"{path} is already an index; open it with Index.open(path, writable=True)")
+            _clear_interrupted_creation(path)
+            (path / SEGMENTS_DIR).mkdir()
+            for kind in comps:
+                (path / COMPONENTS_DIR / kind).mkdir(parents=True)
+            env = open_env(path, create=True)
+            try:
+                DocStore.initialize(env, path / DOCS_DIR, CommitState.empty())
+            finally:
+                release_env(env)
+            (crash_hook or (lambda point: None))("create:before-manifest")
+            manifest = Manifest.new(identity, model, {kind: c.config for kind, c in comps.items()})
+            fsync_dirs(path / COMPONENTS_DIR)
+            fsync_dir(path)  # the folders above exist before the manifest says the index does
+            write_manifest(path, manifest)
+        except BaseException:
+            lock.release()
+            raise
+        options = dict(merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook)
+        return cls(path, manifest, comps, lock, options)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        writable: bool = False,
+        identity: EncoderIdentity | None = None,
+        *,
+        registry: Registry | None = None,
+        merge_policy: TieredMergePolicy | None = None,
+        auto_merge: bool = True,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        crash_hook: Callable[[str], None] | None = None,
+    ) -> "Index":
+        """Open an existing index. With `identity`, refuse (EncoderMismatchError) an index built with another
+        encoder. writable=True takes the writer lock (IndexLockedError if another writer holds it) and
+        removes crash leftovers."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        if identity is not None:
+            check_encoder(path, manifest, identity)
+        try:
+            comps = make_components(manifest.components, registry)
+        except ConfigError as e:
+            raise IndexFormatError(f"{path / MANIFEST_NAME}: {e}") from e
+        lock = WriterLock(path) if writable else None
+        options = dict(merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook)
+        return cls(path, manifest, comps, lock, options)
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def identity(self) -> EncoderIdentity:
+        return self.manifest.identity
+
+    @property
+    def model(self) -> str | None:
+        return self.manifest.model
+
+    @property
+    def components(self) -> dict[str, dict]:
+        """kind -> config (defaults filled in)."""
+        return {kind: dict(c.config) for kind, c in self._components.items()}
+
+    @property
+    def writable(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def generation(self) -> int:
+        """The last committed generation."""
+        return self._committed_state().generation
+
+    @property
+    def has_uncommitted_changes(self) -> bool:
+        return self._writer is not None and self._writer.has_changes
+
+    def _committed_state(self) -> CommitState:
+        self._check_open()
+        with self._env.begin() as txn:
+            return self._store.state(txn)
+
+    # -- writes -------------------------------------------------------------------------------------
+    def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None = None) -> None:
+        """Buffer new documents (visible after `commit()`). docs: {"text", "title"?, "metadata"?} per id.
+        An id already in the index (or twice in `ids`) is an InputError: use `upsert` to replace."""
+        self._need_writer("add documents").add(ids, batch, docs, replace=False)
+
+    def upsert(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None = None) -> None:
+        """Add documents, replacing any with the same ids (delete + add, in one commit)."""
+        self._need_writer("upsert documents").add(ids, batch, docs, replace=True)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id (visible after `commit()`); returns how many existed. Unknown ids are skipped."""
+        return self._need_writer("delete documents").delete(ids)
+
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        """(len(ids),) bool: whether each id is in the index, counting this writer's uncommitted changes."""
+        if self._writer is not None:
+            return self._writer.contains(ids)
+        with self.snapshot() as snap:
+            return snap.internal_ids(list(ids)) >= 0
+
+    def commit(self) -> int:
+        """Make buffered changes durable and visible, atomically; then merge segments if the policy asks.
+        Returns the new generation (unchanged if there was nothing to commit)."""
+        return self._need_writer("commit").commit()
+
+    def rollback(self) -> None:
+        """Discard every change since the last commit."""
+        self._need_writer("roll back").rollback()
+
+    def optimize(self) -> int:
+        """Commit, then merge all segments into one without deleted documents. Returns the generation."""
+        return self._need_writer("optimize").optimize()
+
+    def _need_writer(self, what: str) -> IndexWriter:
+        self._check_open()
+        if self._writer is None:
+            raise InputError(f"can't {what}: {self.path} is open read-only; open it with Index.open(path, writable=True)")
+        return self._writer
+
+    # -- reads --------------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Readers over the last committed generation; stable until closed, whatever is committed later."""
+        self._check_open()
+        snap = take_snapshot(self._store, self._cache, self.identity, owner=self)
+        self._snapshots.add(snap)
+        return snap
+
+    def info(self) -> dict:
+        """Format, versions, encoder, counts, and bytes per component, from the last commit."""
+        m = self.manifest
+        with self.snapshot() as snap:
+            components = {}
+            for kind, config in self.components.items():
+                reader = getattr(snap, kind)
+                shared = tree_bytes(self.path / COMPONENTS_DIR / kind)
+                components[kind] = {
+                    "config": config,
+                    "bytes": int(reader.nbytes()) + shared,
+                    "fidelity": reader.fidelity(),
+                }
+            segments = [
+                {"name": s.name, "n_docs": s.n, "n_deleted": s.n_deleted, "internal_ids": [s.lo, s.hi]}
+                for s in snap.segments
+            ]
+            generation, n_docs, n_deleted = snap.generation, snap.n_docs, snap.n_deleted
+        docstore_bytes = self._store.nbytes()
+        return {
+            "path": str(self.path),
+            "format": FORMAT,
+            "format_version": m.format_version,
+            "m3search_version": m.m3search_version,
+            "created_at": m.created_at,
+            "encoder": m.identity.to_dict(),
+            "model": m.model,
+            "generation": generation,
+            "n_docs": n_docs,
+            "n_deleted": n_deleted,
+            "n_segments": len(segments),
+            "segments": segments,
+            "components": components,
+            "docstore_bytes": docstore_bytes,
+            "total_bytes": docstore_bytes + sum(c["bytes"] for c in components.values()),
+        }
+
+    # -- lifetime -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close snapshots taken from this Index, release files and the writer lock. Uncommitted changes
+        are discarded (logged)."""
+        if self._closed:
+            return
+        try:
+            if self._writer is not None and self._writer.has_changes:
+                logger.warning("closing %s with uncommitted changes: they are discarded", self.path)
+                self._writer.rollback()
+            for snap in list(self._snapshots):
+                snap.close()
+            self._cache.close_all()
+            if self._writer is not None:
+                self._writer.collect_garbage()
+        finally:
+            self._closed = True
+            self._release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError(f"the Index for {self.path} is closed; open it again with Index.open")
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "writable" if self.writable else "read-only"
+        return f"Index({str(self.path)!r}, {mode}, components={sorted(self._components)})"
+
+
+def _release_resources(env, lock: WriterLock | None, cache: HandleCache) -> None:
+    cache.close_all()
+    release_env(env)
+    if lock is not None:
+        lock.release()
+
+
+def check_encoder(path: Path, manifest: Manifest, identity: EncoderIdentity) -> None:
+    """Raise EncoderMismatchError listing every differing field."""
+    diffs = manifest.identity.mismatches(identity)
+    if diffs:
+        raise EncoderMismatchError(
+            f"{path} was built with encoder {manifest.identity.name!r} (model {manifest.model!r}); the encoder "
+            f"given differs in: {'; '.join(diffs)}. Open it with the encoder it was built with, or build a new index"
+        )
+
+
+def _clear_interrupted_creation(path: Path) -> None:
+    """Remove what an earlier, interrupted Index.create left (only names it creates; never the lock)."""
+    for name in _CREATED_NAMES - {WRITER_LOCK_NAME}:
+        p = path / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()

@@ -1,0 +1,64 @@
+"""Which segments to merge after a commit: a logarithmic, tiered policy over adjacent segments.
+
+Segments are kept in id order and only adjacent runs are merged, so a merged segment's ids stay an
+increasing range (see `state.py`). Each segment has a tier, floor(log_factor(live docs / floor_docs)); a
+run of `merge_factor` adjacent segments of the same tier merges into one of the next tier. Every document
+is thus rewritten O(log n) times and the segment count stays O(merge_factor * log n). Independently, a
+segment whose deleted share exceeds `max_deleted_ratio` is rewritten to purge them, and a segment with
+no live document is dropped without rewriting anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+from m3search.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TieredMergePolicy:
+    merge_factor: int = 8
+    floor_docs: int = 1000  # segments below this size share the lowest tier
+    max_deleted_ratio: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.merge_factor < 2:
+            raise ConfigError(f"merge_factor must be >= 2, got {self.merge_factor}")
+        if self.floor_docs < 1:
+            raise ConfigError(f"floor_docs must be >= 1, got {self.floor_docs}")
+        if not 0.0 < self.max_deleted_ratio <= 1.0:
+            raise ConfigError(f"max_deleted_ratio must be in (0, 1], got {self.max_deleted_ratio}")
+
+    def tier(self, n_live: int) -> int:
+        if n_live < self.floor_docs:
+            return 0
+        return 1 + int(math.log(n_live / self.floor_docs, self.merge_factor) + 1e-9)
+
+    def plan(self, n_docs: Sequence[int], n_deleted: Sequence[int]) -> list[range]:
+        """Non-overlapping runs (ranges of positions in the segment list) to merge, each into one segment.
+
+        A run of length 1 rewrites one segment without its deleted documents (or drops it if empty).
+        """
+        live = [n - d for n, d in zip(n_docs, n_deleted)]
+        runs: list[range] = []
+        i = 0
+        while i < len(live):
+            j = i
+            while j < len(live) and self.tier(live[j]) == self.tier(live[i]):
+                j += 1
+            for start in range(i, j - self.merge_factor + 1, self.merge_factor):
+                runs.append(range(start, start + self.merge_factor))
+            i = j
+        taken = {p for r in runs for p in r}
+        for p, (n, d) in enumerate(zip(n_docs, n_deleted)):
+            if p not in taken and n and (d / n > self.max_deleted_ratio or d == n):
+                runs.append(range(p, p + 1))
+        return sorted(runs, key=lambda r: r.start)
+
+
+def merge_all(n_segments: int, n_deleted: Sequence[int]) -> list[range]:
+    """The plan of `optimize()`: one run over everything, unless that would change nothing."""
+    if n_segments > 1 or (n_segments == 1 and n_deleted[0] > 0):
+        return [range(0, n_segments)]
+    return []

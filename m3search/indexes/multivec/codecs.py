@@ -1,0 +1,249 @@
+"""Token-vector codecs: float vectors <-> fixed-size byte codes, one row of `code_size` bytes per token.
+
+- fp16            2 bytes/dim, the near-exact reference (and the store of segments built before a codec exists)
+- sq8, sq4        per-dimension scalar quantization (FAISS ScalarQuantizer), 1 and 1/2 byte/dim
+- pq{M}           product quantization, M sub-quantizers of 256 centroids: M bytes
+- opq{M}          PQ after a learned rotation (OPQ)
+- rpq{M}          residual PQ: a coarse k-means centroid (2-byte id) plus PQ of the residual: M + 2 bytes
+- ropq{M}         residual PQ after a learned rotation of the residuals
+
+PQ-family codecs also score without decompressing (`lut_tables`): a query token's inner product with a
+code is the sum of M table lookups (plus its product with the coarse centroid), as in FAISS's ADC.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from m3search.errors import ConfigError, IndexFormatError
+from m3search.indexes import segment_files as sf
+
+_NAME = re.compile(r"^(fp16|sq8|sq4|(r?)(o?)pq(\d+))$")
+_ENCODE_ROWS = 65536
+
+
+def parse_name(name: str, dim: int | None = None) -> dict:
+    """{"family", "m", "residual", "rotation"} of a compression name; ConfigError if it is not one."""
+    match = _NAME.match(name) if isinstance(name, str) else None
+    if not match:
+        raise ConfigError(
+            f"multivec config 'compression' is {name!r}; valid: 'fp16', 'sq8', 'sq4', 'pq<M>', 'opq<M>', "
+            "'rpq<M>', 'ropq<M>' (M sub-quantizers dividing the dimension, e.g. 'rpq64')"
+        )
+    if match.group(4) is None:
+        return {"family": name, "m": 0, "residual": False, "rotation": False}
+    m = int(match.group(4))
+    if m < 1 or (dim is not None and dim % m):
+        raise ConfigError(f"multivec compression {name!r}: M={m} must divide the token dimension {dim}")
+    return {"family": "pq", "m": m, "residual": bool(match.group(2)), "rotation": bool(match.group(3))}
+
+
+def code_size(name: str, dim: int) -> int:
+    p = parse_name(name, dim)
+    return {"fp16": 2 * dim, "sq8": dim, "sq4": (dim + 1) // 2}.get(p["family"], p["m"] + 2 * p["residual"])
+
+
+@dataclasses.dataclass
+class Codec:
+    """A trained codec. `arrays` holds its learned parameters (saved as .npy files)."""
+
+    name: str
+    dim: int
+    arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    fidelity: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spec = parse_name(self.name, self.dim)
+        self.code_size = code_size(self.name, self.dim)
+        self._sq = self._pq = None
+        fam = self.spec["family"]
+        if fam in ("sq8", "sq4"):
+            qtype = faiss.ScalarQuantizer.QT_8bit if fam == "sq8" else faiss.ScalarQuantizer.QT_4bit
+            self._sq = faiss.ScalarQuantizer(self.dim, qtype)
+            if "sq_trained" in self.arrays:
+                faiss.copy_array_to_vector(np.asarray(self.arrays["sq_trained"], np.float32).ravel(), self._sq.trained)
+        elif fam == "pq":
+            self._pq = faiss.ProductQuantizer(self.dim, self.spec["m"], 8)
+            if "pq_centroids" in self.arrays:
+                centroids = np.asarray(self.arrays["pq_centroids"], np.float32).ravel()
+                faiss.copy_array_to_vector(centroids, self._pq.centroids)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.name == "fp16"
+
+    @property
+    def supports_lut(self) -> bool:
+        return self.spec["family"] == "pq"
+
+    @property
+    def rescales(self) -> bool:
+        """Whether reconstructions of unit-norm tokens are rescaled to unit norm when scoring. Quantizers
+        shrink vectors unevenly (PQ towards its centroids), which MaxSim's max turns into ranking noise;
+        rescaling is free where the norm follows from the code (not for residual codes, whose norm has a
+        cross term) and pointless for fp16."""
+        return self.name != "fp16" and not self.spec["residual"]
+
+    def sub_sq_norms(self) -> np.ndarray:
+        """(M, 256) squared norms of the PQ sub-centroids: a code's squared norm is the sum of its M entries
+        (a rotation keeps norms)."""
+        return np.ascontiguousarray((self.arrays["pq_centroids"] ** 2).sum(axis=2), dtype=np.float32)
+
+    @property
+    def codec_id(self) -> str:
+        """Content hash: segments record it, so they are never decoded with another codec."""
+        h = hashlib.sha256(f"{self.name}/{self.dim}".encode())
+        for key in sorted(self.arrays):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(self.arrays[key]).tobytes())
+        return h.hexdigest()[:16]
+
+    # -- training ---------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, name: str, x: np.ndarray, coarse_k: int = 1024, seed: int = 1234) -> "Codec":
+        """Train on sample tokens x (n, d) float32; a tenth (at most 10k) is held out for `fidelity`."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n, dim = x.shape
+        codec = cls(name, dim)
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        n_held = min(10_000, n // 10)
+        held, fit = x[perm[:n_held]], x[perm[n_held:]]
+        fam = codec.spec["family"]
+        if fam in ("sq8", "sq4"):
+            codec._sq.train(fit)
+            codec.arrays["sq_trained"] = faiss.vector_to_array(codec._sq.trained).astype(np.float32)
+        elif fam == "pq":
+            codec._train_pq(fit, coarse_k, seed)
+        codec.fidelity = codec.measure(held if n_held else fit[:1000], rng)
+        return codec
+
+    def _train_pq(self, fit: np.ndarray, coarse_k: int, seed: int) -> None:
+        dim = self.dim
+        if self.spec["residual"]:
+            k = int(min(coarse_k, 65536, max(1, len(fit) // 16)))
+            km = faiss.Kmeans(dim, k, niter=10, seed=seed, min_points_per_centroid=1, max_points_per_centroid=256)
+            km.train(fit)
+            self.arrays["coarse"] = km.centroids.astype(np.float32)
+            fit = fit - self.arrays["coarse"][self._assign(fit)]
+        if self.spec["rotation"]:
+            opq = faiss.OPQMatrix(dim, self.spec["m"])
+            opq.niter = 8
+            opq.pq = faiss.ProductQuantizer(dim, self.spec["m"], 8)
+            _min_points(opq.pq)
+            opq.train(fit)
+            self.arrays["rotation"] = faiss.vector_to_array(opq.A).reshape(dim, dim).astype(np.float32)
+            fit = fit @ self.arrays["rotation"].T
+        pq = faiss.ProductQuantizer(dim, self.spec["m"], 8)
+        _min_points(pq)
+        pq.cp.seed = seed
+        pq.train(np.ascontiguousarray(fit))
+        self._pq = pq
+        self.arrays["pq_centroids"] = faiss.vector_to_array(pq.centroids).reshape(self.spec["m"], 256, -1)
+
+    def measure(self, x: np.ndarray, rng: np.random.Generator) -> dict:
+        """Reconstruction quality on held-out tokens: cosines, and the error it puts on inner products with
+        other tokens (the noise MaxSim sees)."""
+        y = self.decode(self.encode(x))
+        cos = np.sum(x * y, 1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+        partners = x[rng.permutation(len(x))]
+        ip_err = np.sum((x - y) * partners, 1)
+        return {
+            "mean_cosine": float(cos.mean()),
+            "p05_cosine": float(np.quantile(cos, 0.05)),
+            "ip_error_std": float(ip_err.std()),
+            "bytes_per_token": self.code_size,
+            "fp16_ratio": self.code_size / (2 * self.dim),
+            "measured_on": int(len(x)),
+        }
+
+    # -- encode / decode --------------------------------------------------------------------------
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) float32 -> (n, code_size) uint8."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected (n, {self.dim}) vectors, got {x.shape}")
+        out = np.empty((len(x), self.code_size), np.uint8)
+        for lo in range(0, len(x), _ENCODE_ROWS):
+            out[lo : lo + _ENCODE_ROWS] = self._encode(x[lo : lo + _ENCODE_ROWS])
+        return out
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        fam = self.spec["family"]
+        if fam == "fp16":
+            return x.astype(np.float16).view(np.uint8)
+        if fam in ("sq8", "sq4"):
+            return self._sq.compute_codes(x)
+        parts = []
+        if self.spec["residual"]:
+            ids = self._assign(x)
+            parts.append(ids.astype("<u2").view(np.uint8).reshape(-1, 2))
+            x = x - self.arrays["coarse"][ids]
+        if self.spec["rotation"]:
+            x = x @ self.arrays["rotation"].T
+        parts.append(self._pq.compute_codes(np.ascontiguousarray(x)))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """(n, code_size) uint8 -> (n, d) float32."""
+        codes = np.ascontiguousarray(codes)
+        fam = self.spec["family"]
+        if fam == "fp16":
+            return codes.view(np.float16).astype(np.float32)
+        if fam in ("sq8", "sq4"):
+            return self._sq.decode(codes)
+        off = 2 if self.spec["residual"] else 0
+        y = self._pq.decode(np.ascontiguousarray(codes[:, off:]))
+        if self.spec["rotation"]:
+            y = y @ self.arrays["rotation"]
+        if off:
+            y += self.arrays["coarse"][coarse_ids(codes)]
+        return y
+
+    def lut_tables(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For query tokens q (lq, d): (tables (M, 256, lq), coarse (K, lq)) with <q_i, decode(c)> =
+        coarse[id(c), i] + sum_m tables[m, c_m, i]; coarse is (0, lq) without a coarse quantizer."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        cent = self.arrays["pq_centroids"]  # (M, 256, dsub)
+        qr = q @ self.arrays["rotation"].T if self.spec["rotation"] else q
+        qs = qr.reshape(len(q), self.spec["m"], -1)  # (lq, M, dsub)
+        tables = np.einsum("mkd,qmd->mkq", cent, qs, optimize=True).astype(np.float32)
+        coarse = self.arrays["coarse"] @ q.T if self.spec["residual"] else np.zeros((0, len(q)), np.float32)
+        return np.ascontiguousarray(tables), np.ascontiguousarray(coarse, dtype=np.float32)
+
+    def _assign(self, x: np.ndarray) -> np.ndarray:
+        index = faiss.IndexFlatL2(self.dim)
+        index.add(self.arrays["coarse"])
+        return index.search(np.ascontiguousarray(x), 1)[1][:, 0]
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, folder: Path) -> dict:
+        """Write the arrays into folder; return the header describing them."""
+        files = {f"{key}.npy": sf.write_array(folder, f"{key}.npy", arr) for key, arr in self.arrays.items()}
+        return {"name": self.name, "dim": self.dim, "codec_id": self.codec_id, "fidelity": self.fidelity,
+                "files": files}
+
+    @classmethod
+    def load(cls, folder: Path, header: dict) -> "Codec":
+        arrays = {name[: -len(".npy")]: np.asarray(sf.open_array(folder, name, entry, mmap=False))
+                  for name, entry in header["files"].items()}
+        codec = cls(header["name"], int(header["dim"]), arrays, header.get("fidelity", {}))
+        if codec.codec_id != header["codec_id"]:
+            raise IndexFormatError(f"{folder}: codec arrays don't match the recorded codec id; the codec is corrupt")
+        return codec
+
+
+def coarse_ids(codes: np.ndarray) -> np.ndarray:
+    """The 2-byte little-endian coarse centroid ids leading residual codes."""
+    return codes[:, 0].astype(np.int64) | (codes[:, 1].astype(np.int64) << 8)
+
+
+def _min_points(pq: faiss.ProductQuantizer) -> None:
+    pq.cp.min_points_per_centroid = 1  # no FAISS warnings on small training samples
+    pq.cp.max_points_per_centroid = 256
+    pq.cp.niter = 12  # FAISS's 25 costs twice as much for a negligible gain in distortion

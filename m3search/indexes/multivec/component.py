@@ -1,0 +1,259 @@
+"""Building, merging and opening multi-vector segments, and the index-wide codec.
+
+Segment folder:
+  multivec.json   header: format, version, counts, codec name and id, file sizes and checksums, fidelity
+  offsets.npy     (n + 1,) int64 token offsets per document
+  codes.npy       (T, code_size) uint8 token codes (memory-mapped)
+Shared folder (index-wide, written once, atomically, never changed):
+  codec/codec.json + codec/*.npy   the trained codec every later segment is encoded with
+Segments written before a codec exists (too few tokens to train one) store fp16 codes; merges re-encode
+them with the codec, and copy the codes of segments that already use it.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from m3search.errors import IndexFormatError, InputError
+from m3search.indexes import segment_files as sf
+from m3search.indexes.base import ComponentType, SegmentReader
+from m3search.indexes.faiss_support import faiss_threads
+from m3search.indexes.multivec.codecs import Codec
+from m3search.indexes.multivec.config import validate_config
+from m3search.indexes.multivec.reader import MultivecSegmentReader, _ids
+from m3search.types import EncodedBatch
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "m3search.multivec"
+VERSION = 1
+CODEC_FORMAT = "m3search.multivec.codec"
+CODEC_VERSION = 1
+HEADER, OFFSETS, CODES, CODEC_DIR = "multivec.json", "offsets.npy", "codes.npy", "codec"
+_CHUNK_TOKENS = 65536
+_FIDELITY_TOKENS = 2048
+
+
+class MultivecComponent(ComponentType):
+    """Compressed token vectors for ColBERT MaxSim re-scoring. Config keys: see
+    `m3search.indexes.multivec.config.DEFAULTS`."""
+
+    kind = "multivec"
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config)
+        self._codecs: dict[tuple[str, str], Codec] = {}
+
+    @classmethod
+    def validate_config(cls, config: dict) -> dict:
+        return validate_config(config)
+
+    # -- ComponentType ----------------------------------------------------------------------------
+    def build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
+        with faiss_threads(self.config["threads"]):
+            return self._build(path, batch, shared)
+
+    def merge(self, path: Path, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], shared: Path) -> dict:
+        with faiss_threads(self.config["threads"]):
+            return self._merge(path, sources, keep, shared)
+
+    def _build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
+        x, lengths = batch.multivec, batch.multivec_lengths
+        if x.size and not np.isfinite(x).all():
+            raise InputError("token vectors contain NaN or infinity; re-encode those documents")
+        rng = np.random.default_rng(self.config["seed"])
+
+        def sample() -> np.ndarray:
+            take = np.sort(rng.choice(len(x), size=min(len(x), self.config["train_tokens"]), replace=False))
+            return x[take]
+
+        codec = self.codec(Path(shared), x.shape[1], len(x), sample)
+        chunks = (x[lo : lo + _CHUNK_TOKENS] for lo in range(0, len(x), _CHUNK_TOKENS))
+        probe = x[rng.choice(len(x), size=min(len(x), _FIDELITY_TOKENS), replace=False)] if len(x) else x
+        unit = all(_unit_norm(x[lo : lo + _CHUNK_TOKENS]) for lo in range(0, len(x), _CHUNK_TOKENS))
+        return self._write(Path(path), codec, lengths, (codec.encode(c) for c in chunks), probe, unit)
+
+    def _merge(self, path: Path, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], shared: Path) -> dict:
+        if len(sources) != len(keep) or not sources:
+            raise InputError(f"merge needs one keep array per source, got {len(sources)} sources, {len(keep)} keeps")
+        for s in sources:
+            if not isinstance(s, MultivecSegmentReader):
+                raise InputError(f"multivec merge takes segments opened by MultivecComponent, got {type(s).__name__}")
+        dims = {s.dim for s in sources}
+        if len(dims) != 1:
+            raise InputError(f"multivec segments to merge have different dimensions {sorted(dims)}")
+        dim = dims.pop()
+        keep = [_ids(k, s.n_docs, "keep") for s, k in zip(sources, keep)]
+        lengths = np.concatenate([s.doc_lengths(k) for s, k in zip(sources, keep)]) if keep else np.zeros(0)
+        rng = np.random.default_rng(self.config["seed"])
+
+        def sample() -> np.ndarray:
+            # whole documents drawn at random until the token budget is met
+            owner = np.repeat(np.arange(len(keep)), [len(k) for k in keep])
+            order = rng.permutation(len(lengths))
+            n_take = int(np.searchsorted(np.cumsum(lengths[order]), self.config["train_tokens"])) + 1
+            chosen = np.sort(order[:n_take])
+            flat_keep = np.concatenate(keep)
+            parts = [sources[i].token_vectors(flat_keep[chosen[owner[chosen] == i]])[0] for i in range(len(keep))]
+            return np.concatenate(parts)
+
+        codec = self.codec(Path(shared), dim, int(lengths.sum()), sample)
+        probe = []
+
+        def chunks() -> Iterable[np.ndarray]:
+            for src, ids in zip(sources, keep):
+                same = src.codec.codec_id == codec.codec_id
+                for part in _doc_chunks(src.doc_lengths(ids)):
+                    if same:
+                        yield src.token_codes(ids[part])[0]
+                    else:
+                        vecs = src.token_vectors(ids[part])[0]
+                        if sum(len(p) for p in probe) < _FIDELITY_TOKENS:
+                            probe.append(vecs[:_FIDELITY_TOKENS])
+                        yield codec.encode(vecs)
+
+        unit = all(s.header.get("unit_norm", False) for s in sources)
+        header = self._write(Path(path), codec, lengths, chunks(), None, unit)
+        if probe:  # re-encoded sources: measure what this encoding lost
+            header["fidelity"] = codec.measure(np.concatenate(probe)[:_FIDELITY_TOKENS], rng)
+            _write_header(Path(path), header)
+        elif codec.is_builtin:  # fp16 codes copied as they are: as faithful as their sources
+            header["fidelity"] = sources[0].header.get("fidelity", {})
+            _write_header(Path(path), header)
+        return header
+
+    def open(self, path: Path, meta: dict, shared: Path) -> MultivecSegmentReader:
+        path = Path(path)
+        header = sf.read_header(path / HEADER, FORMAT, VERSION)
+        if meta and any(meta.get(key) != header.get(key) for key in ("n", "n_tokens", "codec_id", "files")):
+            raise IndexFormatError(f"{path / HEADER} does not match the segment metadata recorded by the index")
+        codec = self._segment_codec(Path(shared), header)
+        files = header["files"]
+        offsets = np.asarray(sf.open_array(path, OFFSETS, files[OFFSETS], mmap=False))
+        codes = sf.open_array(path, CODES, files[CODES])
+        n, t = header["n"], header["n_tokens"]
+        if (offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != t or np.any(np.diff(offsets) < 0)
+                or codes.shape != (t, codec.code_size)):
+            raise IndexFormatError(f"{path}: offsets or codes disagree with the header (n={n}, tokens={t})")
+        header = {**header, "nbytes": header["nbytes"] + (path / HEADER).stat().st_size}
+        return MultivecSegmentReader(path, header, codec, codes, offsets, self.config)
+
+    # -- the codec --------------------------------------------------------------------------------
+    def codec(self, shared: Path, dim: int, n_tokens: int, sample) -> Codec:
+        """The index's codec; trained now from sample() if there is none yet and n_tokens suffice,
+        else the fp16 fallback."""
+        existing = self.shared_codec(shared)
+        if existing is not None:
+            if existing.dim != dim:
+                raise InputError(f"token vectors have dimension {dim} but the index's codec expects {existing.dim}")
+            if existing.name != self.config["compression"]:
+                logger.warning("the index's codec is %s; config asks %s, which applies to new indexes only",
+                               existing.name, self.config["compression"])
+            return existing
+        name = self.config["compression"]
+        if name == "fp16":
+            return Codec("fp16", dim)
+        if n_tokens < self.config["min_train_tokens"]:
+            logger.info("%d tokens: too few to train the %s codec (min_train_tokens=%d); storing fp16",
+                        n_tokens, name, self.config["min_train_tokens"])
+            return Codec("fp16", dim)
+        codec = Codec.train(name, sample(), coarse_k=self.config["coarse_k"], seed=self.config["seed"])
+        return self._publish(shared, codec)
+
+    def shared_codec(self, shared: Path) -> Codec | None:
+        folder = shared / CODEC_DIR
+        if not folder.is_dir():
+            return None
+        header = sf.read_header(folder / "codec.json", CODEC_FORMAT, CODEC_VERSION)
+        key = (str(folder.resolve()), header["codec_id"])
+        if key not in self._codecs:
+            self._codecs[key] = Codec.load(folder, header)
+        return self._codecs[key]
+
+    def _publish(self, shared: Path, codec: Codec) -> Codec:
+        shared.mkdir(parents=True, exist_ok=True)
+        tmp = shared / f".codec-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            header = codec.save(tmp)
+            sf.write_json(tmp / "codec.json", {"format": CODEC_FORMAT, "version": CODEC_VERSION, **header})
+            published = sf.publish_dir(tmp, shared / CODEC_DIR)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)  # ours: a temporary folder we created
+        if not published:
+            logger.info("another writer published the codec first; using theirs")
+            return self.shared_codec(shared)
+        logger.info("trained the %s codec: %s", codec.name, codec.fidelity)
+        return codec
+
+    def _segment_codec(self, shared: Path, header: dict) -> Codec:
+        if header["codec"] == "fp16":
+            return Codec("fp16", int(header["dim"]))
+        codec = self.shared_codec(shared)
+        if codec is None or codec.codec_id != header["codec_id"]:
+            raise IndexFormatError(
+                f"segment codes were written with codec {header['codec_id']} but {shared / CODEC_DIR} holds "
+                f"{codec.codec_id if codec else 'none'}: the index is incomplete or mixed"
+            )
+        return codec
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _write(self, path: Path, codec: Codec, lengths: np.ndarray, code_chunks: Iterable[np.ndarray],
+               probe: np.ndarray | None, unit_norm: bool) -> dict:
+        path.mkdir(parents=True, exist_ok=True)
+        lengths = np.asarray(lengths, np.int64)
+        offsets = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        t = int(offsets[-1])
+        files = {OFFSETS: sf.write_array(path, OFFSETS, offsets), CODES: _write_codes(path, t, codec, code_chunks)}
+        header = {
+            "format": FORMAT, "version": VERSION, "n": len(lengths), "n_tokens": t, "dim": codec.dim,
+            "codec": codec.name, "codec_id": codec.codec_id, "code_size": codec.code_size, "files": files,
+            "unit_norm": bool(unit_norm),
+            "nbytes": sum(f["bytes"] for f in files.values()),
+            "fidelity": codec.fidelity if not codec.is_builtin or probe is None or not len(probe)
+            else codec.measure(probe, np.random.default_rng(self.config["seed"])),
+        }
+        _write_header(path, header)
+        logger.info("multivec segment %s: %d docs, %d tokens as %s", path, len(lengths), t, codec.name)
+        return header
+
+
+def _unit_norm(x: np.ndarray) -> bool:
+    return bool(np.all(np.abs(np.einsum("td,td->t", x, x) - 1.0) < 2e-3))
+
+
+def _write_header(path: Path, header: dict) -> None:
+    sf.write_json(path / HEADER, header)
+    sf.fsync_dir(path)
+
+
+def _write_codes(path: Path, t: int, codec: Codec, chunks: Iterable[np.ndarray]) -> dict:
+    if t == 0:
+        for c in chunks:
+            assert len(c) == 0
+        return sf.write_array(path, CODES, np.zeros((0, codec.code_size), np.uint8))
+    target = np.lib.format.open_memmap(path / CODES, mode="w+", dtype=np.uint8, shape=(t, codec.code_size))
+    filled = 0
+    for c in chunks:
+        target[filled : filled + len(c)] = c
+        filled += len(c)
+    assert filled == t, (filled, t)
+    target.flush()
+    del target
+    sf.fsync_file(path / CODES)
+    return {**sf.describe(path / CODES), "shape": [t, codec.code_size], "dtype": "uint8"}
+
+
+def _doc_chunks(lengths: np.ndarray) -> list[np.ndarray]:
+    """Consecutive groups of documents holding about _CHUNK_TOKENS tokens each."""
+    if not len(lengths):
+        return []
+    bounds = np.searchsorted(np.cumsum(lengths), np.arange(_CHUNK_TOKENS, lengths.sum(), _CHUNK_TOKENS))
+    return [p for p in np.split(np.arange(len(lengths)), np.unique(bounds)) if len(p)]

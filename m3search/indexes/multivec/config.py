@@ -1,0 +1,46 @@
+"""Multi-vector component configuration."""
+from __future__ import annotations
+
+from m3search.errors import ConfigError
+from m3search.indexes.multivec.codecs import parse_name
+
+DEFAULTS = {
+    # fp16 | sq8 | sq4 | pq<M> | opq<M> | rpq<M> | ropq<M>; see m3search.indexes.multivec.codecs.
+    # pq256 (256 B/token at 1024-d, 1/8 of fp16) is the smallest setting reaching 0.95 top-10 agreement with
+    # exact MaxSim on bench/synthetic.py tokens; nothing at <= 128 B/token did there (pq128: ~0.89).
+    "compression": "pq256",
+    "coarse_k": 1024,  # coarse centroids of the residual codecs (2-byte ids, at most 65536)
+    # The codec is trained once per index, on the first segment (or merge) with at least this many tokens;
+    # smaller segments before that store fp16 and are re-encoded when merged.
+    "min_train_tokens": 50_000,
+    "train_tokens": 200_000,  # tokens sampled to train the codec
+    # Rescale reconstructed tokens to unit norm when the inputs were unit-norm (BGE-M3's are): costs no
+    # bytes, +0.02-0.03 top-10 agreement for PQ on bench/synthetic.py tokens.
+    "rescale": True,
+    "scorer": "auto",  # auto | lut | decode: lookup tables (PQ family) or decompress + matrix product
+    "seed": 1234,
+    "threads": None,  # FAISS / numba threads for training, encoding and scoring; None: their defaults
+}
+SCORERS = ("auto", "lut", "decode")
+
+
+def validate_config(config: dict) -> dict:
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"multivec config has unknown keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **config}
+    parse_name(out["compression"])
+    for key, low, high in (("coarse_k", 1, 65536), ("min_train_tokens", 1, None), ("train_tokens", 1, None),
+                           ("seed", 0, None)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            valid = f"an integer in [{low}, {high}]" if high else f"an integer >= {low}"
+            raise ConfigError(f"multivec config {key!r} is {v!r}; valid: {valid}")
+    if not isinstance(out["rescale"], bool):
+        raise ConfigError(f"multivec config 'rescale' is {out['rescale']!r}; valid: true, false")
+    t = out["threads"]
+    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+        raise ConfigError(f"multivec config 'threads' is {t!r}; valid: null or an integer >= 1")
+    if out["scorer"] not in SCORERS:
+        raise ConfigError(f"multivec config 'scorer' is {out['scorer']!r}; valid: {list(SCORERS)}")
+    return out

@@ -1,0 +1,101 @@
+"""MaxSim of one query against many documents stored as codes, without a Python loop per document.
+
+Two ways, same scores up to float rounding:
+- `maxsim_decoded`: decompress all candidate tokens at once, one matrix product with the query tokens,
+  a max per document span (`np.maximum.reduceat`).
+- `maxsim_lut`: for PQ-family codes, asymmetric distance computation: per query token a table of its inner
+  products with every sub-quantizer centroid; each document token costs M table lookups per query token,
+  not a d-dim product (FAISS's ADC, with MaxSim on top). A numba kernel, parallel over documents.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_DECODE_TOKENS = 32768  # candidate tokens decompressed at a time (128 MiB of float32 at d=1024)
+
+
+def token_rows(offsets: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of all tokens of documents ids, in order; each document's token count)."""
+    starts, lengths = offsets[ids], offsets[ids + 1] - offsets[ids]
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), lengths
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total) - first), lengths
+
+
+def maxsim_decoded(q: np.ndarray, codes: np.ndarray, offsets: np.ndarray, ids: np.ndarray, decode) -> np.ndarray:
+    """(len(ids),) MaxSim of query tokens q (lq, d) against documents ids; decode(codes) -> float32."""
+    out = np.zeros(len(ids), np.float32)
+    if len(q) == 0 or len(ids) == 0:
+        return out
+    # documents in chunks of about _DECODE_TOKENS tokens
+    lengths = offsets[ids + 1] - offsets[ids]
+    bounds = np.searchsorted(np.cumsum(lengths), np.arange(_DECODE_TOKENS, lengths.sum(), _DECODE_TOKENS))
+    for part in np.split(np.arange(len(ids)), np.unique(bounds)):
+        if not len(part):
+            continue
+        rows, lens = token_rows(offsets, ids[part])
+        if not len(rows):
+            continue
+        order = np.argsort(rows, kind="stable")  # read the store sequentially
+        x = np.empty((len(rows), q.shape[1]), np.float32)
+        x[order] = decode(np.asarray(codes[rows[order]]))
+        sim = q @ x.T  # (lq, tokens)
+        nonempty = lens > 0
+        starts = (np.cumsum(lens) - lens)[nonempty]
+        out[part[nonempty]] = np.maximum.reduceat(sim, starts, axis=1).sum(axis=0) / len(q)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms):  # pragma: no cover - compiled
+    # sq_norms (M, 256): squared norms of the sub-centroids, to rescale each token to unit norm; (0, 0): don't
+    n = starts.shape[0]
+    m_sub = tables.shape[0]
+    lq = tables.shape[2]
+    rescale = sq_norms.shape[0] > 0
+    out = np.zeros(n, np.float32)
+    for c in numba.prange(n):
+        if ends[c] <= starts[c]:
+            continue
+        best = np.full(lq, -np.inf, np.float32)
+        acc = np.empty(lq, np.float32)
+        for t in range(starts[c], ends[c]):
+            if skip == 2:
+                cid = np.int64(codes[t, 0]) | (np.int64(codes[t, 1]) << 8)
+                for i in range(lq):
+                    acc[i] = coarse[cid, i]
+            else:
+                for i in range(lq):
+                    acc[i] = 0.0
+            for m in range(m_sub):
+                row = tables[m, codes[t, skip + m]]
+                for i in range(lq):
+                    acc[i] += row[i]
+            if rescale:
+                nrm2 = np.float32(0.0)
+                for m in range(m_sub):
+                    nrm2 += sq_norms[m, codes[t, skip + m]]
+                inv = np.float32(1.0) / np.sqrt(max(nrm2, np.float32(1e-12)))
+                for i in range(lq):
+                    acc[i] *= inv
+            for i in range(lq):
+                if acc[i] > best[i]:
+                    best[i] = acc[i]
+        total = np.float32(0.0)
+        for i in range(lq):
+            total += best[i]
+        out[c] = total / lq
+    return out
+
+
+def maxsim_lut(tables: np.ndarray, coarse: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
+               ids: np.ndarray, residual: bool, sq_norms: np.ndarray | None = None) -> np.ndarray:
+    """(len(ids),) MaxSim from lookup tables (see `Codec.lut_tables`) over the stored codes; with sq_norms
+    (`Codec.sub_sq_norms`) each reconstructed token is rescaled to unit norm first."""
+    if tables.shape[2] == 0 or len(ids) == 0:
+        return np.zeros(len(ids), np.float32)
+    norms = np.zeros((0, 0), np.float32) if sq_norms is None else sq_norms
+    return _maxsim_lut_kernel(codes, offsets[ids], offsets[ids + 1], tables, coarse, 2 if residual else 0, norms)

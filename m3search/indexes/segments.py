@@ -1,0 +1,271 @@
+"""Index-level readers: the segment readers' methods over global internal ids, deleted documents hidden.
+
+A snapshot holds a fixed list of segments (`SegmentView`: opened component readers, the id map and the
+deletion mask). Searches run on every segment with its deletion mask and merge the per-segment top-k;
+`score_pairs`, `vectors`, `doc_weights` and `token_vectors` route ids to segments with one binary search
+over the segments' first ids, call each segment once for its group, and put results back in input order.
+
+At this level `n_docs` is the size of the internal id space (one past the largest id ever handed out), so
+a caller's `deleted` mask (e.g. a metadata filter) is indexed by internal id. Ties in merged top-k are
+broken by the smaller internal id, so results do not depend on how documents are split into segments.
+An id that is not a live document of the snapshot (deleted, merged away, never assigned) is refused with
+an InputError rather than scored as garbage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from m3search.errors import InputError
+from m3search.indexes.base import DenseReader, MultivecReader, SegmentReader, SparseReader
+from m3search.indexes.state import SegmentInfo
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SegmentView:
+    info: SegmentInfo
+    readers: dict[str, SegmentReader]
+    ids: np.ndarray | None  # (n,) increasing internal ids; None when they are info.lo + arange(n)
+    deleted: np.ndarray  # (n,) bool
+
+    @property
+    def n(self) -> int:
+        return self.info.n
+
+    def global_ids(self, local: np.ndarray | None = None) -> np.ndarray:
+        if local is None:
+            return self.ids if self.ids is not None else np.arange(self.info.lo, self.info.lo + self.n, dtype=np.int64)
+        return self.ids[local] if self.ids is not None else local + self.info.lo
+
+    def local_ids(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(local ids, found mask) for internal ids routed to this segment; found excludes deleted ones."""
+        if self.ids is None:
+            local = ids - self.info.lo
+            found = (local >= 0) & (local < self.n)
+        else:
+            local = np.searchsorted(self.ids, ids)
+            found = local < self.n
+            found[found] = self.ids[local[found]] == ids[found]
+        local = np.where(found, local, 0)
+        if self.n:
+            found &= ~self.deleted[local]
+        return local, found
+
+
+class SegmentSet:
+    """The segments of one snapshot, with id routing."""
+
+    def __init__(self, views: Sequence[SegmentView], id_space: int, generation: int):
+        self.views = list(views)
+        self.id_space = id_space
+        self.generation = generation
+        self._los = np.asarray([v.info.lo for v in self.views], dtype=np.int64)
+
+    def locate(self, ids: np.ndarray) -> list[tuple[SegmentView, np.ndarray, np.ndarray]]:
+        """Group `ids` by segment: [(view, positions in ids, local ids)]; refuse ids that are not live."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        seg = np.searchsorted(self._los, ids, side="right") - 1
+        bad = np.zeros(len(ids), dtype=bool)
+        bad[seg < 0] = True
+        groups = []
+        order = np.argsort(seg, kind="stable")
+        bounds = np.searchsorted(seg[order], np.arange(len(self.views) + 1))
+        for s, view in enumerate(self.views):
+            pos = order[bounds[s] : bounds[s + 1]]
+            if not len(pos):
+                continue
+            local, found = view.local_ids(ids[pos])
+            bad[pos[~found]] = True
+            groups.append((view, pos, local))
+        if bad.any():
+            shown = ids[bad][:5].tolist()
+            raise InputError(
+                f"internal ids {shown}{' ...' if bad.sum() > 5 else ''} are not live documents of this snapshot "
+                f"(generation {self.generation}): deleted, merged away or never assigned; take candidate ids "
+                "from this snapshot's own search results"
+            )
+        return groups
+
+    def segment_masks(self, deleted: np.ndarray | None) -> list[tuple[np.ndarray | None, int]]:
+        """Per segment: (mask of ids to skip or None, live count), its deletions OR'd with the caller's
+        mask over internal ids. Without a caller mask the counts come from the commit, in O(1)."""
+        if deleted is None:
+            return [(v.deleted if v.info.n_deleted else None, v.info.n_live) for v in self.views]
+        deleted = np.asarray(deleted, dtype=bool)
+        if deleted.shape != (self.id_space,):
+            raise InputError(
+                f"deleted mask must have shape ({self.id_space},) (one entry per internal id of this snapshot), "
+                f"got {deleted.shape}"
+            )
+        out = []
+        for v in self.views:
+            mask = v.deleted | deleted[v.global_ids()]
+            n_live = v.n - int(np.count_nonzero(mask))
+            out.append((mask if n_live < v.n else None, n_live))
+        return out
+
+
+def merge_topk(Ds: list[np.ndarray], Is: list[np.ndarray], m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k per row of the concatenated (D, I) lists; ties go to the smaller id; pad with (-inf, -1)."""
+    if not Ds:
+        return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+    D = np.concatenate(Ds, axis=1).astype(np.float32, copy=False)
+    I = np.concatenate(Is, axis=1).astype(np.int64, copy=False)
+    if D.shape[1] < k:
+        pad = k - D.shape[1]
+        D = np.concatenate([D, np.full((m, pad), -np.inf, dtype=np.float32)], axis=1)
+        I = np.concatenate([I, np.full((m, pad), -1, dtype=np.int64)], axis=1)
+    D = np.where(I < 0, -np.inf, D).astype(np.float32)
+    # padding (I = -1, D = -inf) sorts last; lexsort's last key is the primary one
+    order = np.lexsort((np.where(I < 0, np.iinfo(np.int64).max, I), -D), axis=1)[:, :k]
+    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+
+
+def _search(segset: SegmentSet, kind: str, q: Any, m: int, k: int, deleted, params) -> tuple[np.ndarray, np.ndarray]:
+    if k < 0:
+        raise InputError(f"k must be >= 0, got {k}")
+    Ds, Is = [], []
+    for view, (mask, n_live) in zip(segset.views, segset.segment_masks(deleted)):
+        if n_live == 0 or k == 0:
+            continue
+        D, I = view.readers[kind].search(q, min(k, n_live), deleted=mask, **params)
+        I = np.asarray(I, dtype=np.int64)
+        valid = I >= 0
+        Ds.append(np.asarray(D, dtype=np.float32))
+        Is.append(np.where(valid, view.global_ids(np.where(valid, I, 0)), -1))
+    return merge_topk(Ds, Is, m, k)
+
+
+def _input_order(groups, n: int) -> np.ndarray:
+    """For each input position, the row of the results concatenated in group order that belongs there."""
+    order = np.concatenate([pos for _, pos, _ in groups]) if groups else np.zeros(0, dtype=np.int64)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    return inverse
+
+
+class _IndexReader(SegmentReader):
+    kind: str
+
+    def __init__(self, segset: SegmentSet):
+        self.segset = segset
+
+    @property
+    def n_docs(self) -> int:
+        """Size of the internal id space: masks passed as `deleted` have this length."""
+        return self.segset.id_space
+
+    def nbytes(self) -> int:
+        return sum(v.readers[self.kind].nbytes() for v in self.segset.views)
+
+    def _score_pairs(self, q_index: np.ndarray, ids: np.ndarray, call) -> np.ndarray:
+        q_index = np.asarray(q_index, dtype=np.int64).ravel()
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if q_index.shape != ids.shape:
+            raise InputError(f"q_index and ids must have the same length, got {len(q_index)} and {len(ids)}")
+        out = np.zeros(len(ids), dtype=np.float32)
+        for view, pos, local in self.segset.locate(ids):
+            out[pos] = call(view.readers[self.kind], q_index[pos], local)
+        return out
+
+    def fidelity(self) -> dict:
+        """How lossy the stored representations are: the segments' figures, numeric ones averaged weighted
+        by segment size, others listed when segments differ ({} when the component reports none)."""
+        reports = [(v.n, _segment_fidelity(v.readers[self.kind])) for v in self.segset.views]
+        reports = [(n, f) for n, f in reports if f]
+        if not reports:
+            return {}
+        out: dict[str, Any] = {}
+        total = sum(n for n, _ in reports) or 1
+        for key in reports[0][1]:
+            values = [(n, f.get(key)) for n, f in reports]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in values):
+                out[key] = float(sum(n * v for n, v in values) / total)
+            else:
+                distinct = sorted({json.dumps(v, sort_keys=True, default=str) for _, v in values})
+                out[key] = reports[0][1][key] if len(distinct) == 1 else [json.loads(d) for d in distinct]
+        return out
+
+
+def _segment_fidelity(reader: SegmentReader) -> dict:
+    fidelity = getattr(reader, "fidelity", None)
+    return dict(fidelity()) if callable(fidelity) else {}
+
+
+class IndexDenseReader(_IndexReader, DenseReader):
+    kind = "dense"
+
+    def __init__(self, segset: SegmentSet, dim: int):
+        super().__init__(segset)
+        self.dim = dim
+
+    def search(self, xq: np.ndarray, k: int, deleted: np.ndarray | None = None, **params: Any):
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        return _search(self.segset, self.kind, xq, xq.shape[0], k, deleted, params)
+
+    def score_pairs(self, xq: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(xq, qi, loc))
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for view, pos, local in self.segset.locate(ids):
+            out[pos] = view.readers[self.kind].vectors(local)
+        return out
+
+
+class IndexSparseReader(_IndexReader, SparseReader):
+    kind = "sparse"
+
+    def __init__(self, segset: SegmentSet, vocab_size: int):
+        super().__init__(segset)
+        self.vocab_size = vocab_size
+
+    def search(self, q: sp.csr_matrix, k: int, deleted: np.ndarray | None = None, **params: Any):
+        return _search(self.segset, self.kind, q, q.shape[0], k, deleted, params)
+
+    def score_pairs(self, q: sp.csr_matrix, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q, qi, loc))
+
+    def doc_weights(self, ids: np.ndarray) -> sp.csr_matrix:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        groups = self.segset.locate(ids)
+        if not groups:
+            return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        parts = [sp.csr_matrix(view.readers[self.kind].doc_weights(local)) for view, _, local in groups]
+        stacked = sp.vstack(parts, format="csr", dtype=np.float32)
+        return stacked[_input_order(groups, len(ids))]
+
+
+class IndexMultivecReader(_IndexReader, MultivecReader):
+    kind = "multivec"
+
+    def __init__(self, segset: SegmentSet, dim: int):
+        super().__init__(segset)
+        self.dim = dim
+
+    def score_pairs(self, q_vecs: np.ndarray, q_lengths: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
+        q_lengths = np.asarray(q_lengths, dtype=np.int64)
+        return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q_vecs, q_lengths, qi, loc))
+
+    def token_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        groups = self.segset.locate(ids)
+        if not groups:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        vecs, lens = zip(*(view.readers[self.kind].token_vectors(local) for view, _, local in groups))
+        vecs = np.concatenate(vecs).astype(np.float32, copy=False)
+        lens = np.concatenate(lens).astype(np.int64, copy=False)
+        perm = _input_order(groups, len(ids))
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])[perm]
+        out_lens = lens[perm]
+        # row r of the output, inside output doc j, comes from starts[j] + (r - first output row of j)
+        out_starts = np.concatenate([[0], np.cumsum(out_lens)[:-1]])
+        rows = np.repeat(starts - out_starts, out_lens) + np.arange(int(out_lens.sum()))
+        return vecs[rows], out_lens

@@ -1,0 +1,111 @@
+"""numba kernels over the forward index: each document's token ids (varint gaps) and stored weights."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+# numba has no float16 arithmetic: float16 weights travel as their uint16 bits and are widened by lookup
+HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def as_kernel_weights(weights: np.ndarray) -> np.ndarray:
+    """The stored weights as the kernels take them (float16 -> its uint16 bits; float32 as is)."""
+    return weights.view(np.uint16) if weights.dtype == np.float16 else weights
+
+
+def weight_at(weights, p):  # pragma: no cover - replaced by the overload in kernels
+    raise NotImplementedError
+
+
+@overload(weight_at, inline="always")
+def _weight_at(weights, p):
+    if weights.dtype == types.uint16:
+        table = HALF_TO_FLOAT
+        return lambda weights, p: table[weights[p]]
+    return lambda weights, p: np.float32(weights[p])
+
+
+@njit(cache=True, nogil=True)
+def _read_varint(stream, pos, end):
+    v = np.int64(0)
+    shift = 0
+    while pos < end and shift < 57:
+        byte = stream[pos]
+        pos += 1
+        v |= np.int64(byte & 127) << shift
+        if byte < 128:
+            return v, pos
+        shift += 7
+    return np.int64(-1), end
+
+
+@njit(cache=True, nogil=True)
+def decode_ids(ids, wptr, bptr, stream, vocab_size):
+    """CSR indptr and token ids of documents `ids`; raises on data inconsistent with the pointers."""
+    n = len(ids)
+    indptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        d = ids[r]
+        indptr[r + 1] = indptr[r] + wptr[d + 1] - wptr[d]
+    out = np.empty(indptr[n], np.int32)
+    for r in range(n):
+        d = ids[r]
+        pos = bptr[d]
+        end = bptr[d + 1]
+        prev = -1
+        for p in range(indptr[r], indptr[r + 1]):
+            v, pos = _read_varint(stream, pos, end)
+            tok = prev + 1 + v
+            if v < 0 or tok >= vocab_size:
+                raise ValueError("corrupt forward index: token ids run past the document's bytes")
+            out[p] = tok
+            prev = tok
+        if pos != end:
+            raise ValueError("corrupt forward index: a document's bytes disagree with its length")
+    return indptr, out
+
+
+@njit(cache=True, nogil=True)
+def gather_weights(ids, wptr, weights, indptr):
+    out = np.empty(indptr[-1], np.float32)
+    for r in range(len(ids)):
+        d = ids[r]
+        o = indptr[r]
+        for p in range(wptr[d], wptr[d + 1]):
+            out[o] = weight_at(weights, p)
+            o += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def score_pairs(q_indptr, q_indices, q_data, q_index, ids, wptr, bptr, stream, weights):
+    """(P,) float32: sum over shared token ids of w_q * w_d for each (query q_index[p], document ids[p]),
+    summed in token id order."""
+    n = len(ids)
+    out = np.zeros(n, np.float32)
+    for p in range(n):
+        qi = q_index[p]
+        d = ids[p]
+        a = q_indptr[qi]
+        a_end = q_indptr[qi + 1]
+        if a == a_end:
+            continue
+        pos = bptr[d]
+        end = bptr[d + 1]
+        prev = -1
+        s = np.float32(0.0)
+        for wp in range(wptr[d], wptr[d + 1]):
+            v, pos = _read_varint(stream, pos, end)
+            if v < 0:
+                break
+            tok = prev + 1 + v
+            prev = tok
+            while a < a_end and q_indices[a] < tok:
+                a += 1
+            if a == a_end:
+                break
+            if q_indices[a] == tok:
+                s += q_data[a] * weight_at(weights, wp)
+        out[p] = s
+    return out

@@ -1,0 +1,142 @@
+"""Opening a segment folder: header checks, memory-mapped arrays, structural checks.
+
+Everything the query kernels index with is checked here once (pointer arrays monotone and within
+their streams, ids within range), so a damaged file gives IndexFormatError at open instead of wrong
+results or a crash later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from m3search.errors import IndexFormatError
+from m3search.indexes.sparse.encode import GROUP_BLOCKS
+from m3search.indexes.sparse.storage import read_array
+
+SEGMENT_FORMAT = "m3search.sparse.segment"
+SEGMENT_VERSION = 1
+HEADER_FILE = "sparse.json"
+ARRAYS = (
+    "term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max", "group_ptr",
+    "fwd_wptr", "fwd_bptr", "fwd_ids", "fwd_weights",
+)
+_HEADER_INTS = ("n_docs", "vocab_size", "n_postings", "n_terms", "n_dense_terms", "block_docs", "group_blocks",
+                "n_blocks")
+
+
+@dataclasses.dataclass(eq=False)
+class Segment:
+    path: Path
+    header: dict
+    arrays: dict[str, np.ndarray]
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["arrays"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def n_docs(self) -> int:
+        return self.header["n_docs"]
+
+    @property
+    def max_weight(self) -> float | None:
+        return self.header["max_weight"]
+
+    @property
+    def shift(self) -> int:
+        return self.header["block_docs"].bit_length() - 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r["nbytes"] for r in self.header["arrays"].values()) + (self.path / HEADER_FILE).stat().st_size
+
+
+def _fail(path: Path, what: str) -> IndexFormatError:
+    return IndexFormatError(f"{path}: {what}; the segment is corrupt: rebuild it or restore it from a backup")
+
+
+def _read_header(path: Path) -> dict:
+    file = path / HEADER_FILE
+    if not file.is_file():
+        raise IndexFormatError(f"{file} is missing: {path} is not a sparse segment, or it was not completely written")
+    try:
+        header = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise _fail(file, f"unreadable header ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != SEGMENT_FORMAT:
+        raise IndexFormatError(f"{file}: format {header.get('format') if isinstance(header, dict) else None!r} "
+                               f"is not {SEGMENT_FORMAT!r}")
+    version = header.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise _fail(file, f"version {version!r} is not a positive integer")
+    if version > SEGMENT_VERSION:
+        raise IndexFormatError(
+            f"{file}: sparse segment version {version} is newer than this m3search reads ({SEGMENT_VERSION}); "
+            "upgrade m3search"
+        )
+    for key in _HEADER_INTS:
+        if not isinstance(header.get(key), int) or header[key] < 0:
+            raise _fail(file, f"header field {key!r} is {header.get(key)!r}, not a non-negative integer")
+    if header["block_docs"] not in (16, 32, 64, 128) or header["group_blocks"] != GROUP_BLOCKS:
+        raise _fail(file, f"block_docs {header['block_docs']} / group_blocks {header['group_blocks']} unsupported")
+    if header.get("forward_dtype") not in ("float16", "float32"):
+        raise _fail(file, f"forward_dtype {header.get('forward_dtype')!r} is not float16 or float32")
+    mw = header.get("max_weight")
+    if mw is not None and (not isinstance(mw, (int, float)) or not mw > 0):
+        raise _fail(file, f"max_weight {mw!r} is not a positive number")
+    if not isinstance(header.get("arrays"), dict) or set(header["arrays"]) != set(ARRAYS):
+        raise _fail(file, "the array list differs from this version's")
+    return header
+
+
+def _check_structure(path: Path, h: dict, a: dict[str, np.ndarray]) -> None:
+    n_terms, n_dense, n_blocks, n_docs = h["n_terms"], h["n_dense_terms"], h["n_blocks"], h["n_docs"]
+    n_groups1 = (n_blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS + 1
+    expect = {
+        "term_ids": (n_terms, np.int32), "term_ptr": (n_terms + 1, np.int64), "term_dense": (n_terms, np.int32),
+        "term_entries": (n_terms, np.int64), "term_max": (n_terms, np.uint8), "postings": (None, np.uint8),
+        "dense_max": (n_dense * n_blocks, np.uint8), "group_ptr": (n_dense * n_groups1, np.uint32),
+        "fwd_wptr": (n_docs + 1, np.int64), "fwd_bptr": (n_docs + 1, np.int64), "fwd_ids": (None, np.uint8),
+        "fwd_weights": (h["n_postings"], np.dtype(h["forward_dtype"])),
+    }
+    for name, (length, dtype) in expect.items():
+        arr = a[name]
+        if arr.dtype != dtype or (length is not None and len(arr) != length):
+            raise _fail(path, f"array {name} is {arr.dtype}[{len(arr)}], expected {np.dtype(dtype)}[{length}]")
+    if n_blocks != (n_docs + h["block_docs"] - 1) // h["block_docs"]:
+        raise _fail(path, f"n_blocks {n_blocks} does not fit n_docs {n_docs}")
+
+    def pointers(name: str, total: int) -> None:
+        p = a[name]
+        if len(p) and (p[0] != 0 or p[-1] != total or (np.diff(p) < 0).any()):
+            raise _fail(path, f"pointer array {name} is not monotone from 0 to {total}")
+
+    pointers("term_ptr", len(a["postings"]))
+    pointers("fwd_wptr", h["n_postings"])
+    pointers("fwd_bptr", len(a["fwd_ids"]))
+    ids = a["term_ids"]
+    if n_terms and (ids[0] < 0 or ids[-1] >= h["vocab_size"] or (np.diff(ids) <= 0).any()):
+        raise _fail(path, "token ids are not sorted, unique and within the vocabulary")
+    dense = a["term_dense"]
+    dense_ids = dense[dense >= 0]
+    if len(dense_ids) != n_dense or (n_dense and not np.array_equal(dense_ids, np.arange(n_dense, dtype=np.int32))):
+        raise _fail(path, "dense token numbering is inconsistent")
+    if (a["term_entries"] < 0).any() or (a["term_entries"] > n_blocks).any():
+        raise _fail(path, "per-token block counts are out of range")
+    if n_dense:
+        spans = np.diff(a["term_ptr"])[dense >= 0]
+        gp = a["group_ptr"].reshape(n_dense, n_groups1)
+        if (np.diff(gp.astype(np.int64), axis=1) < 0).any() or (gp[:, 0] != 0).any() or (gp[:, -1] != spans).any():
+            raise _fail(path, "group pointers of dense tokens are inconsistent with their spans")
+
+
+def load_segment(path: Path, verify: str = "fast") -> Segment:
+    header = _read_header(path)
+    arrays = {name: read_array(path, name, header["arrays"][name], verify) for name in ARRAYS}
+    _check_structure(path, header, arrays)
+    return Segment(path=path, header=header, arrays=arrays)

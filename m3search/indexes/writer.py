@@ -1,0 +1,501 @@
+"""The single writer of an index: buffered adds, deletes, atomic commits, merges, clean-up.
+
+How a commit works
+------------------
+Adds are buffered in memory with their internal ids already assigned (increasing, never reused). When the
+buffer grows past `buffer_bytes` it is flushed into a pending segment: a new folder
+`segments/<name>/` holding a `.lock` file and one sub-folder per component written by that component's
+`build`, all fsync'd. Pending segments are invisible: readers only see what the committed state lists.
+`commit()` flushes the rest of the buffer the same way, then runs ONE LMDB write transaction that stores
+the id maps, the new document records, removes deleted ones, updates deletion bitmaps and writes the new
+committed state (generation + 1, segment list, id counter). That transaction is the commit point. A merge
+writes its merged segment the same way and commits the replaced segment list in one transaction.
+
+Folders under `segments/` that the committed state does not list are garbage: pending segments of a
+writer that crashed, merged-away segments, or half-deleted ones (`.trash-<name>`). The writer removes
+them when it opens the index, after each commit, and when it closes, except those a reader still pins
+(see `locking.py`), which wait for a later clean-up.
+
+Crash points (kill -9 at any instant; each is recoverable, and the names are the `crash_hook` names
+used by the tests to kill the writer exactly there)
+--------------------------------------------------------------------------------------------------
+- During `Index.create`, before `manifest.json` exists ("create:before-manifest"): the folder is not an
+  index yet (open refuses it, naming the cause); `Index.create` on the same path clears what it had made
+  (only the names it creates) and starts again. The manifest itself is written with temp + fsync +
+  os.replace, so it is either absent or complete.
+- While a component writes a segment, or after the segment is complete but before the commit
+  transaction ("flush:segment-built", "commit:before-txn"): the folder is not listed by any commit; the
+  index opens at the previous generation and the next writer deletes the folder.
+- During the LMDB commit transaction: LMDB commits atomically (copy-on-write pages, then the meta page),
+  so the index opens either at the previous generation or at the new one, never in between.
+- After the commit transaction, before or during clean-up ("commit:after-txn", "gc:renamed"): the new
+  generation is complete; leftover folders (renamed `.trash-*` or not) are deleted by the next writer.
+- During a merge, after the merged segment is written but before its transaction ("merge:built"): the
+  sources are still the committed segments; the merged folder is garbage. After the transaction
+  ("merge:after-txn"): the merged segment is committed and the sources are garbage. Merges never touch
+  the document store's records or id maps (ids are stable across merges), so there is nothing else to
+  undo.
+- Uncommitted work is lost by design: a crash loses exactly what was added/deleted since the last
+  `commit()`, never anything committed.
+
+Durability assumes fsync works: components fsync their files (the ComponentType contract), the engine
+fsyncs its own files and every folder it creates or renames in, and LMDB fsyncs at commit. A kill -9 needs
+only the page cache; a power cut needs the fsyncs. Should a component break that contract, the file
+sizes recorded at commit turn a lost write into a clear IndexFormatError when the segment is opened.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from m3search.errors import InputError
+from m3search.indexes.base import ComponentType
+from m3search.indexes.docstore import DocStore, ext_key, int_key, pack, pack_record
+from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs, fsync_file
+from m3search.indexes.handles import IDS_FILE, HandleCache
+from m3search.indexes.locking import SEGMENT_LOCK_NAME, create_segment_lock, try_lock_for_deletion
+from m3search.indexes.merge_policy import TieredMergePolicy, merge_all
+from m3search.indexes.state import CommitState, SegmentInfo
+from m3search.types import EncodedBatch, EncoderIdentity
+
+logger = logging.getLogger(__name__)
+
+SEGMENTS_DIR = "segments"
+COMPONENTS_DIR = "components"
+TRASH_PREFIX = ".trash-"
+SEGMENT_NAME = re.compile(r"^seg-\d{12}-[0-9a-f]{8}$")
+DEFAULT_BUFFER_BYTES = 256 << 20
+_DOC_KEYS = {"text", "title", "metadata", "id"}
+_MAX_MERGE_ROUNDS = 32
+
+
+class IndexWriter:
+    def __init__(
+        self,
+        index_dir: Path,
+        store: DocStore,
+        components: Mapping[str, ComponentType],
+        identity: EncoderIdentity,
+        cache: HandleCache,
+        *,
+        merge_policy: TieredMergePolicy | None = None,
+        auto_merge: bool = True,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        crash_hook: Callable[[str], None] | None = None,
+    ):
+        self.index_dir = index_dir
+        self.segments_dir = index_dir / SEGMENTS_DIR
+        self.store = store
+        self.components = dict(components)
+        self.identity = identity
+        self.cache = cache
+        self.merge_policy = merge_policy or TieredMergePolicy()
+        self.auto_merge = auto_merge
+        self.buffer_bytes = buffer_bytes
+        self._crash = crash_hook or (lambda point: None)
+        with store.env.begin() as txn:
+            self.committed: CommitState = store.state(txn)
+        self._reset_pending()
+
+    # -- the uncommitted changes -------------------------------------------------------------------
+    def _reset_pending(self) -> None:
+        self._next_id = self.committed.next_id
+        self._buffer: list[tuple[int, EncodedBatch]] = []
+        self._buffered_bytes = 0
+        self._pending: list[SegmentInfo] = []  # built, not yet committed
+        self._ext_changes: dict[str, int] = {}  # external id -> new internal id, or -1 once deleted
+        self._records: dict[int, bytes] = {}  # packed records of added, not deleted documents
+        self._deletes: set[int] = set()  # internal ids deleted since the last commit
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._buffer or self._pending or self._deletes or self._ext_changes)
+
+    def _lookup(self, ext_ids: Sequence[str]) -> np.ndarray:
+        """Internal ids as the writer sees them (committed state plus uncommitted changes); -1 if absent."""
+        out = np.full(len(ext_ids), -1, dtype=np.int64)
+        unchanged = [i for i, e in enumerate(ext_ids) if e not in self._ext_changes]
+        if unchanged:
+            with self.store.env.begin() as txn:
+                out[unchanged] = self.store.lookup(txn, [ext_ids[i] for i in unchanged])
+        for i, e in enumerate(ext_ids):
+            if e in self._ext_changes:
+                out[i] = self._ext_changes[e]
+        return out
+
+    def contains(self, ext_ids: Sequence[str]) -> np.ndarray:
+        ext_ids = _check_ids(ext_ids, "contains", allow_duplicates=True)
+        return self._lookup(ext_ids) >= 0
+
+    def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None, replace: bool) -> None:
+        action = "upsert" if replace else "add"
+        ids = _check_ids(ids, action, allow_duplicates=False)
+        if not isinstance(batch, EncodedBatch):
+            raise InputError(f"{action}: batch must be an EncodedBatch, got {type(batch).__name__}")
+        if len(batch) != len(ids):
+            raise InputError(f"{action}: {len(ids)} ids but the batch encodes {len(batch)} texts; give one id per row")
+        self._check_batch(batch, ids, action)
+        records = [pack_record(e, d) for e, d in zip(ids, _check_docs(docs, ids, action))]
+        current = self._lookup(ids)
+        if not replace and (current >= 0).any():
+            present = [e for e, c in zip(ids, current) if c >= 0]
+            raise InputError(
+                f"add: ids {present[:5]}{' ...' if len(present) > 5 else ''} are already in the index; use upsert "
+                "to replace them, or skip the ids the index contains (index.contains)"
+            )
+        if not ids:
+            return
+        if replace:
+            self._delete_internal(current[current >= 0])
+        start = self._next_id
+        self._next_id += len(ids)
+        self._buffer.append((start, batch))
+        self._buffered_bytes += _batch_bytes(batch)
+        for j, (ext, rec) in enumerate(zip(ids, records)):
+            self._ext_changes[ext] = start + j
+            self._records[start + j] = rec
+        if self._buffered_bytes >= self.buffer_bytes:
+            self._flush()
+
+    def delete(self, ids: Sequence[str]) -> int:
+        ids = _check_ids(ids, "delete", allow_duplicates=True)
+        current = self._lookup(ids)
+        live = np.unique(current[current >= 0])
+        self._delete_internal(live)
+        for ext, cur in zip(ids, current):
+            if cur >= 0:
+                self._ext_changes[ext] = -1
+        return len(live)
+
+    def _delete_internal(self, internal_ids: np.ndarray) -> None:
+        for i in internal_ids.tolist():
+            self._deletes.add(i)
+            self._records.pop(i, None)
+
+    def _check_batch(self, batch: EncodedBatch, ids: list[str], action: str) -> None:
+        """The representations of every configured component must match the encoder and be finite."""
+        ident = self.identity
+        checks = {
+            "dense": ("dense", batch.dense.shape[1], ident.dense_dim),
+            "sparse": ("sparse (vocabulary)", batch.sparse.shape[1], ident.vocab_size),
+            "multivec": ("multivec", batch.multivec.shape[1], ident.multivec_dim),
+        }
+        for kind in self.components:
+            if kind not in checks:
+                continue
+            label, got, want = checks[kind]
+            if got != want:
+                raise InputError(
+                    f"{action}: the batch's {label} dimension is {got} but the index's encoder "
+                    f"{ident.name!r} has {want}; encode with the encoder the index was built with"
+                )
+            bad_row = _first_non_finite_row(batch, kind)
+            if bad_row is not None:
+                raise InputError(
+                    f"{action}: the {kind} representation of document {ids[bad_row]!r} (position {bad_row}) holds "
+                    "NaN or infinity; fix the encoder output or drop that document"
+                )
+
+    # -- commits ------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Write the buffered documents into a pending (uncommitted) segment."""
+        if not self._buffer:
+            return
+        start = self._buffer[0][0]
+        batch = self._buffer[0][1] if len(self._buffer) == 1 else EncodedBatch.concat([b for _, b in self._buffer])
+        assert start + len(batch) == self._next_id, "buffered ids must be contiguous"
+        info = self._write_segment(start, len(batch), None, lambda comp, path, shared: comp.build(path, batch, shared))
+        self._pending.append(info)
+        self._buffer, self._buffered_bytes = [], 0
+        self._crash("flush:segment-built")
+
+    def commit(self) -> int:
+        self._flush()
+        if not self.has_changes:
+            return self.committed.generation
+        self._crash("commit:before-txn")
+        old = self.committed
+        segments = list(old.segments) + self._pending
+        store = self.store
+        with store.env.begin(write=True) as txn:
+            masks = self._new_deletion_masks(txn, segments)
+            segments = [
+                dataclasses.replace(s, n_deleted=int(masks[s.name].sum())) if s.name in masks else s for s in segments
+            ]
+            state = CommitState(generation=old.generation + 1, next_id=self._next_id, segments=tuple(segments))
+            for ext, internal in self._ext_changes.items():
+                if internal >= 0:
+                    txn.put(ext_key(ext), int_key(internal), db=store.ext2int)
+                else:
+                    txn.delete(ext_key(ext), db=store.ext2int)
+            for internal, record in self._records.items():
+                txn.put(int_key(internal), record, db=store.docs)
+            for internal in self._deletes:
+                if internal < old.next_id:
+                    txn.delete(int_key(internal), db=store.docs)
+            for name, mask in masks.items():
+                store.put_bitmap(txn, name, mask)
+            store.put_state(txn, state)
+        self._committed_now(state)
+        self._crash("commit:after-txn")
+        self.collect_garbage()
+        if self.auto_merge:
+            try:
+                self._merge_by_policy()
+            except Exception:  # the commit above is durable: a failed merge must not report it as failed
+                logger.exception("merging segments after generation %d failed; the index stays as committed", state.generation)
+        return self.committed.generation
+
+    def _new_deletion_masks(self, txn, segments: list[SegmentInfo]) -> dict[str, np.ndarray]:
+        """Full deletion masks of the segments that get new deletions in this commit."""
+        if not self._deletes:
+            return {}
+        deleted = np.fromiter(sorted(self._deletes), dtype=np.int64, count=len(self._deletes))
+        committed_names = {s.name for s in self.committed.segments}
+        masks = {}
+        for s in segments:
+            sel = deleted[(deleted >= s.lo) & (deleted < s.hi)]
+            if not len(sel):
+                continue
+            local = sel - s.lo if not s.id_map else np.searchsorted(self._segment_ids(s), sel)
+            if s.name in committed_names:
+                mask = self.store.deleted_bitmap(txn, s.name, s.n).copy()
+            else:
+                mask = np.zeros(s.n, dtype=bool)
+            mask[local] = True
+            masks[s.name] = mask
+        return masks
+
+    def _segment_ids(self, info: SegmentInfo) -> np.ndarray:
+        return np.load(self.segments_dir / info.name / IDS_FILE, mmap_mode="r", allow_pickle=False)
+
+    def _committed_now(self, state: CommitState) -> None:
+        self.committed = state
+        self._reset_pending()
+        self.cache.set_current({s.name for s in state.segments})
+
+    def rollback(self) -> None:
+        """Forget every change since the last commit (pending segment folders are deleted)."""
+        for info in self._pending:
+            shutil.rmtree(self.segments_dir / info.name, ignore_errors=True)
+        self._reset_pending()
+
+    # -- segments -----------------------------------------------------------------------------------
+    def _write_segment(
+        self, lo: int, n: int, ids: np.ndarray | None, write: Callable[[ComponentType, Path, Path], dict]
+    ) -> SegmentInfo:
+        """Write a complete, fsync'd segment folder; on failure remove it and re-raise."""
+        name = f"seg-{lo:012d}-{secrets.token_hex(4)}"
+        seg_dir = self.segments_dir / name
+        seg_dir.mkdir()
+        try:
+            create_segment_lock(seg_dir)
+            metas = {}
+            for kind, component in self.components.items():
+                (seg_dir / kind).mkdir()
+                meta = write(component, seg_dir / kind, self.index_dir / COMPONENTS_DIR / kind)
+                metas[kind] = _checked_meta(kind, meta)
+            if ids is not None:
+                np.save(seg_dir / IDS_FILE, np.ascontiguousarray(ids, dtype=np.int64), allow_pickle=False)
+                fsync_file(seg_dir / IDS_FILE)
+            fsync_dirs(seg_dir)
+            fsync_dir(self.segments_dir)
+            files = file_sizes(seg_dir, skip=(SEGMENT_LOCK_NAME,))
+        except BaseException:
+            shutil.rmtree(seg_dir, ignore_errors=True)
+            raise
+        hi = lo + n if ids is None else int(ids[-1]) + 1
+        return SegmentInfo(name=name, lo=lo, hi=hi, n=n, id_map=ids is not None, metas=metas, files=files)
+
+    # -- merges -------------------------------------------------------------------------------------
+    def _merge_by_policy(self) -> None:
+        for _ in range(_MAX_MERGE_ROUNDS):
+            segs = self.committed.segments
+            runs = self.merge_policy.plan([s.n for s in segs], [s.n_deleted for s in segs])
+            if not runs:
+                return
+            self.merge(runs)
+
+    def optimize(self) -> int:
+        """Commit pending changes, then merge every segment into one without deleted documents."""
+        self.commit()
+        segs = self.committed.segments
+        runs = merge_all(len(segs), [s.n_deleted for s in segs])
+        if runs:
+            self.merge(runs)
+        return self.committed.generation
+
+    def merge(self, runs: Sequence[range]) -> None:
+        """Replace each run of adjacent committed segments by one segment of their live documents, all in
+        one commit. Must run with no uncommitted changes."""
+        assert not self.has_changes, "merges run on committed state only"
+        old = self.committed
+        segs = list(old.segments)
+        involved = [segs[p] for run in runs for p in run]
+        handles = dict(zip((s.name for s in involved), self.cache.acquire(involved)))
+        written: list[SegmentInfo] = []
+        try:
+            with self.store.env.begin() as txn:
+                keeps = {s.name: np.flatnonzero(~self.store.deleted_bitmap(txn, s.name, s.n)) for s in involved}
+            replacement: dict[int, SegmentInfo | None] = {}
+            for run in runs:
+                sources = [segs[p] for p in run]
+                replacement[run.start] = self._merge_run(sources, handles, keeps)
+                if replacement[run.start] is not None:
+                    written.append(replacement[run.start])
+            self._crash("merge:built")
+            skip = {p for run in runs for p in run}
+            new_segments = []
+            for p, s in enumerate(segs):
+                if p in replacement and replacement[p] is not None:
+                    new_segments.append(replacement[p])
+                elif p not in skip:
+                    new_segments.append(s)
+            state = CommitState(generation=old.generation + 1, next_id=old.next_id, segments=tuple(new_segments))
+            with self.store.env.begin(write=True) as txn:
+                for s in involved:
+                    txn.delete(s.name.encode(), db=self.store.deleted)
+                self.store.put_state(txn, state)
+        except BaseException:
+            for info in written:  # the transaction did not commit: these folders are ours to remove
+                shutil.rmtree(self.segments_dir / info.name, ignore_errors=True)
+            raise
+        finally:
+            self.cache.release(list(handles.values()))
+        self._committed_now(state)
+        logger.info(
+            "merged %d segments into %d (generation %d)", len(involved), len(written), state.generation
+        )
+        self._crash("merge:after-txn")
+        self.collect_garbage()
+
+    def _merge_run(self, sources: list[SegmentInfo], handles, keeps: dict[str, np.ndarray]) -> SegmentInfo | None:
+        keep = [keeps[s.name] for s in sources]
+        if sum(len(k) for k in keep) == 0:
+            return None  # nothing live: the run is dropped
+        hs = [handles[s.name] for s in sources]
+        gids = np.concatenate(
+            [(h.ids[k] if h.ids is not None else k + s.lo) for h, k, s in zip(hs, keep, sources)]
+        ).astype(np.int64)
+        contiguous = int(gids[-1] - gids[0]) + 1 == len(gids)
+
+        def write(component: ComponentType, path: Path, shared: Path) -> dict:
+            return component.merge(path, [h.readers[component.kind] for h in hs], keep, shared)
+
+        return self._write_segment(int(gids[0]), len(gids), None if contiguous else gids, write)
+
+    # -- clean-up -----------------------------------------------------------------------------------
+    def collect_garbage(self) -> None:
+        """Delete segment folders no commit lists (crash leftovers, merged-away segments) that no reader
+        pins; only names this engine creates are touched."""
+        keep = {s.name for s in self.committed.segments} | {s.name for s in self._pending}
+        removed = False
+        for entry in sorted(self.segments_dir.iterdir()):
+            if entry.name.startswith(TRASH_PREFIX) and SEGMENT_NAME.match(entry.name[len(TRASH_PREFIX) :]):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed = True
+                continue
+            if entry.name in keep or not SEGMENT_NAME.match(entry.name) or not entry.is_dir():
+                continue
+            fd = try_lock_for_deletion(entry)
+            if fd is None:
+                logger.debug("segment %s is still used by a reader; it will be removed later", entry.name)
+                continue
+            trash = self.segments_dir / (TRASH_PREFIX + entry.name)
+            try:
+                os.rename(entry, trash)  # readers that race us see the name vanish and re-read the state
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            self._crash("gc:renamed")
+            shutil.rmtree(trash, ignore_errors=True)
+            removed = True
+        if removed:
+            fsync_dir(self.segments_dir)
+
+
+def _first_non_finite_row(batch: EncodedBatch, kind: str) -> int | None:
+    if kind == "dense":
+        rows = np.flatnonzero(~np.isfinite(batch.dense).all(axis=1))
+        return int(rows[0]) if len(rows) else None
+    values, starts = (
+        (batch.sparse.data, batch.sparse.indptr) if kind == "sparse" else (batch.multivec, batch.offsets)
+    )
+    bad = ~np.isfinite(values)
+    if bad.ndim == 2:
+        bad = bad.any(axis=1)
+    first = np.flatnonzero(bad)
+    if not len(first):
+        return None
+    return int(np.searchsorted(starts, first[0], side="right") - 1)
+
+
+def _batch_bytes(batch: EncodedBatch) -> int:
+    s = batch.sparse
+    return batch.dense.nbytes + s.data.nbytes + s.indices.nbytes + batch.multivec.nbytes
+
+
+def _checked_meta(kind: str, meta: Any) -> dict:
+    if not isinstance(meta, dict):
+        raise TypeError(f"component {kind!r} returned {type(meta).__name__} from build/merge; it must return a dict")
+    try:
+        pack(meta)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"component {kind!r} returned metadata that can't be stored as msgpack: {e}") from e
+    return meta
+
+
+def _check_ids(ids: Sequence[str], action: str, allow_duplicates: bool) -> list[str]:
+    if isinstance(ids, str):
+        raise InputError(f"{action}: ids must be a list of strings, not one string; wrap it as [id]")
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise InputError(f"{action}: ids must be a list of strings, got {type(ids).__name__}") from None
+    for i, e in enumerate(ids):
+        if not isinstance(e, str) or not e:
+            raise InputError(f"{action}: id at position {i} is {e!r}; ids must be non-empty strings")
+    if not allow_duplicates and len(set(ids)) != len(ids):
+        seen, dup = set(), []
+        for e in ids:
+            if e in seen:
+                dup.append(e)
+            seen.add(e)
+        raise InputError(
+            f"{action}: ids {dup[:5]} occur more than once in this batch; each document needs a unique id "
+            "(drop the repeats, or keep the last one per id)"
+        )
+    return ids
+
+
+def _check_docs(docs: Sequence[dict | None] | None, ids: list[str], action: str) -> list[dict | None]:
+    if docs is None:
+        return [None] * len(ids)
+    docs = list(docs)
+    if len(docs) != len(ids):
+        raise InputError(f"{action}: {len(ids)} ids but {len(docs)} docs; give one doc per id (or docs=None)")
+    for ext, doc in zip(ids, docs):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise InputError(f"{action}: document {ext!r} is a {type(doc).__name__}; docs must be dicts")
+        unknown = set(doc) - _DOC_KEYS
+        if unknown:
+            raise InputError(
+                f"{action}: document {ext!r} has unknown fields {sorted(unknown)}; allowed: 'text', 'title', "
+                "'metadata' (put anything else under 'metadata')"
+            )
+        if "id" in doc and doc["id"] != ext:
+            raise InputError(f"{action}: document {ext!r} carries a different 'id' {doc['id']!r}")
+        for key in ("text", "title"):
+            if doc.get(key) is not None and not isinstance(doc[key], str):
+                raise InputError(f"{action}: document {ext!r}: {key!r} must be a string, got {type(doc[key]).__name__}")
+    return docs

@@ -1,0 +1,71 @@
+"""Candidate generation: top documents from the dense ANN index and the sparse inverted index, unioned.
+
+Which sources run follows the weights: dense when the dense weight is positive, sparse when the sparse
+weight is positive, and both when the multi-vector weight is positive (the token-vector store has no
+index to search; its candidates come from the other two, as in BGE-M3's own multi-vector re-ranking).
+Explicit depths override this: a depth of 0 turns a source off, a positive depth turns it on.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from m3search.errors import ConfigError
+from m3search.types import EncodedBatch
+
+SOURCES = ("dense", "sparse")
+DEFAULT_DEPTH = 100
+
+
+def resolve_depths(
+    weights: Mapping[str, float], depths: int | Mapping[str, int] | None, k: int
+) -> dict[str, int]:
+    """How many candidates each source contributes per query; sources with depth 0 are left out.
+
+    >>> resolve_depths({"dense": 1.0}, None, k=10)
+    {'dense': 100}
+    >>> resolve_depths({"multivec": 1.0}, {"sparse": 0}, k=10)
+    {'dense': 100}
+    """
+    wanted = {s: DEFAULT_DEPTH for s in SOURCES if weights.get(s, 0) > 0 or weights.get("multivec", 0) > 0}
+    if isinstance(depths, (int, np.integer)) and not isinstance(depths, bool):
+        depths = {s: int(depths) for s in wanted}
+    for name, depth in dict(depths or {}).items():
+        if name not in SOURCES:
+            raise ConfigError(f"unknown candidate source {name!r}: candidates come from {', '.join(SOURCES)}")
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+            raise ConfigError(f"depth for {name} must be an integer >= 0, got {depth!r}")
+        wanted[name] = int(depth)
+    # a source never returns fewer than k candidates, so a one-source search can fill k hits
+    out = {s: max(d, k) for s, d in wanted.items() if d > 0}
+    if not out:
+        raise ConfigError("every candidate source has depth 0: give the dense or sparse source a positive depth")
+    return out
+
+
+def gather(
+    readers: Mapping[str, Any],
+    queries: EncodedBatch,
+    depths: Mapping[str, int],
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id."""
+    params = params or {}
+    q_parts, id_parts = [], []
+    m = len(queries)
+    for source, depth in depths.items():
+        reader = readers[source]
+        query_input = queries.dense if source == "dense" else queries.sparse
+        _, found = reader.search(query_input, depth, **dict(params.get(source, {})))
+        found = np.asarray(found, dtype=np.int64).reshape(m, -1)
+        q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
+        id_parts.append(found.ravel())
+    q_index = np.concatenate(q_parts) if q_parts else np.zeros(0, dtype=np.int64)
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)
+    keep = ids >= 0  # -1 pads rows with fewer than depth results
+    q_index, ids = q_index[keep], ids[keep]
+    if len(ids) == 0:
+        return q_index, ids
+    pairs = np.unique(np.stack([q_index, ids], axis=1), axis=0)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()

@@ -1,0 +1,59 @@
+"""Fusion of exact component scores over (query, document) pairs, vectorised over a batch of queries.
+
+Pairs are flat arrays: `q_index[p]` is the query and `ids[p]` the document of pair p. Within a query,
+ties are broken by ascending internal id so results are deterministic.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+DEFAULT_RRF_K = 60
+
+
+def _group_order(q_index: np.ndarray, ids: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs sorted by query, then score descending, then id; and each sorted pair's 0-based rank in its query."""
+    order = np.lexsort((ids, -score, q_index))
+    q_sorted = q_index[order]
+    # the first position of every query's run in the sorted order
+    starts = np.searchsorted(q_sorted, q_sorted, side="left")
+    return order, np.arange(len(order)) - starts
+
+
+def weighted_sum(scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """sum over components of weight * exact score."""
+    n = len(next(iter(scores.values())))
+    out = np.zeros(n, dtype=np.float64)
+    for name, w in weights.items():
+        out += w * scores[name].astype(np.float64)
+    return out
+
+
+def reciprocal_rank(
+    q_index: np.ndarray,
+    ids: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    rrf_k: float = DEFAULT_RRF_K,
+) -> np.ndarray:
+    """Weighted reciprocal-rank fusion: sum over components of weight / (rrf_k + rank).
+
+    The rank of a document is its 1-based position among its query's candidates by that component's
+    exact score, so every candidate has a rank on every component.
+    """
+    out = np.zeros(len(ids), dtype=np.float64)
+    for name, w in weights.items():
+        order, rank0 = _group_order(q_index, ids, scores[name])
+        ranks = np.empty(len(ids), dtype=np.float64)
+        ranks[order] = rank0 + 1
+        out += w / (rrf_k + ranks)
+    return out
+
+
+def top_k_per_query(q_index: np.ndarray, ids: np.ndarray, fused: np.ndarray, k: int) -> np.ndarray:
+    """Positions of each query's k best pairs, grouped by query in ascending order, best first."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order, rank0 = _group_order(q_index, ids, fused)
+    return order[rank0 < k]

@@ -1,0 +1,278 @@
+"""A frozen backbone's last hidden states for a fixed set of texts, computed once, memory-mapped afterwards.
+
+Heads-only training (and evaluating head variants over a frozen backbone) needs the backbone only once per
+text. A cache folder holds
+- `cache.json`: format + version, kind (query/passage), the prefix and max length used, the model's name,
+  tokenizer hash and backbone fingerprint, hidden size, counts;
+- `texts.jsonl.gz`: the texts, one JSON string per line, row i = text i;
+- `offsets.npy` (n + 1,) int64: row i's tokens are [offsets[i], offsets[i+1]) of the flat arrays;
+- `input_ids.npy` (T,) int32 and `states.npy` (T, h) float16: token ids and hidden states, all texts back to
+  back, no padding;
+- `dense.npy` (n, h) float32: the model's dense vectors (pooled from the fp32 states, normalised).
+Nothing is pickled; the folder is built under a temporary name and published with os.replace.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from m3search.encoder.model import M3Model, pool
+from m3search.encoder.tokenizer import M3Tokenizer
+from m3search.errors import IndexFormatError, InputError
+from m3search.trainer.encoding import Side
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "m3search.hidden_states"
+CACHE_VERSION = 1
+META_FILE = "cache.json"
+
+
+def backbone_fingerprint(model: M3Model) -> str:
+    """A cheap hash of the backbone's weights (~4k evenly spaced values of each tensor), to catch a stale cache."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.backbone.named_parameters()):
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)]
+        h.update(name.encode())
+        h.update(sample.to("cpu", torch.float32).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_identity(model: M3Model, tokenizer: M3Tokenizer, model_name: str, kind: str, prefix: str,
+                   max_length: int) -> dict:
+    return {
+        "model": model_name,
+        "tokenizer_sha256": tokenizer.sha256,
+        "backbone_fingerprint": backbone_fingerprint(model),
+        "pooling": model.pooling,
+        "kind": kind,
+        "prefix": prefix,
+        "max_length": int(max_length),
+    }
+
+
+class StateCache:
+    """Read side of a cache folder; `build` writes one."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        meta_file = self.folder / META_FILE
+        if not meta_file.is_file():
+            raise IndexFormatError(f"{self.folder} is not a hidden-state cache: {META_FILE} is missing")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            raise IndexFormatError(f"{meta_file}: format {meta.get('format')!r} is not {CACHE_FORMAT!r}")
+        if not isinstance(meta.get("version"), int) or meta["version"] > CACHE_VERSION:
+            raise IndexFormatError(f"{meta_file}: version {meta.get('version')!r} is newer than this m3search "
+                                   f"reads ({CACHE_VERSION}); upgrade m3search or rebuild the cache")
+        self.meta = meta
+        with gzip.open(self.folder / "texts.jsonl.gz", "rt", encoding="utf-8") as f:
+            self.texts = [json.loads(line) for line in f]
+        self.row_of = {t: i for i, t in enumerate(self.texts)}
+        self.offsets = np.load(self.folder / "offsets.npy")
+        self.input_ids = np.load(self.folder / "input_ids.npy", mmap_mode="r")
+        self.states = np.load(self.folder / "states.npy", mmap_mode="r")
+        self.dense = np.load(self.folder / "dense.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def identity(self) -> dict:
+        return self.meta["identity"]
+
+    def check_identity(self, expected: dict) -> None:
+        # the model's name is informative only: a fine-tuned checkpoint of a frozen backbone keeps its states
+        diffs = [f"{k}: cache has {self.identity.get(k)!r}, run needs {v!r}"
+                 for k, v in expected.items() if k != "model" and self.identity.get(k) != v]
+        if diffs:
+            raise InputError(f"the hidden-state cache {self.folder} was built differently ({'; '.join(diffs)}): "
+                             "point --cache-dir at a new folder to rebuild it")
+
+    def rows(self, texts: Sequence[str]) -> list[int]:
+        try:
+            return [self.row_of[t] for t in texts]
+        except KeyError as e:
+            raise InputError(f"text {str(e)[:80]} is not in the hidden-state cache {self.folder}: rebuild the "
+                             "cache for this training data (a new --cache-dir)") from None
+
+    def side(self, rows: Sequence[int], pad_id: int) -> Side:
+        """Padded ids, mask and float32 hidden states of the given rows."""
+        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
+        width = max(lengths, default=0)
+        n, h = len(rows), self.states.shape[1]
+        ids = np.full((n, width), pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        hidden = np.zeros((n, width, h), dtype=np.float32)
+        for i, (r, length) in enumerate(zip(rows, lengths)):
+            a = int(self.offsets[r])
+            ids[i, :length] = self.input_ids[a : a + length]
+            mask[i, :length] = 1
+            hidden[i, :length] = self.states[a : a + length]
+        return Side(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(hidden))
+
+
+def _unique(texts: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+def build_cache(
+    folder: str | Path,
+    texts: Sequence[str],
+    model: M3Model,
+    tokenizer: M3Tokenizer,
+    identity: dict,
+    *,
+    tokens_per_batch: int = 8192,
+    progress: Callable[[int], None] | None = None,
+) -> StateCache:
+    """Encode the distinct texts with the model's backbone and write the cache folder.
+
+    identity: from `cache_identity` (kind, prefix and max length are read from it).
+    progress: called with the number of texts just encoded.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(f"{folder} already exists and is not empty: give a new folder for the cache")
+    texts = _unique(texts)
+    prefix, max_length = identity["prefix"], identity["max_length"]
+    token_ids = tokenizer.encode([prefix + t for t in texts], max_length)
+    lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    hidden_size = model.hidden_size
+    device = next(model.parameters()).device
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        flat_ids = np.lib.format.open_memmap(tmp / "input_ids.npy", mode="w+", dtype=np.int32, shape=(int(offsets[-1]),))
+        states = np.lib.format.open_memmap(tmp / "states.npy", mode="w+", dtype=np.float16,
+                                           shape=(int(offsets[-1]), hidden_size))
+        dense = np.lib.format.open_memmap(tmp / "dense.npy", mode="w+", dtype=np.float32, shape=(len(texts), hidden_size))
+        order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            start = 0
+            while start < len(order):
+                width = int(lengths[order[start]])
+                size = max(1, tokens_per_batch // max(width, 1))
+                batch = order[start : start + size]
+                ids, mask = tokenizer.pad([token_ids[i] for i in batch])
+                ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+                hidden = model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state.float()
+                vecs = F.normalize(pool(hidden, mask_t, model.pooling), dim=-1).cpu().numpy()
+                hidden = hidden.cpu().numpy()
+                for j, i in enumerate(batch):
+                    a, b = offsets[i], offsets[i + 1]
+                    states[a:b] = hidden[j, : b - a]
+                    flat_ids[a:b] = token_ids[i]
+                    dense[i] = vecs[j]
+                start += len(batch)
+                if progress is not None:
+                    progress(len(batch))
+        model.train(was_training)
+        for arr in (flat_ids, states, dense):
+            arr.flush()
+        del flat_ids, states, dense
+        np.save(tmp / "offsets.npy", offsets)
+        with gzip.open(tmp / "texts.jsonl.gz", "wt", encoding="utf-8") as f:
+            for t in texts:
+                f.write(json.dumps(t, ensure_ascii=False) + "\n")
+        meta = {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "identity": identity,
+            "n_texts": len(texts),
+            "n_tokens": int(offsets[-1]),
+            "hidden_size": hidden_size,
+            "states_dtype": "float16",
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+        if folder.exists():
+            folder.rmdir()  # the empty folder the caller made; nothing of theirs is lost
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary folder
+        raise
+    logger.info("cached hidden states of %d texts (%d tokens) in %s", len(texts), int(offsets[-1]), folder)
+    return StateCache(folder)
+
+
+def open_or_build(
+    folder: str | Path,
+    texts: Sequence[str],
+    model: M3Model,
+    tokenizer: M3Tokenizer,
+    identity: dict,
+    **options,
+) -> StateCache:
+    """Reuse the cache in `folder` if it was built the same way and holds every text, else build it."""
+    folder = Path(folder)
+    if (folder / META_FILE).is_file():
+        cache = StateCache(folder)
+        cache.check_identity(identity)
+        missing = [t for t in _unique(texts) if t not in cache.row_of]
+        if missing:
+            raise InputError(f"the hidden-state cache {folder} lacks {len(missing)} of the texts (e.g. "
+                             f"{missing[0][:60]!r}): it was built for other data; give a new cache folder")
+        return cache
+    return build_cache(folder, texts, model, tokenizer, identity, **options)
+
+
+def encode_from_cache(cache: StateCache, model: M3Model, unused_token_ids, vocab_size: int,
+                      rows: Sequence[int] | None = None, texts_per_batch: int = 256):
+    """The `EncodedBatch` the model's heads give on the cached states, post-processed as `M3Encoder` does:
+    dense from the cache; lexical weights > 0 of non-special tokens, max per token id; token vectors for every
+    position after the first up to the final `</s>`. Lets several head variants be evaluated over one
+    backbone pass."""
+    import scipy.sparse as sp
+
+    from m3search.types import EncodedBatch
+
+    rows = list(range(len(cache))) if rows is None else list(rows)
+    unused = np.fromiter(unused_token_ids, dtype=np.int64)
+    dtype = next(model.parameters()).dtype
+    sparse_rows, vectors = [], []
+    with torch.inference_mode():
+        for start in range(0, len(rows), texts_per_batch):
+            chunk = rows[start : start + texts_per_batch]
+            side = cache.side(chunk, pad_id=1)
+            out = model.apply_heads(side.hidden.to(dtype), side.attention_mask)
+            weights = out.token_weights.float().numpy()
+            colbert = out.colbert.float().numpy()
+            lengths = side.attention_mask.sum(-1).numpy()
+            for j, n in enumerate(lengths):
+                ids, w = side.input_ids[j, :n].numpy(), weights[j, :n]
+                keep = (w > 0) & ~np.isin(ids, unused)
+                best: dict[int, float] = {}
+                for t, v in zip(ids[keep].tolist(), w[keep].tolist()):
+                    if v > best.get(t, 0.0):
+                        best[t] = v
+                sparse_rows.append(best)
+                vectors.append(colbert[j, : n - 1])
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in sparse_rows], out=indptr[1:])
+    cols = np.fromiter((t for r in sparse_rows for t in sorted(r)), dtype=np.int32, count=int(indptr[-1]))
+    vals = np.fromiter((r[t] for r in sparse_rows for t in sorted(r)), dtype=np.float32, count=int(indptr[-1]))
+    sparse = sp.csr_matrix((vals, cols, indptr), shape=(len(rows), vocab_size), dtype=np.float32)
+    multivec = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, model.colbert_dim), np.float32)
+    return EncodedBatch(
+        dense=np.ascontiguousarray(cache.dense[rows], dtype=np.float32),
+        sparse=sparse,
+        multivec=np.ascontiguousarray(multivec),
+        multivec_lengths=np.array([len(v) for v in vectors], dtype=np.int64),
+    )

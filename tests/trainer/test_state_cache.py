@@ -1,0 +1,60 @@
+"""Cached hidden states reproduce the encoder's outputs; heads applied to them match M3Encoder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_model, make_spec, make_tokenizer
+from m3search.encoder.checkpoint import LoadedModel
+from m3search.encoder.m3 import M3Encoder
+from m3search.errors import InputError
+from m3search.trainer.state_cache import StateCache, build_cache, cache_identity, encode_from_cache, open_or_build
+
+TEXTS = ["w1 w2 w3", "w4 w5 w6 w7 w8 w9 w10 w4", "w11", "w1 w2 w3", "w12 w13 w14 w15"]
+
+
+@pytest.fixture
+def parts():
+    model, tok = make_model(seed=2), make_tokenizer()
+    torch.nn.init.normal_(model.sparse_linear.weight, std=0.5)
+    return model, tok, cache_identity(model, tok, "tiny", "passage", "", 32)
+
+
+def test_cache_holds_the_backbone_states_and_dense_vectors(tmp_path, parts):
+    model, tok, ident = parts
+    cache = build_cache(tmp_path / "c", TEXTS, model, tok, ident, tokens_per_batch=12)
+    assert len(cache) == 4  # the repeated text is stored once
+    side = cache.side(cache.rows(["w4 w5 w6 w7 w8 w9 w10 w4", "w11"]), tok.pad_id)
+    ids, mask = tok.pad(tok.encode(["w4 w5 w6 w7 w8 w9 w10 w4", "w11"], 32))
+    assert torch.equal(side.input_ids, torch.from_numpy(ids)) and torch.equal(side.attention_mask, torch.from_numpy(mask))
+    with torch.no_grad():
+        hidden = model.backbone(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
+    m = torch.from_numpy(mask).bool()
+    torch.testing.assert_close(side.hidden[m], hidden[m], rtol=2e-3, atol=2e-3)  # fp16 storage
+
+
+def test_heads_on_cached_states_match_the_encoder(tmp_path, parts):
+    model, tok, ident = parts
+    cache = build_cache(tmp_path / "c", TEXTS, model, tok, ident)
+    encoder = M3Encoder(LoadedModel(model, tok, make_spec()))
+    expected = encoder.encode(cache.texts, kind="passage")
+    got = encode_from_cache(cache, model, tok.unused_ids, encoder.vocab_size)
+    np.testing.assert_allclose(got.dense, expected.dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.multivec_lengths, expected.multivec_lengths)
+    np.testing.assert_allclose(got.multivec, expected.multivec, atol=5e-3)
+    assert got.sparse.shape == expected.sparse.shape
+    np.testing.assert_array_equal(got.sparse.indices, expected.sparse.indices)
+    np.testing.assert_allclose(got.sparse.data, expected.sparse.data, rtol=5e-3, atol=5e-3)
+
+
+def test_reuse_checks_identity_and_coverage(tmp_path, parts):
+    model, tok, ident = parts
+    build_cache(tmp_path / "c", TEXTS, model, tok, ident)
+    assert len(open_or_build(tmp_path / "c", TEXTS[:2], model, tok, ident)) == 4
+    with pytest.raises(InputError, match="lacks 1 of the texts"):
+        open_or_build(tmp_path / "c", ["w99"], model, tok, ident)
+    with pytest.raises(InputError, match="max_length"):
+        StateCache(tmp_path / "c").check_identity({**ident, "max_length": 64})
+    with pytest.raises(InputError, match="backbone_fingerprint"):
+        StateCache(tmp_path / "c").check_identity(cache_identity(make_model(seed=5), tok, "tiny", "passage", "", 32))
