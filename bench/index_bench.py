@@ -141,7 +141,8 @@ def run_engine(args) -> dict:
     # 1. ingest: adds of `batch` documents, a commit every `commit_every`, tiered merges as they come
     commit_times, add_times = [], []
     started = time.perf_counter()
-    with Index.create(path, data.identity, model=None, auto_merge=not args.no_merge) as index:
+    components = json.loads(args.components) if args.components else None
+    with Index.create(path, data.identity, model=None, components=components, auto_merge=not args.no_merge) as index:
         for lo in range(0, args.docs, args.batch):
             hi = min(args.docs, lo + args.batch)
             batch = data.batch(lo, hi)
@@ -216,7 +217,8 @@ def run_engine(args) -> dict:
         shutil.rmtree(workdir)
     return {"setup": {"docs": args.docs, "queries": args.queries, "dense_dim": args.dense_dim,
                       "multivec_dim": args.multivec_dim, "mean_tokens": args.mean_tokens, "k": args.k,
-                      "batch": args.batch, "commit_every": args.commit_every, "segments_before_optimize": n_segments},
+                      "batch": args.batch, "commit_every": args.commit_every, "segments_before_optimize": n_segments,
+                      "components": args.components or "all three, default configs"},
             "rows": rows}
 
 
@@ -289,13 +291,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--only", nargs="*", default=[*COMPONENTS, "engine"], choices=[*COMPONENTS, "engine"])
     for kind in COMPONENTS:
         p.add_argument(f"--{kind}-args", default="", help=f"options for bench/index_bench_{kind}.py, quoted")
-    p.add_argument("--docs", type=int, default=20_000, help="engine: documents")
+    p.add_argument("--docs", type=int, default=10_000, help="engine: documents")
     p.add_argument("--queries", type=int, default=200, help="engine: queries")
     p.add_argument("--dense-dim", type=int, default=1024)
-    p.add_argument("--multivec-dim", type=int, default=128)
-    p.add_argument("--mean-tokens", type=int, default=64, help="engine: mean token vectors per document")
+    p.add_argument("--multivec-dim", type=int, default=1024)
+    p.add_argument("--mean-tokens", type=int, default=32, help="engine: mean token vectors per document")
+    p.add_argument("--components", default=None, help='engine: component configs as JSON (default: all three, defaults)')
     p.add_argument("--batch", type=int, default=500, help="engine: documents per add")
-    p.add_argument("--commit-every", type=int, default=2000, help="engine: documents per commit")
+    p.add_argument("--commit-every", type=int, default=1000, help="engine: documents per commit")
     p.add_argument("--no-merge", action="store_true", help="engine: ingest without the merge policy")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--candidates", type=int, default=100, help="engine: candidates re-scored by MaxSim per query")

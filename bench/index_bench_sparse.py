@@ -412,7 +412,6 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 def run(args) -> dict:
     """Run the benchmark; `args` has the attributes of this file's command-line options."""
-    import scipy.sparse as sp  # noqa: F401
 
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if not getattr(args, "quiet", False) else (lambda m: None)
     t0 = time.perf_counter()

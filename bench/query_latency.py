@@ -197,12 +197,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(report: dict) -> str:
-    enc = report["encode"]
-    head = (f"{report['index']['n_docs']:,} passages, {report['index']['dim']}-d dense and token vectors, "
-            f"{report['n_queries']} queries, k={report['k']}, {report['machine']['cpus']} CPU cores")
+    enc, idx = report["encode"], report["index"]
+    head = (f"{idx['n_docs']:,} passages, {idx['dim']}-d dense and token vectors (multivec "
+            f"{idx['configs']['multivec']['compression']}), {idx['n_segments']} segment(s), "
+            f"{idx['total_bytes'] / 2**30:.2f} GiB on disk; {report['n_queries']} queries, k={report['k']}, "
+            f"default depths; {report['machine']['cpus']} CPU cores")
     lines = [head, "",
              "| mode | search p50 / p95 (ms) | candidates | re-score | fuse + fetch | end-to-end p50 / p95 (ms) "
-             f"| batch throughput (q/s, batch {report['batch']}) |",
+             f"| search throughput (q/s, batches of {report['batch']}) |",
              "|---|---|---|---|---|---|---|"]
     for mode, r in report["modes"].items():
         st = r["stages_mean_ms"]
@@ -213,10 +215,11 @@ def markdown(report: dict) -> str:
             + (f"{e2e['p50_ms']:.1f} / {e2e['p95_ms']:.1f}" if e2e else "-")
             + f" | {r['batch_qps']:.0f} |"
         )
+    lines += ["", "Stage columns are mean ms per single query. Search excludes encoding; end-to-end adds the "
+              "encoder's time for one query."]
     if enc:
-        lines += ["", f"encode ({enc['model']}, one query): p50 {enc['single']['p50_ms']:.1f} ms, p95 "
-                  f"{enc['single']['p95_ms']:.1f} ms; batched: {enc['batch_qps']:.0f} queries/s. "
-                  "Stage columns are means in ms."]
+        lines += [f"Encode ({enc['model']} on this CPU, one query): p50 {enc['single']['p50_ms']:.1f} ms, p95 "
+                  f"{enc['single']['p95_ms']:.1f} ms; batched: {enc['batch_qps']:.0f} queries/s."]
     return "\n".join(lines)
 
 

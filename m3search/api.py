@@ -72,8 +72,10 @@ def build_index(
            `(id, text)` tuples; or `m3search.data.Document`s. Ids already in the index are skipped, so
            calling this again after an interruption resumes where the last commit left off.
     model: None for the bundled default ('m3search-small'), a folder in BGE-M3's layout, 'hashing:dim=..'
-           for the deterministic test encoder, or an Encoder. An existing index must be given the same
-           model it was built with (or none: it is read from the index).
+           for the deterministic test encoder, or an Encoder. The index records the name or folder so that
+           `open_index(path)` can load it again (an Encoder object is recorded only if it has a `reference`
+           attribute; otherwise pass it to open_index too). An existing index must be given the same model
+           it was built with, or none.
     components: per-component configs, e.g. {'dense': {...}, 'sparse': {...}, 'multivec': {...}}
            (default: all three with their defaults). Only used when the index is created.
     encoder_options: passed to `load_encoder` (e.g. {'batch_tokens': 8192} for an M3 model).
@@ -131,7 +133,11 @@ class SearchIndex:
         self.model: str | None = self._index.manifest.model
         self._encoder: Encoder | None = None
         if encoder is not None:
-            self._check_identity(encoder)
+            try:
+                self._check_identity(encoder)
+            except BaseException:
+                self._index.close()
+                raise
             self._encoder = encoder
         self._snapshot = None
         self._planner: Planner | None = None
@@ -372,8 +378,8 @@ def _model_reference(model: str | Path | Encoder | None, encoder: Encoder) -> st
                 f"seed={model.seed}")
     if isinstance(model, Encoder):
         reference = getattr(model, "reference", None)
-        if reference is None:
-            log.warning("the encoder object given has no model reference: open this index with model=...")
+        if reference is None:  # open_index will then ask for model=..., naming this
+            log.info("the encoder object given has no model reference: open this index with model=...")
         return reference
     name = str(model)
     if name == DEFAULT_MODEL or name == "hashing" or name.startswith("hashing:"):

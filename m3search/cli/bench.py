@@ -109,9 +109,10 @@ def bench(task, data_dir, model, langs, split, modes, no_bm25, weights, metrics,
       m3search bench mkqa -d data/mkqa --modes dense,all --weights dense=1,sparse=0.3,multivec=1
       m3search bench mldr -d data/mldr --model /models/bge-m3 --max-length 8192
     """
+    from m3search.evaluation.config import INDEX_CONFIGS, BenchConfig
     from m3search.evaluation.modes import BM25, parse_fusion_weights, parse_modes
     from m3search.evaluation.report import write_report
-    from m3search.evaluation.runner import INDEX_CONFIGS, BenchConfig, run_benchmark
+    from m3search.evaluation.runner import run_benchmark
 
     apply_quiet(quiet)
     if no_cache and cache_dir:
@@ -123,7 +124,7 @@ def bench(task, data_dir, model, langs, split, modes, no_bm25, weights, metrics,
         if no_bm25 and BM25 in mode_list:
             raise click.UsageError("--modes lists bm25 but --no-bm25 leaves it out: choose one")
         if not no_plots:
-            from m3search.evaluation.report import check_plotting
+            from m3search.evaluation.plots import check_plotting
 
             check_plotting()  # fail now, not after the run
         out = Path(out_dir) if out_dir else Path("m3search-bench") / task
@@ -154,9 +155,8 @@ def bench(task, data_dir, model, langs, split, modes, no_bm25, weights, metrics,
     except M3SearchError as e:
         raise click.ClickException(str(e)) from None
     if not quiet:
-        from m3search.evaluation.report import metric_table, metric_title
+        from m3search.evaluation.report import headline_metric, metric_table, metric_title
 
-        headline = next(iter(next(iter(report["languages"].values()))["modes"].values()))["metrics"]
-        metric = next(iter(headline))
+        metric = headline_metric(report)
         click.echo(f"{metric_title(metric)}\n\n{metric_table(report, metric)}")
     status(f"report: {written[1]} ({len(report['languages'])} languages, {len(report['modes'])} modes)", quiet)

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress, status
-from m3search.errors import InputError, M3SearchError
+from m3search.errors import IndexLockedError, InputError, M3SearchError
 
 
 @click.command("index")
@@ -70,11 +69,12 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     except M3SearchError as e:
         raise click.ClickException(f"{e} (nothing was indexed)") from None
     if first is None:
-        raise InputError(f"no documents in {', '.join(sources)}: the corpus is empty" + _skipped_note(reader))
+        skipped = _skipped_note(reader)
+        raise InputError(f"no documents in {', '.join(sources)}: the corpus is empty" + (f"; {skipped}" if skipped else ""))
 
     started = time.perf_counter()
     folder = Path(index_path)
-    existed, folder_existed = (folder / "manifest.json").is_file(), folder.exists()
+    was_index, folder_existed = (folder / "manifest.json").is_file(), folder.exists()
     encoder_options = {"batch_tokens": batch_tokens} if batch_tokens else None
     index = api.build_index(index_path, model=model, encoder_options=encoder_options)
     failure = None
@@ -85,35 +85,40 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
         total = len(index)
     except (M3SearchError, KeyboardInterrupt) as e:
         failure = str(e) if isinstance(e, M3SearchError) else "interrupted"
+        locked = isinstance(e, IndexLockedError)  # nothing was attempted: no resume advice
         kept = len(index)
     finally:
         index.close()
     if failure is not None:
+        if locked:
+            raise click.ClickException(failure)
         if kept == 0 and not folder_existed:
             shutil.rmtree(folder)  # the empty index this run created: leave nothing behind
             raise click.ClickException(f"{failure} (nothing was indexed)")
         raise click.ClickException(
-            f"{failure} (the index at {index_path} stays at its last commit, {kept} documents; "
+            f"{failure} (the index at {index_path} stays at its last commit, {_count(kept, 'document')}; "
             "run the same command again to resume)"
         )
 
     elapsed = time.perf_counter() - started
-    verb = "Added" if existed else "Indexed"
-    lines = [f"{verb} {result.added} documents into {index_path} in {elapsed:.1f} s ({total} in the index)."]
+    verb = "Added" if was_index else "Indexed"
+    lines = [f"{verb} {_count(result.added, 'document')} into {index_path} in {elapsed:.1f} s ({total} in the index)."]
     if result.replaced:
-        lines.append(f"Replaced {result.replaced} documents already in the index.")
+        lines.append(f"Replaced {_count(result.replaced, 'document')} already in the index.")
     if result.skipped:
-        lines.append(f"Skipped {result.skipped} documents already in the index (use --replace to re-index them).")
+        lines.append(f"Skipped {_count(result.skipped, 'document')} already in the index (--replace re-indexes them).")
     note = _skipped_note(reader)
     if note:
-        lines.append(note.strip().capitalize() + ".")
+        lines.append(note[0].upper() + note[1:] + ".")
     status("\n".join(lines), quiet)
 
 
 def _skipped_note(reader) -> str:
-    parts = [f"{n} records ({reason}; the first at {reader.first_skipped[reason]})" for reason, n in reader.skipped.items()]
-    return ("; skipped " + ", ".join(parts)) if parts else ""
+    """'skipped 2 records (the text is null; the first at x.jsonl:1)', or '' when nothing was skipped."""
+    parts = [f"{_count(n, 'record')} ({reason}; the first at {reader.first_skipped[reason]})"
+             for reason, n in reader.skipped.items()]
+    return ("skipped " + ", ".join(parts)) if parts else ""
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(index_command())
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

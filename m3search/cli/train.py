@@ -167,6 +167,9 @@ def fit_command(data, model, out_dir, mode, config_file, resume, cache_dir, rese
 @click.option("--index-out", type=click.Path(file_okay=False, path_type=Path), help="Keep the index built for mining here.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Take dense vectors from hidden-state caches here (built if missing; `fit --cache-dir` reuses them).")
+@click.option("--partition-by", default=None, metavar="FIELD",
+              help="Mine each example's negatives only among positives of examples with the same value of this "
+                   "metadata field (e.g. lang), one index per value.")
 @click.option("--negatives", "n_negatives", type=click.IntRange(min=1), default=7, show_default=True)
 @click.option("--range", "rank_range", default="2:200", show_default=True,
               help="Sample negatives from these ranks (0-based, end exclusive) after removing the positives.")
@@ -177,7 +180,7 @@ def fit_command(data, model, out_dir, mode, config_file, resume, cache_dir, rese
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None)
 @click.option("--quiet", "-q", is_flag=True)
-def mine_command(data, out, model, index_dir, corpus, index_out, cache_dir, n_negatives, rank_range, where,
+def mine_command(data, out, model, index_dir, corpus, index_out, cache_dir, partition_by, n_negatives, rank_range, where,
                  max_examples, query_max_length, passage_max_length, seed, device, quiet):
     """Mine hard negatives with m3search's own index (dense retrieval, positives excluded)."""
     from m3search.trainer.mining import MiningConfig, parse_range
@@ -192,7 +195,8 @@ def mine_command(data, out, model, index_dir, corpus, index_out, cache_dir, n_ne
     cache_bar = _bar(progress, None, "caching hidden states")
     try:
         mined = mine(data, out, model, config, corpus=texts, index=index_dir, index_out=index_out,
-                     cache_dir=cache_dir, query_max_length=query_max_length, passage_max_length=passage_max_length,
+                     cache_dir=cache_dir, partition_by=partition_by, query_max_length=query_max_length,
+                     passage_max_length=passage_max_length,
                      device=device, where=parse_where(where), max_examples=max_examples,
                      progress=bar.update if bar is not None else None,
                      cache_progress=cache_bar.update if cache_bar is not None else None)

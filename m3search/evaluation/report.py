@@ -1,5 +1,5 @@
 """Render a benchmark report: markdown tables shaped like the paper's (modes as rows, languages as
-columns, the average last), the JSON behind them, and plots.
+columns, the average last), the JSON behind them, and plots (`plots.py`).
 
 Files written into `out_dir`: report.md, report.json, plots/<task>_<metric>.png, plots/<task>_sweep.png,
 plots/<task>_cost.png. TREC runs are written by the runner into runs/<lang>/<mode>.trec.
@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from m3search.errors import missing_dependency
 from m3search.evaluation.modes import BM25, label, mode_signals
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,11 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path, plots: bool = T
     json_path = out_dir / "report.json"
     _atomic_write(json_path, json.dumps(report, indent=1, ensure_ascii=False, sort_keys=False))
     written.append(json_path)
-    plot_paths = write_plots(report, out_dir / "plots") if plots else []
+    plot_paths = []
+    if plots:
+        from m3search.evaluation.plots import write_plots
+
+        plot_paths = write_plots(report, out_dir / "plots")
     md_path = out_dir / "report.md"
     _atomic_write(md_path, to_markdown(report, [p.relative_to(out_dir) for p in plot_paths]))
     return [json_path, md_path, *plot_paths]
@@ -52,7 +55,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path, plots: bool = T
 # -- markdown -------------------------------------------------------------------------------------
 
 
-def _metric_names(report: Mapping[str, Any]) -> list[str]:
+def metric_names(report: Mapping[str, Any]) -> list[str]:
     names: list[str] = []
     for res in report["languages"].values():
         for mres in res["modes"].values():
@@ -122,18 +125,15 @@ def cost_table(report: Mapping[str, Any]) -> str:
 def corpus_table(report: Mapping[str, Any]) -> str:
     lines = ["| Corpus | Languages | Docs | Encoded tokens | Encode s | Passages/s | Index build s | BM25 build s |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for key, c in report["corpora"].items():
+    for c in report["corpora"].values():
         enc = c["encode"]
-        pps = enc.get("passages_per_second")
-        cached = " (cached)" if enc.get("cached") else ""
+        first = Path(c["files"][0])
         langs = ", ".join(c["languages"]) if len(c["languages"]) <= 4 else f"{len(c['languages'])} languages"
+        seconds = f"{enc['seconds']:.1f}" + (" (cached)" if enc.get("cached") else "") if "seconds" in enc else "–"
+        rate = f"{enc['passages_per_second']:.1f}" if enc.get("passages_per_second") else "–"
         lines.append(
-            f"| {Path(c['files'][0]).parent.name}/{Path(c['files'][0]).name} | {langs} | {c['docs']} | "
-            f"{enc.get('tokens', '–')} | {enc.get('seconds', 0):.1f}{cached} | {pps:.1f} | "
-            f"{c.get('index_seconds', 0):.1f} | {c.get('bm25_index_seconds', 0):.1f} |"
-            if pps else
-            f"| {Path(c['files'][0]).name} | {langs} | {c['docs']} | {enc.get('tokens', '–')} | – | – | "
-            f"{c.get('index_seconds', 0):.1f} | {c.get('bm25_index_seconds', 0):.1f} |"
+            f"| {first.parent.name}/{first.name} | {langs} | {c['docs']} | {enc.get('tokens', '–')} | {seconds} | "
+            f"{rate} | {c.get('index_seconds', 0):.1f} | {c.get('bm25_index_seconds', 0):.1f} |"
         )
     return "\n".join(lines)
 
@@ -164,7 +164,9 @@ def sweep_table(report: Mapping[str, Any]) -> str:
     for s in sparse:
         cells = [(f"**{_fmt(value[(s, m)])}**" if value[(s, m)] == best else _fmt(value[(s, m)])) for m in multi]
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
-    return f"{metric_title(metric)}, mean over languages, dense weight 1:\n\n" + "\n".join(lines)
+    return (f"{metric_title(metric)}, mean over languages, dense weight 1. Each cell re-weights the exact "
+            "component scores of the same candidates (the union of the dense and sparse indexes' top lists, "
+            "as the All mode gathers them), so cells differ only by the fusion weights.\n\n" + "\n".join(lines))
 
 
 def queries_table(report: Mapping[str, Any]) -> str:
@@ -175,7 +177,7 @@ def queries_table(report: Mapping[str, Any]) -> str:
 
 
 def headline_metric(report: Mapping[str, Any]) -> str:
-    return _metric_names(report)[0]
+    return metric_names(report)[0]
 
 
 def pattern_notes(report: Mapping[str, Any]) -> list[str]:
@@ -204,13 +206,16 @@ def pattern_notes(report: Mapping[str, Any]) -> list[str]:
     if BM25 in avg:
         for m in singles:
             notes.append(f"{label(m)} vs BM25: {_fmt(avg[m])} vs {_fmt(avg[BM25])} ({100 * (avg[m] - avg[BM25]):+.1f}).")
+    if "sparse" in avg and "dense" in avg:  # the paper: sparse is strongest relative to dense on long documents
+        notes.append(f"Sparse vs Dense: {_fmt(avg['sparse'])} vs {_fmt(avg['dense'])} "
+                     f"({100 * (avg['sparse'] - avg['dense']):+.1f}).")
     return notes
 
 
 def to_markdown(report: Mapping[str, Any], plot_paths: Sequence[Path] = ()) -> str:
     task = report["task"]
     model = report["model"]
-    metrics = _metric_names(report)
+    metrics = metric_names(report)
     fusion = report["fusion_weights"]
     parts = [
         f"# {TITLES.get(task, task)} benchmark: {Path(report['data_dir']).name}, split {report['split']}, "
@@ -245,80 +250,3 @@ def to_markdown(report: Mapping[str, Any], plot_paths: Sequence[Path] = ()) -> s
     if plot_paths:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.as_posix()})" for p in plot_paths] + [""]
     return "\n".join(parts)
-
-
-# -- plots ------------------------------------------------------------------------------------------
-
-
-def check_plotting() -> None:
-    """Raise MissingDependencyError (with the install command) if matplotlib is not installed."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise missing_dependency("matplotlib", "the benchmark plots (or pass --no-plots)", "'m3search[bench]'") from None
-
-
-def _figure(width: float, height: float):
-    check_plotting()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)  # a private canvas: no pyplot, no global backend change
-    return fig
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
-
-
-def write_plots(report: Mapping[str, Any], folder: Path) -> list[Path]:
-    task = report["task"]
-    langs = list(report["languages"])
-    modes = list(report["modes"])
-    out = []
-    metric = _metric_names(report)[0]
-    cols = [*langs, "Avg"]
-    fig = _figure(max(6.0, 0.55 * len(cols) + 2), 4.0)
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(modes), 1)
-    for i, mode in enumerate(modes):
-        vals = [report["languages"][l]["modes"].get(mode, {}).get("metrics", {}).get(metric, 0.0) for l in langs]
-        vals.append(report["average"].get(mode, {}).get(metric, 0.0))
-        ax.bar([j + i * width for j in range(len(cols))], vals, width, label=label(mode))
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols, rotation=60, fontsize=8)
-    ax.set_ylabel(metric_title(metric))
-    ax.set_title(f"{TITLES.get(task, task)}: {metric_title(metric)} per language")
-    ax.legend(fontsize=7, ncol=min(len(modes), 6))
-    out.append(_save(fig, folder / f"{task}_{metric.replace('@', '_at_')}.png"))
-
-    found = sweep_average(report)
-    if found:
-        smetric, grid = found
-        fig = _figure(5.0, 3.5)
-        ax = fig.add_subplot()
-        for wm in sorted({p["multivec"] for p in grid}):
-            pts = sorted((p["sparse"], p["value"]) for p in grid if p["multivec"] == wm)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"multivec {wm:g}")
-        ax.set_xlabel("sparse weight (dense weight 1)")
-        ax.set_ylabel(f"{metric_title(smetric)} (mean over languages)")
-        ax.set_title(f"{TITLES.get(task, task)}: weight sweep on dev")
-        ax.legend(fontsize=8)
-        out.append(_save(fig, folder / f"{task}_sweep.png"))
-
-    fig = _figure(5.0, 3.5)
-    ax = fig.add_subplot()
-    for mode in modes:
-        ms = [r["modes"][mode]["ms_per_query"] for r in report["languages"].values() if mode in r["modes"]]
-        ax.scatter(sum(ms) / len(ms), report["average"].get(mode, {}).get(metric, 0.0))
-        ax.annotate(label(mode), (sum(ms) / len(ms), report["average"].get(mode, {}).get(metric, 0.0)), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("search time, ms per query (log)")
-    ax.set_ylabel(f"{metric_title(metric)} (mean)")
-    ax.set_title(f"{TITLES.get(task, task)}: quality vs query cost")
-    out.append(_save(fig, folder / f"{task}_cost.png"))
-    return out

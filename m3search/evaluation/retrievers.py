@@ -11,19 +11,14 @@ re-ranking), the exact retriever every document.
 """
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from m3search import scoring
+from m3search.evaluation.modes import SIGNALS
 from m3search.types import EncodedBatch, EncoderIdentity
-
-logger = logging.getLogger(__name__)
-
-SIGNALS = ("dense", "sparse", "multivec")
 
 
 class Scored(NamedTuple):
@@ -98,14 +93,16 @@ def _top_k(row: np.ndarray, k: int) -> np.ndarray:
 
 
 class EngineRetriever:
-    """An m3search index built in `path` (a folder this object creates) and searched by the planner."""
+    """An m3search index built in `path` (a folder this object creates) and searched by the planner with
+    `depth` candidates per source."""
 
-    def __init__(self, index, planner, depth: int):
+    def __init__(self, index, depth: int):
+        from m3search.planner import Planner
+
         self._index = index
         self._snapshot = index.snapshot()
-        self._planner = planner(self._snapshot)
+        self._planner = Planner(self._snapshot)
         self.depth = depth
-        self.build_seconds = 0.0
 
     @classmethod
     def build(
@@ -120,19 +117,14 @@ class EngineRetriever:
         chunk: int = 2048,
     ) -> "EngineRetriever":
         from m3search.indexes.index import Index
-        from m3search.planner import Planner
 
-        start = time.perf_counter()
         index = Index.create(path, identity, model, components=dict(components) if components else None)
         for lo in range(0, len(docids), chunk):
             idx = np.arange(lo, min(lo + chunk, len(docids)))
             index.add(list(docids[lo : lo + chunk]), batch.select(idx))
         index.commit()
         index.close()
-        index = Index.open(path, writable=False, identity=identity)
-        retriever = cls(index, Planner, depth)
-        retriever.build_seconds = time.perf_counter() - start
-        return retriever
+        return cls(Index.open(path, writable=False, identity=identity), depth)
 
     def search(
         self, queries: EncodedBatch, weights: Mapping[str, float], k: int, all_scores: bool = False
@@ -142,7 +134,8 @@ class EngineRetriever:
         return [[Scored(h.docid, h.score, dict(h.scores)) for h in row] for row in hits]
 
     def nbytes(self) -> dict[str, int]:
-        return {s: int(getattr(self._snapshot, s).nbytes()) for s in SIGNALS if getattr(self._snapshot, s) is not None}
+        """Bytes on disk per component, its index-wide state (codecs, quantizers) included."""
+        return {kind: int(c["bytes"]) for kind, c in self._index.info()["components"].items()}
 
     def close(self) -> None:
         self._snapshot.close()

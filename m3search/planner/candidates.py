@@ -7,7 +7,7 @@ Explicit depths override this: a depth of 0 turns a source off, a positive depth
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -19,16 +19,28 @@ DEFAULT_DEPTH = 100
 
 
 def resolve_depths(
-    weights: Mapping[str, float], depths: int | Mapping[str, int] | None, k: int
+    weights: Mapping[str, float],
+    depths: int | Mapping[str, int] | None,
+    k: int,
+    available: Iterable[str] = SOURCES,
 ) -> dict[str, int]:
     """How many candidates each source contributes per query; sources with depth 0 are left out.
+
+    By default only the `available` sources (the index's own) are used; asking for another one explicitly
+    is an error.
 
     >>> resolve_depths({"dense": 1.0}, None, k=10)
     {'dense': 100}
     >>> resolve_depths({"multivec": 1.0}, {"sparse": 0}, k=10)
     {'dense': 100}
+    >>> resolve_depths({"multivec": 1.0}, None, k=10, available=["dense"])
+    {'dense': 100}
     """
-    wanted = {s: DEFAULT_DEPTH for s in SOURCES if weights.get(s, 0) > 0 or weights.get("multivec", 0) > 0}
+    available = set(available)
+    wanted = {
+        s: DEFAULT_DEPTH for s in SOURCES
+        if s in available and (weights.get(s, 0) > 0 or weights.get("multivec", 0) > 0)
+    }
     if isinstance(depths, (int, np.integer)) and not isinstance(depths, bool):
         depths = {s: int(depths) for s in wanted}
     for name, depth in dict(depths or {}).items():
@@ -36,6 +48,8 @@ def resolve_depths(
             raise ConfigError(f"unknown candidate source {name!r}: candidates come from {', '.join(SOURCES)}")
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
             raise ConfigError(f"depth for {name} must be an integer >= 0, got {depth!r}")
+        if depth > 0 and name not in available:
+            raise ConfigError(f"this index has no {name} component to take candidates from: set its depth to 0")
         wanted[name] = int(depth)
     # a source never returns fewer than k candidates, so a one-source search can fill k hits
     out = {s: max(d, k) for s, d in wanted.items() if d > 0}

@@ -89,10 +89,7 @@ class Planner:
         w = resolve_weights(mode, weights)
         readers = self.readers()
         self._check_components(w, readers)
-        depth_of = cand.resolve_depths(w, depths, int(k))
-        missing_sources = [s for s in depth_of if s not in readers]
-        if missing_sources:
-            raise ConfigError(f"this index has no {missing_sources[0]} component to take candidates from")
+        depth_of = cand.resolve_depths(w, depths, int(k), available=[s for s in cand.SOURCES if s in readers])
         timings = timings if timings is not None else {}
         m = len(queries)
         if m == 0 or self.snapshot.n_docs == 0:

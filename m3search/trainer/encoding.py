@@ -24,7 +24,7 @@ class Side:
 
     input_ids: torch.Tensor  # (n, L) int64
     attention_mask: torch.Tensor  # (n, L) int64
-    hidden: torch.Tensor | None = None  # (n, L, h) when precomputed (frozen backbone / cache)
+    hidden: torch.Tensor | None = None  # precomputed states (frozen backbone / cache): (n, L, h) or packed (T, h)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -37,14 +37,13 @@ class Reps:
     """One side (queries or passages) of a batch, as the heads produce it."""
 
     dense: torch.Tensor  # (n, d)
-    token_weights: torch.Tensor  # (n, L)
+    token_weights: torch.Tensor  # (n, L), token position j of text i (padding included)
     input_ids: torch.Tensor  # (n, L)
-    colbert: torch.Tensor  # (n, L-1, d')
-    attention_mask: torch.Tensor  # (n, L)
+    colbert: torch.Tensor  # (T, d'): the token vectors of all texts back to back, no padding
+    colbert_segments: torch.Tensor  # (T,): the text each row of `colbert` belongs to
 
-    @property
-    def colbert_mask(self) -> torch.Tensor:
-        return self.attention_mask[:, 1:].bool()
+    def __len__(self) -> int:
+        return self.dense.shape[0]
 
 
 @dataclasses.dataclass
@@ -166,7 +165,7 @@ def unified_loss(
         s_dense = s_all[r * n_q : (r + 1) * n_q, r * n_p : (r + 1) * n_p]
 
     s_lex = S.lexical_scores(q.token_weights, q.input_ids, p.token_weights, p.input_ids, unused_token_ids) / temperature
-    s_mul = S.multivec_scores(q.colbert, q.colbert_mask, p.colbert, p.colbert_mask) / temperature
+    s_mul = S.multivec_scores(q.colbert, q.colbert_segments, len(q), p.colbert, p.colbert_segments, len(p)) / temperature
     s_inter = s_dense + INTER_LEX_WEIGHT * s_lex + s_mul
 
     loss_lex = _contrastive(s_lex, group_size, teacher_probs)

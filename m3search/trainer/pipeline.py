@@ -181,6 +181,7 @@ def mine(
     index: str | Path | None = None,
     index_out: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    partition_by: str | None = None,
     query_max_length: int = 64,
     passage_max_length: int = 512,
     device: str | None = None,
@@ -195,30 +196,75 @@ def mine(
     of `corpus` (default: the data's own passages) is built, in `index_out` if given (kept) or a temporary
     folder. cache_dir: take dense vectors from hidden-state caches (built if missing, reusable by
     `fit --cache-dir` with the same max lengths) instead of running the encoder.
+    partition_by: a metadata field (e.g. "lang"); each example's negatives then come only from the
+    positives of examples with the same value, one index per value. With multilingual data this keeps a
+    query's translations of its own positive (true matches in another language) out of its negatives.
     """
     from m3search.api import open_index
-    from m3search.encoder import load_encoder
 
     examples = select_examples(read_examples(data), where, max_examples, config.seed)
     if index is not None:
+        if partition_by:
+            raise InputError("--partition-by builds its own indexes; it can't be combined with --index")
         with open_index(index, model, device=device) as idx:
             mined = mine_from_ranked(examples, index_search(idx), corpus or corpus_of(examples), config, progress)
     else:
         texts = list(dict.fromkeys(corpus if corpus is not None else corpus_of(examples)))
+        queries = [ex.query for ex in examples]
         if cache_dir is not None:
             loaded = load_for_training(model, device=device)
-            qc, pc = training_caches(cache_dir, loaded, [ex.query for ex in examples], texts, query_max_length,
-                                     passage_max_length, cache_progress)
+            qc, pc = training_caches(cache_dir, loaded, queries, texts, query_max_length, passage_max_length,
+                                     cache_progress)
             encoder = PrecomputedDenseEncoder(_identity(loaded), {"query": _dense_lookup(qc), "passage": _dense_lookup(pc)},
                                               reference=_reference(model))
-            lengths = (None, None)  # the caches already truncated
         else:
-            encoder = load_encoder(model, device=device)
-            lengths = (query_max_length, passage_max_length)
-        mined = mine_with_new_index(examples, encoder, config, texts, index_out, progress, *lengths)
+            encoder = _precompute_dense(model, device, queries, texts, query_max_length, passage_max_length,
+                                        cache_progress)
+        if partition_by is None:
+            mined = mine_with_new_index(examples, encoder, config, texts, index_out, progress)
+        else:
+            if corpus is not None:
+                raise InputError("--partition-by mines among the data's own positives; drop --corpus")
+            mined = _mine_partitions(examples, encoder, config, partition_by, index_out, progress)
     write_examples(out, mined)
     logger.info("wrote %d examples with %d mined negatives each to %s", len(mined), config.n_negatives, out)
     return mined
+
+
+def _mine_partitions(examples, encoder, config: MiningConfig, field: str, index_out, progress) -> list[TrainExample]:
+    missing = [i for i, ex in enumerate(examples) if field not in ex.meta]
+    if missing:
+        raise InputError(f"example {missing[0] + 1} has no field {field!r} to partition the mining by")
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(str(ex.meta[field]), []).append(i)
+    mined: list[TrainExample | None] = [None] * len(examples)
+    for n, value in enumerate(sorted(groups)):
+        members = [examples[i] for i in groups[value]]
+        part_config = dataclasses.replace(config, seed=config.seed + n)
+        folder = None if index_out is None else Path(index_out) / f"{n:03d}"
+        for i, ex in zip(groups[value], mine_with_new_index(members, encoder, part_config, None, folder, progress)):
+            mined[i] = ex
+    return mined
+
+
+def _precompute_dense(model, device, queries, passages, query_max_length, passage_max_length, progress,
+                      chunk: int = 512) -> PrecomputedDenseEncoder:
+    """Encode every query and passage once, keeping only dense vectors, so indexes can be built repeatedly."""
+    from m3search.encoder import load_encoder
+
+    encoder = load_encoder(model, device=device)
+    vectors = {}
+    for kind, texts, max_length in (("query", queries, query_max_length), ("passage", passages, passage_max_length)):
+        texts = list(dict.fromkeys(texts))
+        table = {}
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            table.update(zip(part, encoder.encode(part, kind=kind, max_length=max_length).dense))
+            if progress is not None:
+                progress(len(part))
+        vectors[kind] = table.get
+    return PrecomputedDenseEncoder(encoder.identity, vectors, reference=_reference(model))
 
 
 def _identity(loaded: LoadedModel) -> EncoderIdentity:

@@ -65,39 +65,50 @@ def lexical_scores(
 
 
 def multivec_scores(
-    q_vecs: torch.Tensor,
-    q_mask: torch.Tensor,
-    p_vecs: torch.Tensor,
-    p_mask: torch.Tensor,
+    q_tokens: torch.Tensor,
+    q_segments: torch.Tensor,
+    n_queries: int,
+    p_tokens: torch.Tensor,
+    p_segments: torch.Tensor,
+    n_passages: int,
     passage_chunk: int = 256,
 ) -> torch.Tensor:
-    """ColBERT MaxSim: (m, Lq, d) / (n, Lp, d) token vectors with boolean masks -> (m, n).
+    """ColBERT MaxSim over packed token vectors -> (n_queries, n_passages).
 
-    Scores are computed for `passage_chunk` passages at a time so the (m, chunk, Lq, Lp) similarity block
-    stays bounded. A query without tokens scores 0; a passage without tokens scores 0.
+    q_tokens (Tq, d) / p_tokens (Tp, d): every text's token vectors back to back (no padding, so no work is
+    spent on it); q_segments / p_segments: the text each row belongs to, non-decreasing. Passages are scored
+    `passage_chunk` at a time under activation checkpointing, so the (Tq x chunk tokens) similarity block is
+    the largest thing kept. A query without tokens scores 0; a passage without tokens scores 0.
     """
-    q_mask = q_mask.bool()
-    p_mask = p_mask.bool()
-    recompute = torch.is_grad_enabled() and (q_vecs.requires_grad or p_vecs.requires_grad)
+    n_q_tokens = torch.bincount(q_segments, minlength=n_queries).clamp(min=1).to(q_tokens.dtype)
+    starts = torch.searchsorted(p_segments, torch.arange(0, n_passages + 1, passage_chunk, device=p_segments.device))
+    bounds = [*starts.tolist(), p_segments.numel()]
+    recompute = torch.is_grad_enabled() and (q_tokens.requires_grad or p_tokens.requires_grad)
     blocks = []
-    for start in range(0, p_vecs.shape[0], passage_chunk):
-        args = (q_vecs, q_mask, p_vecs[start : start + passage_chunk], p_mask[start : start + passage_chunk])
+    for c, first in enumerate(range(0, n_passages, passage_chunk)):
+        count = min(passage_chunk, n_passages - first)
+        a, b = bounds[c], bounds[c + 1]
+        args = (q_tokens, q_segments, n_queries, p_tokens[a:b], p_segments[a:b] - first, count)
         if recompute:
-            # keep only each block's (m, c) output for backward; the (m, c, Lq, Lp) block is recomputed
             blocks.append(checkpoint(_maxsim_block, *args, use_reentrant=False))
         else:
             blocks.append(_maxsim_block(*args))
     if not blocks:
-        return q_vecs.new_zeros(q_vecs.shape[0], 0)
-    return torch.cat(blocks, dim=1)
+        return q_tokens.new_zeros(n_queries, 0)
+    return torch.cat(blocks, dim=1) / n_q_tokens[:, None]
 
 
-def _maxsim_block(q_vecs, q_mask, p_vecs, p_mask) -> torch.Tensor:
-    sim = torch.einsum("qid,pjd->qpij", q_vecs, p_vecs)  # (m, c, Lq, Lp)
-    sim = sim.masked_fill(~p_mask[None, :, None, :], float("-inf"))
-    best = sim.amax(dim=-1)  # (m, c, Lq)
-    # padded query rows and token-less passages (all -inf) contribute nothing
-    valid = q_mask[:, None, :] & p_mask.any(-1)[None, :, None]
-    best = torch.where(valid, best, torch.zeros((), dtype=best.dtype, device=best.device))
-    n_q_tokens = q_mask.sum(-1).clamp(min=1).to(best.dtype)
-    return best.sum(-1) / n_q_tokens[:, None]
+def _maxsim_block(q_tokens, q_segments, n_queries, p_tokens, p_segments, n_passages) -> torch.Tensor:
+    """Sum over each query's tokens of the max similarity within each passage: (n_queries, n_passages)."""
+    sim = q_tokens @ p_tokens.transpose(0, 1)  # (Tq, Tp_chunk)
+    best = sim.new_zeros(sim.shape[0], n_passages)
+    if p_tokens.shape[0]:
+        best = best.scatter_reduce(1, p_segments.expand_as(sim), sim, reduce="amax", include_self=False)
+    return sim.new_zeros(n_queries, n_passages).index_add(0, q_segments, best)
+
+
+def pack(padded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, L, d) + (n, L) mask -> (T, d) rows where mask is set, and the text index of each row."""
+    mask = mask.bool()
+    segments = torch.arange(mask.shape[0], device=mask.device).repeat_interleave(mask.sum(-1))
+    return padded[mask], segments

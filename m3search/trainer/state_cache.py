@@ -108,20 +108,27 @@ class StateCache:
             raise InputError(f"text {str(e)[:80]} is not in the hidden-state cache {self.folder}: rebuild the "
                              "cache for this training data (a new --cache-dir)") from None
 
-    def side(self, rows: Sequence[int], pad_id: int) -> Side:
-        """Padded ids, mask and float32 hidden states of the given rows."""
+    def side(self, rows: Sequence[int], pad_id: int, packed: bool = True) -> Side:
+        """Padded ids and mask of the given rows, with their float32 hidden states: packed (T, h), the real
+        tokens text by text (what the training heads take), or padded (n, L, h) with zeros at pads."""
         lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
         width = max(lengths, default=0)
         n, h = len(rows), self.states.shape[1]
         ids = np.full((n, width), pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
-        hidden = np.zeros((n, width, h), dtype=np.float32)
+        parts = []
         for i, (r, length) in enumerate(zip(rows, lengths)):
             a = int(self.offsets[r])
             ids[i, :length] = self.input_ids[a : a + length]
             mask[i, :length] = 1
-            hidden[i, :length] = self.states[a : a + length]
-        return Side(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(hidden))
+            parts.append(self.states[a : a + length])
+        flat = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, h), np.float32)
+        hidden = torch.from_numpy(flat)
+        if not packed:
+            padded = torch.zeros(n, width, h)
+            padded[torch.from_numpy(mask).bool()] = hidden
+            hidden = padded
+        return Side(torch.from_numpy(ids), torch.from_numpy(mask), hidden)
 
 
 def _unique(texts: Sequence[str]) -> list[str]:
@@ -250,7 +257,7 @@ def encode_from_cache(cache: StateCache, model: M3Model, unused_token_ids, vocab
     with torch.inference_mode():
         for start in range(0, len(rows), texts_per_batch):
             chunk = rows[start : start + texts_per_batch]
-            side = cache.side(chunk, pad_id=1)
+            side = cache.side(chunk, pad_id=1, packed=False)
             out = model.apply_heads(side.hidden.to(dtype), side.attention_mask)
             weights = out.token_weights.float().numpy()
             colbert = out.colbert.float().numpy()

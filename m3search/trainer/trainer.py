@@ -33,6 +33,7 @@ from m3search.trainer.data import TrainExample, check_for_training, sample_group
 from m3search.trainer.encoding import (
     Side, autocast_context, backward_through_chunks, encode_without_grad, run_backbone, tokenize,
 )
+from m3search.trainer.heads import packed_heads
 from m3search.trainer.heads_file import save_heads
 from m3search.trainer.losses import GatheredDense, LossTerms, Reps, unified_loss
 from m3search.trainer.state import Progress, load_state, restore_rng, save_state
@@ -165,12 +166,16 @@ class Trainer:
         return q, p
 
     def _reps(self, hidden: torch.Tensor, side: Side) -> Reps:
+        """Heads on (n, L, h) padded or (T, h) packed hidden states, computed on real tokens only."""
+        if hidden.dim() == 3:
+            hidden = hidden[side.attention_mask.bool()]
+        # heads and losses in at least float32 whatever the autocast dtype of the backbone
+        hidden = hidden.to(torch.promote_types(hidden.dtype, torch.float32))
         with autocast_context(self.device, self.config.amp):
-            out = self.model.apply_heads(hidden, side.attention_mask)
-        # scores and losses in at least float32 whatever the autocast dtype
-        dtype = torch.promote_types(hidden.dtype, torch.float32)
-        return Reps(out.dense.to(dtype), out.token_weights.to(dtype), side.input_ids, out.colbert.to(dtype),
-                    side.attention_mask)
+            reps = packed_heads(self.model, hidden, side.attention_mask, side.input_ids)
+        dtype = hidden.dtype
+        return Reps(reps.dense.to(dtype), reps.token_weights.to(dtype), reps.input_ids, reps.colbert.to(dtype),
+                    reps.colbert_segments)
 
     def _loss(self, hq: torch.Tensor, hp: torch.Tensor, q: Side, p: Side, teacher: torch.Tensor | None,
               self_distill: bool) -> LossTerms:
@@ -196,8 +201,7 @@ class Trainer:
         """How many passage tokens the sparse head keeps (weight > 0) and their mean weight: a collapsing
         sparse head (all weights 0 after ReLU, FlagEmbedding users' complaint) shows here first."""
         with torch.no_grad():
-            real = rp.attention_mask.bool() & ~torch.isin(
-                rp.input_ids, torch.tensor(self.unused_ids, device=rp.input_ids.device))
+            real = ~torch.isin(rp.input_ids, torch.tensor(self.unused_ids, device=rp.input_ids.device))
             w = rp.token_weights[real]
             active = (w > 0).float().mean() if w.numel() else w.new_zeros(())
             return {"sparse_active": float(active), "sparse_mean_weight": float(w.mean()) if w.numel() else 0.0}
@@ -213,8 +217,7 @@ class Trainer:
                 with torch.no_grad(), autocast_context(self.device, c.amp):
                     hq = run_backbone(backbone, q.input_ids, q.attention_mask)
                     hp = run_backbone(backbone, p.input_ids, p.attention_mask)
-            dtype = self.model.sparse_linear.weight.dtype
-            terms = self._loss(hq.to(dtype), hp.to(dtype), q, p, teacher, self_distill)
+            terms = self._loss(hq, hp, q, p, teacher, self_distill)
             scale(terms.total).backward()
             return terms
         if c.sub_batch_size is None:

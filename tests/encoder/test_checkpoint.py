@@ -133,3 +133,27 @@ def test_unknown_or_missing_devices_are_refused(tiny_model_dir):
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="no CUDA"):
             load_m3_model(tiny_model_dir, device="cuda")
+
+
+def test_pytorch_model_bin_with_prefixed_keys_loads_the_same(tiny_model_dir, tiny_encoder, tmp_path):
+    """BAAI/bge-m3 ships pytorch_model.bin; some checkpoints prefix keys with the base model's name."""
+    from safetensors.torch import load_file
+
+    folder = _copy_without(tiny_model_dir, tmp_path / "binfolder", "model.safetensors")
+    state = {f"roberta.{k}": v for k, v in load_file(str(tiny_model_dir / "model.safetensors")).items()}
+    torch.save(state, folder / "pytorch_model.bin")
+    other = M3Encoder.from_pretrained(folder, device="cpu")
+    a, b = tiny_encoder.encode(TEXTS), other.encode(TEXTS)
+    np.testing.assert_array_equal(a.dense, b.dense)
+    np.testing.assert_array_equal(a.multivec, b.multivec)
+
+
+def test_backbone_weights_that_do_not_fit_the_config_are_refused(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy_without(tiny_model_dir, tmp_path / "partial", "model.safetensors")
+    state = load_file(str(tiny_model_dir / "model.safetensors"))
+    del state["encoder.layer.1.output.dense.weight"]
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ModelError, match="encoder.layer.1.output.dense.weight"):
+        load_m3_model(folder)

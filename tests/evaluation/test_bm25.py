@@ -68,3 +68,20 @@ def test_build_refuses_a_used_folder(tmp_path):
     with pytest.raises(InputError, match="not empty"):
         BM25Index.build(tmp_path / "x", ["a"], ["text"])
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("lang", ["de", "ja"])
+def test_bm25_on_the_full_corpus_matches_the_data_readme(eval_dir, tmp_path, lang):
+    """The data README: BM25 without stemming (bigrams for CJK) on the full miracl_like corpora gives nDCG@10
+    0.30-0.52 and Recall@100 0.53-0.87."""
+    from m3search.evaluation.datasets import load_task
+    from m3search.evaluation.metrics import evaluate
+
+    task = load_task("miracl", eval_dir / "miracl_like", lang)
+    passages = task.corpus.passages()
+    index = BM25Index.build(tmp_path / "bm25", [p.docid for p in passages], [p.as_input() for p in passages])
+    qids = list(task.judged_queries)
+    hits = index.search([task.queries[q] for q in qids], k=100)
+    scores = evaluate({q: dict(h) for q, h in zip(qids, hits)}, task.qrels, ["ndcg@10", "recall@100"])
+    assert 0.30 <= scores["ndcg@10"] <= 0.52
+    assert 0.53 <= scores["recall@100"] <= 0.87

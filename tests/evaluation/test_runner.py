@@ -10,7 +10,8 @@ from eval_helpers import write_jsonl
 from m3search.encoder import HashingEncoder
 from m3search.errors import ConfigError
 from m3search.evaluation.report import write_report
-from m3search.evaluation.runner import BenchConfig, run_benchmark
+from m3search.evaluation.config import BenchConfig
+from m3search.evaluation.runner import run_benchmark
 from m3search.evaluation.trec import read_run
 
 pytrec_eval = pytest.importorskip("pytrec_eval")

@@ -216,3 +216,12 @@ def test_params_reach_the_readers_and_text_can_be_left_out(snapshot, queries):
         del snapshot.dense.search
     assert seen == {"nprobe": 7}
     assert hit.text is None and hit.title is None and hit.docid
+
+
+def test_multivec_takes_candidates_from_whichever_index_exists(corpus, queries, hashing_encoder, make_snapshot):
+    ids, texts = corpus
+    _, q = queries
+    no_sparse = make_snapshot(ids, texts, hashing_encoder.encode(texts), components=("dense", "multivec"))
+    assert len(Planner(no_sparse).search(q, k=4, mode="multivec")[0]) == 4
+    with pytest.raises(ConfigError, match="no sparse component to take candidates from"):
+        Planner(no_sparse).search(q, k=4, mode="multivec", depths={"sparse": 10})

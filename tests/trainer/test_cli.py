@@ -34,6 +34,17 @@ def test_mine_fit_resume_plot(tmp_path, data_file, tiny_checkpoint):
     assert len(examples) == 24 and all(len(ex.neg) == 3 and not set(ex.neg) & set(ex.pos) for ex in examples)
     assert (tmp_path / "mine-index" / "manifest.json").is_file()
 
+    # partitioned mining: negatives only from positives of the same 'task' value (one index each)
+    parted = tmp_path / "parted.jsonl"
+    invoke("mine-negatives", "--data", data_file, "--out", parted, "--model", tiny_checkpoint, "--negatives", 3,
+           "--range", "0:10", "--partition-by", "task", "--index-out", tmp_path / "parts", "-q")
+    positives = {}
+    for ex in read_examples(parted):
+        positives.setdefault(ex.meta["task"], set()).update(ex.pos)
+    for ex in read_examples(parted):
+        assert set(ex.neg) <= positives[ex.meta["task"]] - set(ex.pos)
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["000", "001"]
+
     out = tmp_path / "run"
     common = ["--data", mined, "--model", tiny_checkpoint, "--out", out, "--mode", "heads", "--cache-dir",
               tmp_path / "cache", "--group-size", 3, "--batch-size", 4, "--bucket-edges", "16",

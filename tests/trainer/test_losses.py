@@ -15,7 +15,9 @@ TAU = 0.02
 
 
 def make_reps(rng: np.random.Generator, n: int, length: int, dim: int, vocab: int = 12) -> Lo.Reps:
-    """Random representations; text i has a random number of real tokens, the rest is padding."""
+    """Random representations; text i has a random number of real tokens, the rest is padding.
+
+    The padded arrays the hand references read are kept on the object as `raw`."""
     ids = np.full((n, length), 1, dtype=np.int64)  # pad id 1
     mask = np.zeros((n, length), dtype=np.int64)
     for i in range(n):
@@ -31,16 +33,19 @@ def make_reps(rng: np.random.Generator, n: int, length: int, dim: int, vocab: in
     dense = rng.normal(size=(n, dim))
     dense /= np.linalg.norm(dense, axis=-1, keepdims=True)
     t = lambda a, dt=torch.float64: torch.tensor(a, dtype=dt)
-    return Lo.Reps(
+    packed, segments = S.pack(t(colbert), t(mask[:, 1:], torch.long))
+    reps = Lo.Reps(
         dense=t(dense).requires_grad_(), token_weights=t(weights).requires_grad_(), input_ids=t(ids, torch.long),
-        colbert=t(colbert).requires_grad_(), attention_mask=t(mask, torch.long),
+        colbert=packed.detach().requires_grad_(), colbert_segments=segments,
     )
+    reps.raw = {"mask": mask, "colbert": colbert, "weights": weights, "ids": ids, "dense": dense}
+    return reps
 
 
 # ---- hand references -------------------------------------------------------------------------------------
 
 def hand_dense(q: Lo.Reps, p: Lo.Reps) -> np.ndarray:
-    qd, pd = q.dense.detach().numpy(), p.dense.detach().numpy()
+    qd, pd = q.raw["dense"], p.raw["dense"]
     out = np.zeros((len(qd), len(pd)))
     for i in range(len(qd)):
         for j in range(len(pd)):
@@ -58,8 +63,8 @@ def lexical_dict(weights, ids, mask) -> dict[int, float]:
 
 
 def hand_lexical(q: Lo.Reps, p: Lo.Reps) -> np.ndarray:
-    qs = [lexical_dict(*a) for a in zip(q.token_weights.detach().numpy(), q.input_ids.numpy(), q.attention_mask.numpy())]
-    ps = [lexical_dict(*a) for a in zip(p.token_weights.detach().numpy(), p.input_ids.numpy(), p.attention_mask.numpy())]
+    qs = [lexical_dict(*a) for a in zip(q.raw["weights"], q.raw["ids"], q.raw["mask"])]
+    ps = [lexical_dict(*a) for a in zip(p.raw["weights"], p.raw["ids"], p.raw["mask"])]
     out = np.zeros((len(qs), len(ps)))
     for i, a in enumerate(qs):
         for j, b in enumerate(ps):
@@ -68,8 +73,8 @@ def hand_lexical(q: Lo.Reps, p: Lo.Reps) -> np.ndarray:
 
 
 def hand_maxsim(q: Lo.Reps, p: Lo.Reps) -> np.ndarray:
-    qc, pc = q.colbert.detach().numpy(), p.colbert.detach().numpy()
-    qm, pm = q.attention_mask.numpy()[:, 1:], p.attention_mask.numpy()[:, 1:]
+    qc, pc = q.raw["colbert"], p.raw["colbert"]
+    qm, pm = q.raw["mask"][:, 1:], p.raw["mask"][:, 1:]
     out = np.zeros((len(qc), len(pc)))
     for i in range(len(qc)):
         q_tokens = [qc[i, a] for a in range(qc.shape[1]) if qm[i, a]]
@@ -156,17 +161,29 @@ def test_lexical_vectors_never_span_the_vocabulary():
     assert vec.shape == (1, 4)  # 4 distinct ids, not 250k columns
 
 
-def test_multivec_scores(batch):
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_multivec_scores(batch, chunk):
     q, p = batch
-    got = S.multivec_scores(q.colbert, q.colbert_mask, p.colbert, p.colbert_mask, passage_chunk=4)
+    got = S.multivec_scores(q.colbert, q.colbert_segments, len(q), p.colbert, p.colbert_segments, len(p),
+                            passage_chunk=chunk)
     np.testing.assert_allclose(got.detach().numpy(), hand_maxsim(q, p), rtol=1e-12)
 
 
-def test_multivec_scores_ignore_padding_even_when_all_similarities_are_negative():
-    q = torch.tensor([[[1.0, 0.0]]])
-    p = torch.tensor([[[-1.0, 0.0], [0.0, 0.0]]])  # second row is padding
-    s = S.multivec_scores(q, torch.tensor([[True]]), p, torch.tensor([[True, False]]))
-    assert s.item() == pytest.approx(-1.0)
+def test_multivec_gradient_matches_finite_differences(batch):
+    q, p = batch
+
+    def f(qc, pc):
+        return S.multivec_scores(qc, q.colbert_segments, len(q), pc, p.colbert_segments, len(p), passage_chunk=4)
+
+    assert torch.autograd.gradcheck(f, (q.colbert.detach().requires_grad_(),
+                                        p.colbert.detach().requires_grad_()), eps=1e-6, atol=1e-6)
+
+
+def test_multivec_keeps_negative_similarities_and_scores_empty_passages_zero():
+    q = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[-1.0, 0.0]])  # passage 0 has one token; passage 1 has none
+    s = S.multivec_scores(q, torch.tensor([0]), 1, p, torch.tensor([0]), 2)
+    assert s.tolist() == [[-1.0, 0.0]]
 
 
 # ---- loss terms ------------------------------------------------------------------------------------------
@@ -259,6 +276,8 @@ def test_gathered_dense_uses_all_processes_for_dense_and_local_block_elsewhere(b
     )
     all_q = Lo.Reps(gq, None, None, None, None)
     all_p = Lo.Reps(gp, None, None, None, None)
+    all_q.raw = {"dense": gq.detach().numpy()}
+    all_p.raw = {"dense": gp.detach().numpy()}
     assert terms.dense.item() == pytest.approx(hand_info_nce(hand_dense(all_q, all_p) / TAU, 3), rel=1e-9)
     local = hand_terms(q, p, 3, True)
     for name in ("lexical", "multivec", "inter", "distill"):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +10,7 @@ import scipy.sparse as sp
 
 from m3search.errors import ConfigError, IndexFormatError, InputError
 from m3search.indexes.base import ComponentType, SegmentReader
-from m3search.indexes.sparse import encode, forward
+from m3search.indexes.sparse import encode
 from m3search.indexes.sparse.quantize import Quantizer, read_quantizer, shared_quantizer
 from m3search.indexes.sparse.reader import SparseSegmentReader
 from m3search.indexes.sparse.segment import (

@@ -130,16 +130,16 @@ class SparseSegmentReader(SparseReader):
         """Per-query local token indices and weights times the impact step, in token id order."""
         q = _query_matrix(q, self.vocab_size)
         ids = self._seg.term_ids
-        pos = np.searchsorted(ids, q.indices).astype(np.int64)
-        found = pos < len(ids)
-        found[found] = ids[pos[found]] == q.indices[found]
-        found &= q.data > 0
-        rows = np.repeat(np.arange(q.shape[0]), np.diff(q.indptr))[found]
-        qptr = np.zeros(q.shape[0] + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=q.shape[0]), out=qptr[1:])
+        if len(ids) == 0:
+            return np.zeros(q.shape[0] + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        pos = np.searchsorted(ids, q.indices)
+        found = (ids[np.minimum(pos, len(ids) - 1)] == q.indices) & (q.data > 0)
         step = self._quantizer.step if self._quantizer is not None else 0.0
-        qw = (q.data[found].astype(np.float64) * step).astype(np.float32)
-        return qptr, pos[found], qw
+        if found.all():
+            return q.indptr.astype(np.int64), pos.astype(np.int64), (q.data * np.float64(step)).astype(np.float32)
+        kept = np.zeros(len(found) + 1, np.int64)
+        np.cumsum(found, out=kept[1:])
+        return kept[q.indptr], pos[found].astype(np.int64), (q.data[found] * np.float64(step)).astype(np.float32)
 
     def _deleted_mask(self, deleted) -> np.ndarray:
         if deleted is None:
@@ -198,7 +198,8 @@ def _check_k(k) -> int:
 def _query_matrix(q, vocab_size: int) -> sp.csr_matrix:
     if not sp.issparse(q):
         raise InputError(f"queries must be a scipy CSR matrix of lexical weights, got {type(q).__name__}")
-    q = sp.csr_matrix(q, dtype=np.float32)
+    if q.format != "csr" or q.dtype != np.float32:
+        q = sp.csr_matrix(q, dtype=np.float32)
     if q.shape[1] != vocab_size:
         raise InputError(
             f"queries have {q.shape[1]} token columns but the index vocabulary has {vocab_size}: "
@@ -206,6 +207,6 @@ def _query_matrix(q, vocab_size: int) -> sp.csr_matrix:
     if not q.has_canonical_format:
         q = q.copy()
         q.sum_duplicates()
-    if len(q.data) and (~np.isfinite(q.data)).any() | (q.data < 0).any():
+    if len(q.data) and not (np.isfinite(q.data).all() and q.data.min() >= 0):
         raise InputError("query lexical weights must be finite and >= 0 (BGE-M3's sparse head applies relu)")
     return q

@@ -6,8 +6,12 @@ Per query (document ids are split into blocks of R consecutive ids):
    entry positions are kept for step 3).
 2. Warm-up: the `warmup` blocks with the highest bounds are scored first, so the k-th best score
    (the threshold) is high before the main pass.
-3. Main pass, in block order: a block is scored only if alpha * ub[block] >= threshold; scoring adds
-   w * impact into R accumulators, then offers every positive, non-deleted document to a k-heap.
+3. Main pass, in block order: a block is scored only if alpha * ub[block] >= threshold. The postings of
+   the non-dense tokens are added first (their entries are at hand); if neither a document without
+   them (bound: the dense tokens' block-maxes) nor one with them (its partial score plus that bound)
+   can reach the threshold, the block is dropped without locating the dense tokens' entries.
+   Otherwise the block is scored in full, in the canonical token order, into R accumulators, and
+   every positive, non-deleted document is offered to a k-heap.
 
 Exactness: scores and bounds are float32 sums over the query tokens in the same order, and rounding is
 monotone, so ub[block] >= every score in the block in floating point too; a small slack on top guards
@@ -23,6 +27,8 @@ from numba import njit, prange
 from m3search.indexes.sparse.encode import GROUP_BLOCKS
 
 BOUND_SLACK = np.float32(1.0 + 2.0**-20)
+# index of the lowest set bit of a byte, for walking offset bitmaps
+_LOW_BIT = np.array([0] + [(v & -v).bit_length() - 1 for v in range(1, 256)], dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -67,17 +73,13 @@ def _add_entry(stream, hp, end, R, w, acc):
         acc[stream[pos] & (R - 1)] += w * np.float32(mx)
     elif c * 8 > R:
         ip = pos + R // 8
-        left = c
+        stop = ip + c
         for byte_i in range(R // 8):
-            byte = stream[pos + byte_i]
-            bit = 0
-            while byte != 0 and left > 0:
-                if byte & 1:
-                    acc[(byte_i * 8 + bit) & (R - 1)] += w * np.float32(stream[ip])
-                    ip += 1
-                    left -= 1
-                byte >>= 1
-                bit += 1
+            byte = np.int64(stream[pos + byte_i])
+            while byte != 0 and ip < stop:
+                acc[(byte_i * 8 + _LOW_BIT[byte]) & (R - 1)] += w * np.float32(stream[ip])
+                ip += 1
+                byte &= byte - 1
     else:
         for q in range(c):
             acc[stream[pos + q] & (R - 1)] += w * np.float32(stream[pos + c + q])
@@ -298,7 +300,7 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
     wsize = 0
     if n_warm > 0:
         for b in range(n_blocks):
-            if ub[b] > 0:
+            if ub[b] > 0 and (wsize < n_warm or ub[b] > ws[0]):
                 wsize = _heap_offer(ws, wb, wsize, n_warm, ub[b], b)
     for phase in range(2):
         n_iter = wsize if phase == 0 else n_blocks
@@ -362,6 +364,8 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
                 if s > 0:
                     acc[o] = 0
                     doc = base + o
+                    if size == k and (s < hs[0] or (s == hs[0] and doc > hi[0])):
+                        continue
                     if doc < n_docs and not (has_del and deleted[doc]):
                         size = _heap_offer(hs, hi, size, k, s, doc)
     _pop_sorted(hs, hi, size, out_s, out_i)

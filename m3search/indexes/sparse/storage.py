@@ -96,4 +96,4 @@ def read_array(folder: Path, name: str, record: dict, verify: str) -> np.ndarray
             raise IndexFormatError(
                 f"{path}: checksum mismatch ({key}), the file is corrupt; rebuild the segment or restore it"
             )
-    return raw.view(dtype)
+    return raw.view(dtype).view(np.ndarray)  # plain ndarray: numba types it on its fast path

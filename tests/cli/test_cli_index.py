@@ -111,7 +111,7 @@ def test_a_bad_line_midway_keeps_the_last_commit_and_resumes(run, tmp_path, docs
     result = run(["index", corpus, "-o", tmp_path / "idx", "--batch-size", "2", "--commit-interval", "0"])
     assert result.exit_code == 1
     assert "corpus.jsonl:6: not valid JSON" in result.stderr
-    assert "stays at its last commit, 4 documents" in result.stderr
+    assert "stays at its last commit, 4 documents;" in result.stderr
     assert count(tmp_path / "idx") == 4
     del lines[5]
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -133,8 +133,8 @@ def test_null_texts_are_skipped_and_reported(run, tmp_path):
     corpus.write_text('{"docid": "1#0", "title": "t", "text": null}\n{"docid": "1#1", "text": "real words"}\n')
     result = run(["index", corpus, "-o", tmp_path / "idx"])
     assert result.exit_code == 0
-    assert "Indexed 1 documents" in result.stderr
-    assert "1 records (the text is null; the first at" in result.stderr and "miracl.jsonl:1" in result.stderr
+    assert "Indexed 1 document into" in result.stderr
+    assert "Skipped 1 record (the text is null; the first at" in result.stderr and "miracl.jsonl:1" in result.stderr
 
 
 def test_missing_corpus_file_and_usage_errors(run, tmp_path):
@@ -164,7 +164,7 @@ def test_replace_reindexes_existing_ids(run, jsonl, tmp_path):
     changed = tmp_path / "changed.jsonl"
     changed.write_text('{"docid": "en-1", "text": "quarterly revenue report"}\n', encoding="utf-8")
     result = run(["index", changed, "-o", tmp_path / "idx", "--replace"])
-    assert "Replaced 1 documents" in result.stderr
+    assert "Replaced 1 document already" in result.stderr
     top = json.loads(run(["query", tmp_path / "idx", "quarterly revenue", "--json", "-k", "1"]).stdout)
     assert top["hits"][0]["docid"] == "en-1" and count(tmp_path / "idx") == 8
 
@@ -182,3 +182,15 @@ def test_a_new_index_that_got_nothing_is_removed(run, tmp_path):
 def test_an_option_the_model_does_not_take(run, jsonl, tmp_path):
     result = run(["index", jsonl, "-o", tmp_path / "idx", "--batch-tokens", "512"])
     assert result.exit_code == 1 and "can't take the options {'batch_tokens': 512}" in result.stderr
+
+
+def test_a_second_writer_is_refused_in_one_line(run, jsonl, tmp_path):
+    from m3search.indexes.index import Index
+
+    assert run(["index", jsonl, "-o", tmp_path / "idx", "-q"]).exit_code == 0
+    with Index.open(tmp_path / "idx", writable=True):
+        result = run(["index", jsonl, "-o", tmp_path / "idx"])
+        assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+        assert "another writer" in result.stderr and "resume" not in result.stderr
+        # readers are not blocked by a writer
+        assert run(["query", tmp_path / "idx", "F5", "--json", "-k", "1"]).exit_code == 0
