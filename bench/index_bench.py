@@ -157,9 +157,11 @@ def run_engine(args) -> dict:
         ingest_s = time.perf_counter() - started
         info = index.info()
     rows.append({"measure": "ingest", "docs_per_s": round(args.docs / ingest_s, 1), "total_s": round(ingest_s, 2),
-                 "add_p50_ms": _percentiles(add_times)["p50_ms"], **{f"commit_{k}": v for k, v in _percentiles(commit_times).items()},
+                 "add_p50_ms": _percentiles(add_times)["p50_ms"],
+                 **{f"commit_{k}": v for k, v in _percentiles(commit_times).items()},
                  "segments_after": info["n_segments"], "bytes_per_doc": round(info["total_bytes"] / args.docs, 1),
-                 "notes": f"{len(commit_times)} commits of {args.commit_every}; merges: {'off' if args.no_merge else 'tiered'}"})
+                 "notes": f"{len(commit_times)} commits of {args.commit_every}; "
+                          f"merges: {'off' if args.no_merge else 'tiered'}"})
     log(f"engine: {rows[-1]}")
 
     # 2. many segments against one: identical searches before and after optimize()
@@ -271,19 +273,32 @@ def plot(report: dict, path: Path) -> None:
             ax.set_title("engine: many segments vs one")
             ax.legend(fontsize=8)
             continue
-        pts = [r for r in rows if r.get("qps") and r.get("recall@10") is not None]
-        for r in pts:
-            ax.scatter(r["recall@10"], r["qps"], marker="o" if str(r.get("system", "")).startswith("m3search") else "s")
-            ax.annotate(str(r.get("system", "")), (r["recall@10"], r["qps"]), fontsize=6, xytext=(3, 2),
-                        textcoords="offset points")
-        ax.set_xlabel("recall@10")
-        ax.set_ylabel("QPS")
+        for r in rows:
+            point = _quality_speed(r)
+            if point is None:
+                continue
+            label = " ".join(str(r[c]) for c in ("system", "setting") if r.get(c))
+            ax.scatter(*point, marker="s" if label and not label.startswith("m3search") and "system" in r else "o")
+            ax.annotate(label, point, fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.set_xlabel("recall@10 (token store: top-10 agreement with exact MaxSim)")
+        ax.set_ylabel("QPS (or 1000 / best p50 ms)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(name)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _quality_speed(row: dict) -> tuple[float, float] | None:
+    """(recall@10 or top-10 agreement, QPS or 1000 / best p50 latency) of a component bench row."""
+    quality = row.get("recall@10", row.get("top10_agreement"))
+    if quality is None:
+        return None
+    if row.get("qps"):
+        return float(quality), float(row["qps"])
+    p50 = [v for k, v in row.items() if k.endswith("p50_ms") and isinstance(v, (int, float)) and v > 0]
+    return (float(quality), 1000.0 / min(p50)) if p50 else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -296,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dense-dim", type=int, default=1024)
     p.add_argument("--multivec-dim", type=int, default=1024)
     p.add_argument("--mean-tokens", type=int, default=32, help="engine: mean token vectors per document")
-    p.add_argument("--components", default=None, help='engine: component configs as JSON (default: all three, defaults)')
+    p.add_argument("--components", default=None,
+                   help="engine: component configs as JSON (default: all three, default configs)")
     p.add_argument("--batch", type=int, default=500, help="engine: documents per add")
     p.add_argument("--commit-every", type=int, default=1000, help="engine: documents per commit")
     p.add_argument("--no-merge", action="store_true", help="engine: ingest without the merge policy")
@@ -323,7 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
         if result and result.get("rows"):
             setup = result.get("setup") or {k: v for k, v in result.items() if k != "rows"}  # benches differ here
             setup = ", ".join(f"{k}={_cell(v)}" for k, v in setup.items() if not isinstance(v, (dict, list)))
-            sections.append(f"## {name}\n\n{setup}\n\n" + markdown_table(result["rows"], "measure" if name == "engine" else "system"))
+            table = markdown_table(result["rows"], "measure" if name == "engine" else "system")
+            sections.append(f"## {name}\n\n{setup}\n\n{table}")
     md = "\n\n".join(sections) + "\n"
     tag = args.tag or f"{args.docs}"
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,8 @@ def run_of(scores: np.ndarray, qids: list[str], docids: list[str], k: int = TOP_
     return run
 
 
-def evaluate_all(cache_dir: Path, variants: list[tuple[str, str]], out: Path, mkqa_langs: list[str] | None) -> dict:
+def evaluate_all(cache_dir: Path, variants: list[tuple[str, str]], out: Path, mkqa_langs: list[str] | None,
+                 miracl_langs: list[str] | None = None) -> dict:
     from m3search.trainer.state_cache import StateCache, encode_from_cache
 
     loaded = load_model()
@@ -104,7 +105,7 @@ def evaluate_all(cache_dir: Path, variants: list[tuple[str, str]], out: Path, mk
     models = {name: variant_model(base, heads) for name, heads in variants}
     results: dict = {name: {} for name, _ in variants}
     corpus_reps: dict = {}  # (variant, corpus) -> EncodedBatch; the MKQA corpus serves every query language
-    for task in tasks(mkqa_langs):
+    for task in tasks(mkqa_langs, miracl_langs):
         if not any(key[1] == corpus_key(task) for key in corpus_reps):
             corpus_reps.clear()
         queries = task.judged_queries
@@ -129,7 +130,7 @@ def evaluate_all(cache_dir: Path, variants: list[tuple[str, str]], out: Path, mk
             log.info("%s %s/%s: %s", name, task.task, task.language,
                      {r: round(v[task.language], 4) for r, v in results[name][task.task].items()})
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"settings": {"miracl_languages": MIRACL_LANGS, "max_length": MAX_LENGTH, "top_k": TOP_K,
+    summary = {"settings": {"miracl_languages": miracl_langs or MIRACL_LANGS, "max_length": MAX_LENGTH, "top_k": TOP_K,
                             "variants": dict(variants)},
                "results": results}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
@@ -171,13 +172,14 @@ def main() -> None:
     e.add_argument("--variant", action="append", required=True, help="NAME=HEADS_FILE, '-' for untrained heads")
     e.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_ablation")
     e.add_argument("--mkqa-langs", default=None)
+    e.add_argument("--miracl-langs", default=None)
     args = ap.parse_args()
     langs = _langs(args.mkqa_langs)
     if args.cmd == "cache":
         cache_all(args.cache_dir, langs, _langs(args.miracl_langs))
     else:
         variants = [tuple(v.split("=", 1)) for v in args.variant]
-        evaluate_all(args.cache_dir, variants, args.out, langs)
+        evaluate_all(args.cache_dir, variants, args.out, langs, _langs(args.miracl_langs))
 
 
 if __name__ == "__main__":

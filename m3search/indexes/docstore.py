@@ -149,7 +149,9 @@ def _open_new_env(path: Path, create: bool) -> lmdb.Environment:
         env = lmdb.open(str(path), **options)
     except lmdb.Error as e:
         if create or os.access(data_file, os.W_OK):
-            raise IndexFormatError(f"{path}: the document store can't be opened ({e}); restore the index from a copy") from e
+            raise IndexFormatError(
+                f"{path}: the document store can't be opened ({e}); restore the index from a copy"
+            ) from e
         try:  # a read-only copy of an index (e.g. on a read-only mount)
             env = lmdb.open(str(path), readonly=True, **options)
         except lmdb.Error as e2:
@@ -200,7 +202,9 @@ class DocStore:
             with env.begin() as txn:
                 names = {k for k, _ in txn.cursor()}
         except lmdb.Error as e:
-            raise IndexFormatError(f"{path}: the document store can't be read ({e}); restore the index from a copy") from e
+            raise IndexFormatError(
+                f"{path}: the document store can't be read ({e}); restore the index from a copy"
+            ) from e
         if DB_META not in names:
             raise IndexFormatError(
                 f"{path}: the document store holds no m3search data (no '{DB_META.decode()}' table); "
@@ -244,7 +248,9 @@ class DocStore:
             return np.zeros(n, dtype=bool)
         bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little")
         if len(bits) != n:
-            raise IndexFormatError(f"{self.path}: the deletion bitmap of segment {name} is too short; the index is damaged")
+            raise IndexFormatError(
+                f"{self.path}: the deletion bitmap of segment {name} is too short; the index is damaged"
+            )
         return bits.astype(bool)
 
     def nbytes(self) -> int:

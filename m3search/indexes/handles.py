@@ -87,10 +87,13 @@ def _load_ids(path: Path, info: SegmentInfo) -> np.ndarray:
         raise IndexFormatError(f"segment {info.name}: {path} is unreadable ({e}); the index is damaged") from e
     if ids.dtype != np.int64 or ids.shape != (info.n,):
         raise IndexFormatError(
-            f"segment {info.name}: {path} holds {ids.dtype} {ids.shape}, expected int64 ({info.n},); the index is damaged"
+            f"segment {info.name}: {path} holds {ids.dtype} {ids.shape}, expected int64 ({info.n},); "
+            "the index is damaged"
         )
     if info.n and (ids[0] < info.lo or ids[-1] >= info.hi):
-        raise IndexFormatError(f"segment {info.name}: {path} lists ids outside [{info.lo}, {info.hi}); the index is damaged")
+        raise IndexFormatError(
+            f"segment {info.name}: {path} lists ids outside [{info.lo}, {info.hi}); the index is damaged"
+        )
     return ids
 
 
@@ -104,7 +107,9 @@ def _open_component(component: ComponentType, path: Path, info: SegmentInfo, sha
         raise IndexFormatError(f"{what}: can't be opened ({type(e).__name__}: {e}); the index is damaged") from e
     if reader.n_docs != info.n:
         reader.close()
-        raise IndexFormatError(f"{what} holds {reader.n_docs} documents but {info.n} were committed; the index is damaged")
+        raise IndexFormatError(
+            f"{what} holds {reader.n_docs} documents but {info.n} were committed; the index is damaged"
+        )
     return reader
 
 

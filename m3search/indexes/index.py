@@ -63,14 +63,18 @@ class Index:
             raise
         try:
             if not (path / SEGMENTS_DIR).is_dir():
-                raise IndexFormatError(f"{path / SEGMENTS_DIR} is missing: the index is damaged; restore it from a copy")
+                raise IndexFormatError(
+                    f"{path / SEGMENTS_DIR} is missing: the index is damaged; restore it from a copy"
+                )
             self._store = DocStore.open(self._env, path / DOCS_DIR)
             with self._env.begin() as txn:
                 self._store.state(txn)  # refuse a damaged state now rather than at the first search
             self._cache = HandleCache(path, components)
             self._writer: IndexWriter | None = None
             if lock is not None:
-                self._writer = IndexWriter(path, self._store, components, manifest.identity, self._cache, **writer_options)
+                self._writer = IndexWriter(
+                    path, self._store, components, manifest.identity, self._cache, **writer_options
+                )
                 self._writer.collect_garbage()
         except BaseException:
             release_env(self._env)
@@ -108,7 +112,9 @@ class Index:
         if path.exists() and not path.is_dir():
             raise InputError(f"{path} exists and is not a folder; choose another path for the index")
         if (path / MANIFEST_NAME).exists():
-            raise InputError(f"{path} is already an index; open it with Index.open(path, writable=True) to add documents")
+            raise InputError(
+                f"{path} is already an index; open it with Index.open(path, writable=True) to add documents"
+            )
         if path.is_dir():
             foreign = sorted(set(os.listdir(path)) - _CREATED_NAMES)
             if foreign:
@@ -137,7 +143,9 @@ class Index:
         except BaseException:
             lock.release()
             raise
-        options = dict(merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook)
+        options = dict(
+            merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook
+        )
         return cls(path, manifest, comps, lock, options)
 
     @classmethod
@@ -165,7 +173,9 @@ class Index:
         except ConfigError as e:
             raise IndexFormatError(f"{path / MANIFEST_NAME}: {e}") from e
         lock = WriterLock(path) if writable else None
-        options = dict(merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook)
+        options = dict(
+            merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook
+        )
         return cls(path, manifest, comps, lock, options)
 
     # -- properties ---------------------------------------------------------------------------------
@@ -203,7 +213,8 @@ class Index:
     # -- writes -------------------------------------------------------------------------------------
     def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None = None) -> None:
         """Buffer new documents (visible after `commit()`). docs: {"text", "title"?, "metadata"?} per id.
-        An id already in the index (or twice in `ids`) is an InputError: use `upsert` to replace."""
+        An id already in the index (or twice in `ids`) is an InputError: use `upsert` to replace.
+        The batch's arrays are kept, not copied, until they are written: don't modify them meanwhile."""
         self._need_writer("add documents").add(ids, batch, docs, replace=False)
 
     def upsert(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None = None) -> None:
@@ -237,7 +248,9 @@ class Index:
     def _need_writer(self, what: str) -> IndexWriter:
         self._check_open()
         if self._writer is None:
-            raise InputError(f"can't {what}: {self.path} is open read-only; open it with Index.open(path, writable=True)")
+            raise InputError(
+                f"can't {what}: {self.path} is open read-only; open it with Index.open(path, writable=True)"
+            )
         return self._writer
 
     # -- reads --------------------------------------------------------------------------------------

@@ -249,7 +249,9 @@ class IndexMultivecReader(_IndexReader, MultivecReader):
         super().__init__(segset)
         self.dim = dim
 
-    def score_pairs(self, q_vecs: np.ndarray, q_lengths: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def score_pairs(
+        self, q_vecs: np.ndarray, q_lengths: np.ndarray, q_index: np.ndarray, ids: np.ndarray
+    ) -> np.ndarray:
         q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
         return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q_vecs, q_lengths, qi, loc))

@@ -251,7 +251,9 @@ class IndexWriter:
             try:
                 self._merge_by_policy()
             except Exception:  # the commit above is durable: a failed merge must not report it as failed
-                logger.exception("merging segments after generation %d failed; the index stays as committed", state.generation)
+                logger.exception(
+                    "merging segments after generation %d failed; the index stays as committed", state.generation
+                )
         return self.committed.generation
 
     def _new_deletion_masks(self, txn, segments: list[SegmentInfo]) -> dict[str, np.ndarray]:

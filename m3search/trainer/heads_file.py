@@ -30,6 +30,7 @@ def save_heads(model: M3Model, path: str | Path, metadata: dict | None = None) -
     meta = {"format": HEADS_FORMAT, "version": HEADS_VERSION}
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)

@@ -164,7 +164,8 @@ class DoubleSparse(ComponentType):
         data, indices = _load(path, "data.npy"), _load(path, "indices.npy")
         if len(data) != indptr[-1] or len(indices) != indptr[-1]:
             raise IndexFormatError(f"{path}: arrays disagree with indptr")
-        matrix = sp.csr_matrix((np.asarray(data), np.asarray(indices), np.asarray(indptr)), shape=(meta["n"], meta["vocab"]))
+        arrays = (np.asarray(data), np.asarray(indices), np.asarray(indptr))
+        matrix = sp.csr_matrix(arrays, shape=(meta["n"], meta["vocab"]))
         return DoubleSparseReader(path, matrix)
 
     def merge(self, path, sources, keep, shared):
@@ -311,11 +312,15 @@ def assert_matches_brute_force(
         expected = _expected_topk(exact[kind], k, drop_zero=kind == "sparse")
         for qi in range(len(queries)):
             valid = I[qi] >= 0
-            np.testing.assert_allclose(D[qi][valid], expected[qi], atol=atol, rtol=rtol, err_msg=f"{kind} scores, query {qi}")
+            np.testing.assert_allclose(
+                D[qi][valid], expected[qi], atol=atol, rtol=rtol, err_msg=f"{kind} scores, query {qi}"
+            )
             # ids: every hit scores what brute force says for that document
             pos = {int(i): p for p, i in enumerate(internal)}
             got_scores = exact[kind][qi, [pos[int(i)] for i in I[qi][valid]]]
-            np.testing.assert_allclose(D[qi][valid], got_scores, atol=atol, rtol=rtol, err_msg=f"{kind} ids, query {qi}")
+            np.testing.assert_allclose(
+                D[qi][valid], got_scores, atol=atol, rtol=rtol, err_msg=f"{kind} ids, query {qi}"
+            )
     if snap.multivec is not None and len(ext):
         qi = np.repeat(np.arange(len(queries)), len(ext))
         ids = np.tile(internal, len(queries))

@@ -17,7 +17,8 @@ QUERIES = ["alpha river", "music theory engine", "golden castle harbor", "nothin
 
 def add_docs(index, encoder, ids, version=""):
     texts = [make_text(i + version) for i in ids]
-    index.add(ids, encoder.encode(texts), [{"text": t, "title": i.upper(), "metadata": {"n": k}} for k, (i, t) in enumerate(zip(ids, texts))])
+    docs = [{"text": t, "title": i.upper(), "metadata": {"n": k}} for k, (i, t) in enumerate(zip(ids, texts))]
+    index.add(ids, encoder.encode(texts), docs)
     return dict(zip(ids, texts))
 
 
@@ -125,7 +126,9 @@ def test_create_refuses_existing_index_and_foreign_folder(make_index, tmp_path, 
 
 def test_create_validates_component_configs_before_touching_disk(tmp_path, hashing_encoder, engine_registry):
     with pytest.raises(ConfigError, match="unknown config keys"):
-        Index.create(tmp_path / "ix", hashing_encoder.identity, components={"dense": {"nlist": 3}}, registry=engine_registry)
+        Index.create(
+            tmp_path / "ix", hashing_encoder.identity, components={"dense": {"nlist": 3}}, registry=engine_registry
+        )
     with pytest.raises(ConfigError, match="valid kinds"):
         Index.create(tmp_path / "ix", hashing_encoder.identity, components={"colbert": {}}, registry=engine_registry)
     assert not (tmp_path / "ix").exists()

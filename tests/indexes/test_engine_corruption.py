@@ -46,7 +46,8 @@ def test_truncated_segment_file(built, engine_registry, name):
     target = segment_dirs(built)[0] / name
     with open(target, "r+b") as f:
         f.truncate(os.path.getsize(target) - 8)
-    with pytest.raises(IndexFormatError, match=rf"{target.parent.name if name == 'ids.npy' else ''}.*{name}.* bytes but .* were committed"):
+    expected = rf"segment {target.parent.name if name == 'ids.npy' else ''}.*{name}.* bytes but .* were committed"
+    with pytest.raises(IndexFormatError, match=expected):
         open_and_search(built, engine_registry)
 
 

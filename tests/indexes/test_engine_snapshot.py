@@ -186,7 +186,9 @@ def test_many_snapshots_do_not_exhaust_reader_slots(make_index, hashing_encoder)
     np.testing.assert_equal(index.contains(["a"]), [True])
 
 
-def test_snapshot_retries_when_a_merge_removes_segments_it_just_listed(make_index, hashing_encoder, tmp_path, engine_registry):
+def test_snapshot_retries_when_a_merge_removes_segments_it_just_listed(
+    make_index, hashing_encoder, tmp_path, engine_registry
+):
     """The race a reader can lose: it reads the segment list, then the writer merges those segments away and
     deletes their folders before the reader pins them. The reader must notice and pin the newer commit."""
     writer = make_index(auto_merge=False)

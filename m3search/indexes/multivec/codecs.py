@@ -83,11 +83,11 @@ class Codec:
 
     @property
     def rescales(self) -> bool:
-        """Whether reconstructions of unit-norm tokens are rescaled to unit norm when scoring. Quantizers
-        shrink vectors unevenly (PQ towards its centroids), which MaxSim's max turns into ranking noise;
-        rescaling is free where the norm follows from the code (not for residual codes, whose norm has a
-        cross term) and pointless for fp16."""
-        return self.name != "fp16" and not self.spec["residual"]
+        """Whether reconstructions of unit-norm tokens are rescaled to unit norm when scoring. PQ shrinks
+        vectors unevenly towards its centroids, which MaxSim's max turns into ranking noise; rescaling
+        removes it for free where the norm follows from the code. Not for residual codes (their norm has a
+        cross term) nor scalar quantization (unbiased: measured, rescaling only added noise)."""
+        return self.spec["family"] == "pq" and not self.spec["residual"]
 
     def sub_sq_norms(self) -> np.ndarray:
         """(M, 256) squared norms of the PQ sub-centroids: a code's squared norm is the sum of its M entries

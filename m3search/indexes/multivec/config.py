@@ -6,16 +6,17 @@ from m3search.indexes.multivec.codecs import parse_name
 
 DEFAULTS = {
     # fp16 | sq8 | sq4 | pq<M> | opq<M> | rpq<M> | ropq<M>; see m3search.indexes.multivec.codecs.
-    # pq256 (256 B/token at 1024-d, 1/8 of fp16) is the smallest setting reaching 0.95 top-10 agreement with
-    # exact MaxSim on bench/synthetic.py tokens; nothing at <= 128 B/token did there (pq128: ~0.89).
-    "compression": "pq256",
+    # sq4 (512 B/token at 1024-d, 1/4 of fp16) is the smallest setting reaching 0.95 top-10 agreement with
+    # exact MaxSim re-ranking of 1000 candidates on bench/synthetic.py tokens (0.967); pq256 (256 B) gave
+    # 0.943 and pq128 (128 B, the issue's target size) 0.915 (bench/results/multivec_n10240_sweep.md).
+    "compression": "sq4",
     "coarse_k": 1024,  # coarse centroids of the residual codecs (2-byte ids, at most 65536)
     # The codec is trained once per index, on the first segment (or merge) with at least this many tokens;
     # smaller segments before that store fp16 and are re-encoded when merged.
     "min_train_tokens": 50_000,
     "train_tokens": 200_000,  # tokens sampled to train the codec
-    # Rescale reconstructed tokens to unit norm when the inputs were unit-norm (BGE-M3's are): costs no
-    # bytes, +0.02-0.03 top-10 agreement for PQ on bench/synthetic.py tokens.
+    # Rescale PQ-reconstructed tokens to unit norm when the inputs were unit-norm (BGE-M3's are): costs no
+    # bytes; cuts PQ's MaxSim error 5-8x on bench/synthetic.py tokens (top-10 agreement +0.003-0.05).
     "rescale": True,
     "scorer": "auto",  # auto | lut | decode: lookup tables (PQ family) or decompress + matrix product
     "seed": 1234,
