@@ -158,7 +158,19 @@ def fit(
     dev = resolve_device(device)
     if dev.type == "cuda" and device is None and "LOCAL_RANK" in os.environ:
         dev = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")  # one GPU per torchrun process
-    D.init_from_env(dev)
+    started_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = D.init_from_env(dev)
+    try:
+        return _fit(data, model, out_dir, config, dev, cache_dir=cache_dir, reset_heads=reset_heads, resume=resume,
+                    run_name=run_name, where=where, max_examples=max_examples, callback=callback,
+                    cache_progress=cache_progress)
+    finally:
+        if info.enabled and started_group:
+            torch.distributed.destroy_process_group()  # only the group this call created
+
+
+def _fit(data, model, out_dir, config, dev, *, cache_dir, reset_heads, resume, run_name, where, max_examples,
+         callback, cache_progress) -> TrainResult:
     loaded = load_for_training(model, device=str(dev), reset_heads=reset_heads)
     examples = select_examples(read_examples(data), where, max_examples, config.seed)
     caches = None

@@ -132,3 +132,9 @@ def test_teacher_scores_from_the_data_drive_the_loss(tmp_path):
     assert result.steps > 0 and np.isfinite(result.last_log["total"])
     plain, _ = run(tmp_path, "plain", heads_config(epochs=1), examples=examples)
     assert plain.last_log["dense"] != pytest.approx(result.last_log["dense"])
+
+
+def test_bf16_autocast_step_runs_on_cpu(tmp_path):
+    result, model = run(tmp_path, "bf16", heads_config(mode="full", amp="bf16", max_steps=1, epochs=1))
+    assert result.steps == 1 and np.isfinite(result.last_log["total"])
+    assert model.colbert_linear.weight.dtype == torch.float32  # master weights stay float32
