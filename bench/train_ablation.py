@@ -38,10 +38,11 @@ log = logging.getLogger("train_ablation")
 
 
 def load_model():
-    from m3search.encoder.checkpoint import load_m3_model
-    from m3search.encoder.default_model import default_model_path
+    """m3search-small with its untrained (deterministic) heads, whatever heads the package ships: the
+    baseline every variant starts from."""
+    from m3search.trainer.pipeline import load_for_training
 
-    return load_m3_model(default_model_path(), device="cpu")
+    return load_for_training("m3search-small", device="cpu", reset_heads=True)
 
 
 def tasks(mkqa_langs: list[str] | None, miracl_langs: list[str] | None = None):
