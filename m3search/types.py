@@ -30,6 +30,8 @@ class EncoderIdentity:
     multivec_dim: int
     vocab_size: int
     tokenizer_hash: str
+    # Digest of the sparse and multi-vector heads ("" for encoders without learned heads).
+    heads_hash: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -37,10 +39,11 @@ class EncoderIdentity:
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderIdentity":
         fields = {f.name for f in dataclasses.fields(cls)}
-        missing = fields - set(d)
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing = required - set(d)
         if missing:
             raise IndexFormatError(f"encoder identity lacks fields {sorted(missing)}: {d}")
-        return cls(**{k: d[k] for k in fields})
+        return cls(**{k: d[k] for k in fields if k in d})
 
     def mismatches(self, other: "EncoderIdentity") -> list[str]:
         """Names of the fields that differ, with both values."""

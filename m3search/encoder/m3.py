@@ -154,6 +154,7 @@ class M3Encoder(Encoder):
                 multivec_dim=self.model.colbert_dim,
                 vocab_size=self.vocab_size,
                 tokenizer_hash=self.tokenizer.sha256,
+                heads_hash=self.model.heads_hash(),
             )
         return self._identity
 

@@ -11,6 +11,8 @@ pads) lives in the encoder, not here.
 """
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 from typing import Literal
 
@@ -55,6 +57,16 @@ class M3Model(nn.Module):
     @property
     def colbert_dim(self) -> int:
         return self.colbert_linear.out_features
+
+    def heads_hash(self) -> str:
+        """sha256 of the two heads' fp32 parameters: indexes record it, so an index built with fine-tuned
+        heads refuses to be searched with other heads over the same backbone."""
+        digest = hashlib.sha256()
+        for head in (self.sparse_linear, self.colbert_linear):
+            for name, tensor in sorted(head.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def apply_heads(
         self, last_hidden_state: torch.Tensor, attention_mask: torch.Tensor

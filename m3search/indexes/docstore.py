@@ -106,7 +106,8 @@ def record_ext_id(data: bytes) -> str:
 # -- environments shared per folder ------------------------------------------------------------------
 
 _envs: dict[tuple[int, int], list] = {}  # (st_dev, st_ino) of docs.lmdb/ -> [env, refcount]
-_envs_lock = threading.Lock()
+# Re-entrant: a garbage-collected Index can run release_env from inside open_env on the same thread.
+_envs_lock = threading.RLock()
 
 
 def open_env(index_dir: Path, create: bool = False) -> lmdb.Environment:
@@ -119,12 +120,16 @@ def open_env(index_dir: Path, create: bool = False) -> lmdb.Environment:
     st = path.stat()
     key = (st.st_dev, st.st_ino)
     with _envs_lock:
-        entry = _envs.get(key)
-        if entry is None:
-            env = _open_new_env(path, create)
-            entry = _envs[key] = [env, 0]
-        entry[1] += 1
-        return entry[0]
+        while True:
+            entry = _envs.get(key)
+            if entry is None:
+                env = _open_new_env(path, create)
+                entry = _envs[key] = [env, 0]
+            entry[1] += 1
+            # A collection between the lookup and the count may have released this entry to zero and
+            # closed it; our count now pins whatever is still registered, so check it is the same one.
+            if _envs.get(key) is entry:
+                return entry[0]
 
 
 def release_env(env: lmdb.Environment) -> None:

@@ -282,7 +282,8 @@ def _precompute_dense(model, device, queries, passages, query_max_length, passag
 def _identity(loaded: LoadedModel) -> EncoderIdentity:
     m = loaded.model
     return EncoderIdentity(name=loaded.spec.name, dense_dim=m.hidden_size, multivec_dim=m.colbert_dim,
-                           vocab_size=int(m.backbone.config.vocab_size), tokenizer_hash=loaded.tokenizer.sha256)
+                           vocab_size=int(m.backbone.config.vocab_size), tokenizer_hash=loaded.tokenizer.sha256,
+                           heads_hash=m.heads_hash())
 
 
 def _dense_lookup(cache: StateCache):

@@ -70,6 +70,7 @@ def test_save_and_reload_round_trip(tiny_loaded, tiny_encoder, tmp_path):
     assert reloaded.spec == spec
     assert reloaded.heads_trained is False
     assert reloaded.identity.tokenizer_hash == tiny_encoder.identity.tokenizer_hash
+    assert reloaded.identity.heads_hash == tiny_encoder.identity.heads_hash
     a, b = tiny_encoder.encode(TEXTS), reloaded.encode(TEXTS)
     np.testing.assert_array_equal(a.dense, b.dense)
     np.testing.assert_array_equal(a.multivec, b.multivec)
@@ -157,3 +158,18 @@ def test_backbone_weights_that_do_not_fit_the_config_are_refused(tiny_model_dir,
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(ModelError, match="encoder.layer.1.output.dense.weight"):
         load_m3_model(folder)
+
+
+def test_identity_records_the_heads(tiny_loaded, tiny_encoder):
+    """Fine-tuned heads over the same backbone and tokenizer make a different identity, so an index built
+    with them refuses to be searched with the stock heads."""
+    import copy
+
+    tuned = copy.deepcopy(tiny_loaded)
+    with torch.no_grad():
+        tuned.model.sparse_linear.bias += 0.5
+    other = M3Encoder(tuned).identity
+    mine = tiny_encoder.identity
+    assert len(mine.heads_hash) == 64
+    assert other.tokenizer_hash == mine.tokenizer_hash and other.heads_hash != mine.heads_hash
+    assert [m.split(":")[0] for m in mine.mismatches(other)] == ["heads_hash"]
