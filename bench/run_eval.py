@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["engine", "exact"], default="engine")
     ap.add_argument("--index-config", choices=sorted(INDEX_CONFIGS), default="exact")
     ap.add_argument("--batch-size", type=int, default=256, help="passages per encoder call")
+    ap.add_argument("--max-length", type=int, default=None,
+                    help="passage tokens encoded (default: the task's, 8192 for mldr; longer texts are cut)")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "bench" / "out" / "runs",
                     help="TREC runs go to RUNS_DIR/<task>/<lang>/<mode>.trec.gz (tens of MB: kept out of git)")
     ap.add_argument("--no-runs", action="store_true", help="don't write TREC runs")
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
         config = BenchConfig(task=task, data_dir=data_dir, model=args.model, languages=langs,
                              modes=[*DEFAULT_MODES, BM25], cache_dir=args.cache_dir, backend=args.backend,
                              components=INDEX_CONFIGS[args.index_config], max_queries=args.max_queries,
-                             batch_size=args.batch_size, runs_dir=None if args.no_runs else args.runs_dir / task,
+                             batch_size=args.batch_size, max_length=args.max_length, runs_dir=None if args.no_runs else args.runs_dir / task,
                              runs_gzip=True)
         start = time.perf_counter()
         reports[task] = run_benchmark(config, progress=progress)

@@ -35,6 +35,10 @@ TASK_DEFAULTS = {
 INDEX_CONFIGS: dict[str, dict[str, dict] | None] = {
     "exact": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "fp16"}},
     "default": None,
+    # exact dense and sparse, compressed token vectors: what the token store's compression costs in quality
+    "multivec-sq8": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "sq8"}},
+    "multivec-sq4": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "sq4"}},
+    "multivec-pq48": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "pq48"}},
 }
 
 
