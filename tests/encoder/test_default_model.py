@@ -153,6 +153,8 @@ def fake_packages(monkeypatch, synthetic_e5s1):
         return synthetic_e5s1[0] if package == default_model.E5_PACKAGE else real(package, relative, pip_name)
 
     monkeypatch.setattr(default_model, "package_file", package_file)
+    # the shipped heads fit the real model's width, not the synthetic one's: convert without them
+    monkeypatch.setattr(default_model, "packaged_heads", lambda: None)
     return synthetic_e5s1[1]
 
 
@@ -239,6 +241,8 @@ def test_real_default_model_is_multilingual(tmp_path):
 
     encoder = load_encoder(None, device="cpu", cache_dir=tmp_path)
     assert encoder.identity.name == "m3search-small" and encoder.identity.dense_dim == 384
+    # the package ships trained heads, and the converted model says so
+    assert default_model.packaged_heads() is not None and encoder.heads_trained
     texts = [s for group in SENTENCES.values() for s in group]
     meaning = np.repeat(np.arange(3), 4)
     language = np.tile(np.arange(4), 3)
