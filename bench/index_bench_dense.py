@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
+from bench.harness import merged_options, plot_axes, save_results, timed
 from bench.synthetic import DenseCorpus
 from m3search.indexes.dense import DenseComponent
 from m3search.indexes.faiss_support import faiss_threads
@@ -46,23 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _opts(args) -> dict:
-    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
-    return {**DEFAULTS, **{k.replace("-", "_"): v for k, v in given.items() if v is not None}}
-
-
 def recall(I: np.ndarray, gt: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(I, gt)]))
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """(median seconds, last result)."""
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
 
 
 def latencies(search_one, xq: np.ndarray) -> dict:
@@ -76,7 +62,7 @@ def latencies(search_one, xq: np.ndarray) -> dict:
 
 
 def run(args=None) -> dict:
-    o = _opts(args)
+    o = merged_options(args, DEFAULTS)
     log = logging.getLogger("bench.dense")
     corpus = DenseCorpus(o["n"], o["d"], seed=o["seed"])
     t0 = time.perf_counter()
@@ -150,40 +136,25 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ours = [r for r in res["rows"] if r["system"] == "m3search dense"]
-    for refine in sorted({r["refine"] for r in ours}):
-        pts = sorted((r["qps"], r["recall@10"]) for r in ours if r["refine"] == refine)
-        ax.plot([p[1] for p in pts], [p[0] for p in pts], "o-", label=f"IVF-PQfs refine={refine} (nprobe varies)")
-    base = res["rows"][0]
-    ax.plot([base["recall@10"]], [base["qps"]], "k*", markersize=12, label="FAISS IndexFlatIP")
-    ax.set_xlabel("recall@10 vs exact")
-    ax.set_ylabel("QPS (batched, 2 threads)")
-    ax.set_yscale("log")
-    ax.set_title(f"dense, N={res['n']:,} x {res['d']}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with plot_axes(path) as ax:
+        ours = [r for r in res["rows"] if r["system"] == "m3search dense"]
+        for refine in sorted({r["refine"] for r in ours}):
+            pts = sorted((r["qps"], r["recall@10"]) for r in ours if r["refine"] == refine)
+            ax.plot([p[1] for p in pts], [p[0] for p in pts], "o-", label=f"IVF-PQfs refine={refine} (nprobe varies)")
+        base = res["rows"][0]
+        ax.plot([base["recall@10"]], [base["qps"]], "k*", markersize=12, label="FAISS IndexFlatIP")
+        ax.set_xlabel("recall@10 vs exact")
+        ax.set_ylabel("QPS (batched, 2 threads)")
+        ax.set_yscale("log")
+        ax.set_title(f"dense, N={res['n']:,} x {res['d']}")
+        ax.legend(fontsize=8)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     res = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"dense_n{res['n']}"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    table = markdown(res)
-    (out / f"{stem}.md").write_text(table + "\n")
-    plot(res, out / f"{stem}.png")
-    print(table)
+    print(save_results(res, args.out, f"dense_n{res['n']}", markdown, plot))
 
 
 if __name__ == "__main__":

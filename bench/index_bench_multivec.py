@@ -16,7 +16,6 @@ agreement with exact MaxSim re-ranking of the same candidates, and the codec's r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from bench.harness import merged_options, plot_axes, save_results
 from bench.synthetic import BLOCK, TokenCorpus
 from m3search.indexes.multivec import MultivecComponent
 from m3search.indexes.multivec.maxsim import maxsim_decoded
@@ -50,11 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tmp", default=None, help="folder for the segments (default: a temporary folder)")
     p.add_argument("--tag", default="", help="suffix of the result files")
     return p.parse_args(argv)
-
-
-def _opts(args) -> dict:
-    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
-    return {**DEFAULTS, **{k.replace("-", "_"): v for k, v in given.items() if v is not None}}
 
 
 def _batch(vecs: np.ndarray, lengths: np.ndarray) -> EncodedBatch:
@@ -91,7 +86,7 @@ class RunningCandidates:
 
 
 def run(args=None) -> dict:
-    o = _opts(args)
+    o = merged_options(args, DEFAULTS)
     log = logging.getLogger("bench.multivec")
     corpus = TokenCorpus(o["n"], o["d"], seed=o["seed"])
     q_vecs, q_len, _ = corpus.queries(o["queries"], seed=o["seed"] + 1)
@@ -191,37 +186,22 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in res["rows"]:
-        ms = min(r.get("lut_p50_ms", np.inf), r["decode_p50_ms"])
-        ax.plot(r["top10_agreement"], 1000.0 / ms, "o")
-        ax.annotate(f"{r['setting']} ({r['bytes_per_token']} B)", (r["top10_agreement"], 1000.0 / ms), fontsize=8)
-    ax.axvline(0.95, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("top-10 agreement with exact MaxSim")
-    ax.set_ylabel("queries/s re-scoring 1000 candidates (1 thread)")
-    ax.set_title(f"token store, N={res['n']:,} docs x ~100 tokens, d={res['d']}")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with plot_axes(path) as ax:
+        for r in res["rows"]:
+            ms = min(r.get("lut_p50_ms", np.inf), r["decode_p50_ms"])
+            ax.plot(r["top10_agreement"], 1000.0 / ms, "o")
+            ax.annotate(f"{r['setting']} ({r['bytes_per_token']} B)", (r["top10_agreement"], 1000.0 / ms), fontsize=8)
+        ax.axvline(0.95, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel("top-10 agreement with exact MaxSim")
+        ax.set_ylabel("queries/s re-scoring 1000 candidates (1 thread)")
+        ax.set_title(f"token store, N={res['n']:,} docs x ~100 tokens, d={res['d']}")
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     res = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"multivec_n{res['n']}{args.tag}"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    table = markdown(res)
-    (out / f"{stem}.md").write_text(table + "\n")
-    plot(res, out / f"{stem}.png")
-    print(table)
+    print(save_results(res, args.out, f"multivec_n{res['n']}{args.tag}", markdown, plot))
 
 
 if __name__ == "__main__":

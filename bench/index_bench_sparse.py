@@ -227,6 +227,7 @@ def _summarise(name, build_s, nbytes, n_docs, batch_s_k10, n_q, lat, cpu, rec10,
 
 
 def _bench_ours(x, q, truth10, truth100, args, rows, log):
+    from bench.harness import timed
     from m3search.indexes.sparse import SparseComponent
     from m3search.types import EncodedBatch
 
@@ -247,27 +248,19 @@ def _bench_ours(x, q, truth10, truth100, args, rows, log):
             for a, b in args.approx]
         for name, params in settings:
             reader.search(q[:20], 10, **params)  # compile / warm
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                _, i10 = reader.search(q, 10, **params)
-                times.append(time.perf_counter() - t)
+            batch_s, (_, i10) = timed(lambda: reader.search(q, 10, **params), args.repeats)
             _, i100 = reader.search(q, 100, **params)
             lat, cpu = _per_query_times(lambda i: reader.search(q_rows[i], 10, **params), q.shape[0], args.repeats)
             notes = f"inverted {stats['inverted_bytes'] / n:.0f} B/doc + forward {stats['forward_bytes'] / n:.0f} B/doc"
-            rows.append(_summarise(name, build_s, stats["total_bytes"], n, float(np.median(times)), q.shape[0],
+            rows.append(_summarise(name, build_s, stats["total_bytes"], n, batch_s, q.shape[0],
                                    lat, cpu, _recall(i10, truth10, 10), _recall(i100, truth100, 100), notes))
             log(rows[-1])
         if args.threads > 1:
             params = {"threads": args.threads}
             reader.search(q[:20], 10, **params)
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                _, i10 = reader.search(q, 10, **params)
-                times.append(time.perf_counter() - t)
+            batch_s, (_, i10) = timed(lambda: reader.search(q, 10, **params), args.repeats)
             rows.append(_summarise(f"m3search exact, {args.threads} threads (batch)", None, None, n,
-                                   float(np.median(times)), q.shape[0], None, None, _recall(i10, truth10, 10), None,
+                                   batch_s, q.shape[0], None, None, _recall(i10, truth10, 10), None,
                                    "throughput only; other rows are 1 thread"))
             log(rows[-1])
         reader.close()
@@ -275,6 +268,8 @@ def _bench_ours(x, q, truth10, truth100, args, rows, log):
 
 
 def _bench_scipy(xc, q, truth10, truth100, args, rows, log):
+    from bench.harness import timed
+
     n = xc.shape[0]
 
     def one(i, k):
@@ -289,19 +284,17 @@ def _bench_scipy(xc, q, truth10, truth100, args, rows, log):
     def run(k):
         return np.stack([one(i, k) for i in range(q.shape[0])])
 
-    times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        i10 = run(10)
-        times.append(time.perf_counter() - t)
+    batch_s, i10 = timed(lambda: run(10), args.repeats)
     i100 = run(100)
     lat, cpu = _per_query_times(lambda i: one(i, 10), q.shape[0], args.repeats)
-    rows.append(_summarise("scipy term-at-a-time", None, None, n, float(np.median(times)), q.shape[0], lat, cpu,
+    rows.append(_summarise("scipy term-at-a-time", None, None, n, batch_s, q.shape[0], lat, cpu,
                            _recall(i10, truth10, 10), _recall(i100, truth100, 100), "float32 weights, no index"))
     log(rows[-1])
 
 
 def _bench_numba_taat(xc, q, truth10, truth100, taat, args, rows, log):
+    from bench.harness import timed
+
     n = xc.shape[0]
     acc = np.zeros(n, np.float32)
 
@@ -318,16 +311,12 @@ def _bench_numba_taat(xc, q, truth10, truth100, taat, args, rows, log):
         return out
 
     run(10)
-    times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        i10 = run(10)
-        times.append(time.perf_counter() - t)
+    batch_s, i10 = timed(lambda: run(10), args.repeats)
     i100 = run(100)
     s1 = np.empty(10, np.float32)
     o1 = np.full(10, -1, np.int64)
     lat, cpu = _per_query_times(lambda i: one(i, 10, s1, o1), q.shape[0], args.repeats)
-    rows.append(_summarise("numba accumulator", None, None, n, float(np.median(times)), q.shape[0], lat, cpu,
+    rows.append(_summarise("numba accumulator", None, None, n, batch_s, q.shape[0], lat, cpu,
                            _recall(i10, truth10, 10), _recall(i100, truth100, 100), "float32 weights, CSC in RAM"))
     log(rows[-1])
 

@@ -6,6 +6,7 @@ commit refers to is on disk before the commit record is.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from m3search.errors import IndexFormatError
 
 
 def fsync_file(path: Path) -> None:
+    """Persist a file's bytes (for files written by someone else, e.g. FAISS or a memory map)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -22,7 +24,7 @@ def fsync_file(path: Path) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Persist the directory's entries (names created, renamed or removed in it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # the flag is POSIX-only
     try:
         os.fsync(fd)
     finally:
@@ -36,13 +38,23 @@ def fsync_dirs(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+def write_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write `data` to `path` and fsync it before returning (publishing the name is the caller's)."""
+    with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write a header as indented, key-sorted JSON and fsync it (a segment's header is its last file)."""
+    write_synced(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    write_synced(tmp, data)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -21,7 +21,7 @@ import os
 import shutil
 import weakref
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -31,12 +31,14 @@ from m3search.indexes.fsutil import fsync_dir, fsync_dirs, tree_bytes
 from m3search.indexes.handles import HandleCache
 from m3search.indexes.locking import WRITER_LOCK_NAME, WriterLock
 from m3search.indexes.manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest, write_manifest
-from m3search.indexes.merge_policy import TieredMergePolicy
 from m3search.indexes.registry import Registry, make_components
 from m3search.indexes.snapshot import Snapshot, take_snapshot
 from m3search.indexes.state import CommitState
-from m3search.indexes.writer import COMPONENTS_DIR, DEFAULT_BUFFER_BYTES, SEGMENTS_DIR, IndexWriter
+from m3search.indexes.writer import COMPONENTS_DIR, SEGMENTS_DIR, IndexWriter, WriterOptions, check_writer_options
 from m3search.types import EncodedBatch, EncoderIdentity
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +96,15 @@ class Index:
         components: Mapping[str, dict] | None = None,
         *,
         registry: Registry | None = None,
-        merge_policy: TieredMergePolicy | None = None,
-        auto_merge: bool = True,
-        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        crash_hook: Callable[[str], None] | None = None,
+        **writer_options: Unpack[WriterOptions],
     ) -> "Index":
         """Create an empty index at `path` (a new or empty folder) and open it for writing.
 
         components: kind -> config, e.g. {"dense": {}, "sparse": {}}; default all three with defaults.
-        registry: kind -> ComponentType (default: the real implementations). crash_hook: tests only,
-        called with the name of each crash point (see writer.py).
+        registry: kind -> ComponentType (default: the real implementations). writer_options: see
+        WriterOptions (merge_policy, auto_merge, buffer_bytes; crash_hook for tests, see writer.py).
         """
+        writer_options = check_writer_options(writer_options, "Index.create")
         path = Path(path)
         if not isinstance(identity, EncoderIdentity):
             raise InputError(f"identity must be an EncoderIdentity (encoder.identity), got {type(identity).__name__}")
@@ -135,7 +135,9 @@ class Index:
                 DocStore.initialize(env, path / DOCS_DIR, CommitState.empty())
             finally:
                 release_env(env)
-            (crash_hook or (lambda point: None))("create:before-manifest")
+            crash_hook = writer_options.get("crash_hook")
+            if crash_hook:
+                crash_hook("create:before-manifest")
             manifest = Manifest.new(identity, model, {kind: c.config for kind, c in comps.items()})
             fsync_dirs(path / COMPONENTS_DIR)
             fsync_dir(path)  # the folders above exist before the manifest says the index does
@@ -143,10 +145,7 @@ class Index:
         except BaseException:
             lock.release()
             raise
-        options = dict(
-            merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook
-        )
-        return cls(path, manifest, comps, lock, options)
+        return cls(path, manifest, comps, lock, writer_options)
 
     @classmethod
     def open(
@@ -156,14 +155,12 @@ class Index:
         identity: EncoderIdentity | None = None,
         *,
         registry: Registry | None = None,
-        merge_policy: TieredMergePolicy | None = None,
-        auto_merge: bool = True,
-        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        crash_hook: Callable[[str], None] | None = None,
+        **writer_options: Unpack[WriterOptions],
     ) -> "Index":
         """Open an existing index. With `identity`, refuse (EncoderMismatchError) an index built with another
         encoder. writable=True takes the writer lock (IndexLockedError if another writer holds it) and
-        removes crash leftovers."""
+        removes crash leftovers. writer_options: as for `create`."""
+        writer_options = check_writer_options(writer_options, "Index.open")
         path = Path(path)
         manifest = read_manifest(path)
         if identity is not None:
@@ -173,10 +170,7 @@ class Index:
         except ConfigError as e:
             raise IndexFormatError(f"{path / MANIFEST_NAME}: {e}") from e
         lock = WriterLock(path) if writable else None
-        options = dict(
-            merge_policy=merge_policy, auto_merge=auto_merge, buffer_bytes=buffer_bytes, crash_hook=crash_hook
-        )
-        return cls(path, manifest, comps, lock, options)
+        return cls(path, manifest, comps, lock, writer_options)
 
     # -- properties ---------------------------------------------------------------------------------
     @property

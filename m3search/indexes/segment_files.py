@@ -13,10 +13,12 @@ import logging
 import os
 import zlib
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from m3search.errors import IndexFormatError
+from m3search.indexes.fsutil import fsync_dir, fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +41,6 @@ def _crc(path: Path, size: int) -> int:
         return crc
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def describe(path: Path) -> dict:
     """Size and checksum of a written file, for the header."""
     size = path.stat().st_size
@@ -71,11 +57,24 @@ def write_array(folder: Path, name: str, arr: np.ndarray) -> dict:
     return {**describe(path), "shape": list(arr.shape), "dtype": str(arr.dtype)}
 
 
-def write_json(path: Path, obj: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+def write_array_chunks(folder: Path, name: str, shape: tuple[int, int], dtype, chunks: Iterable[np.ndarray]) -> dict:
+    """Stream row chunks into folder/name (.npy, memory-mapped: the whole array is never in memory), fsync
+    it and return the same header entry as `write_array`."""
+    if shape[0] == 0:
+        for chunk in chunks:
+            assert len(chunk) == 0
+        return write_array(folder, name, np.zeros(shape, dtype))
+    path = folder / name
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    filled = 0
+    for chunk in chunks:
+        target[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    assert filled == shape[0], (filled, shape[0])
+    target.flush()
+    del target
+    fsync_file(path)
+    return {**describe(path), "shape": list(shape), "dtype": str(np.dtype(dtype))}
 
 
 def read_header(path: Path, fmt: str, version: int) -> dict:

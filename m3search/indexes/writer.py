@@ -52,7 +52,7 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 import numpy as np
 
@@ -75,6 +75,24 @@ SEGMENT_NAME = re.compile(r"^seg-\d{12}-[0-9a-f]{8}$")
 DEFAULT_BUFFER_BYTES = 256 << 20
 _DOC_KEYS = {"text", "title", "metadata", "id"}
 _MAX_MERGE_ROUNDS = 32
+
+
+class WriterOptions(TypedDict, total=False):
+    """The keyword options of a writable Index (`Index.create`, `Index.open`), passed on to IndexWriter,
+    whose signature holds their defaults. crash_hook: tests only, called with each crash point's name."""
+
+    merge_policy: TieredMergePolicy | None
+    auto_merge: bool
+    buffer_bytes: int
+    crash_hook: Callable[[str], None] | None
+
+
+def check_writer_options(options: Mapping[str, Any], caller: str) -> dict:
+    """`options` as a dict; a name WriterOptions lacks is refused as Python refuses an unknown keyword."""
+    for name in options:
+        if name not in WriterOptions.__annotations__:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+    return dict(options)
 
 
 class IndexWriter:

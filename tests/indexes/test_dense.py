@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import clustered_unit, vectors_batch
+from component_helpers import clustered_unit, flip_bits, truncate, vectors_batch
 
 from m3search import scoring
 from m3search.errors import ConfigError, IndexFormatError, InputError
@@ -152,18 +152,14 @@ def _built(tmp_path, data, config=None):
 @pytest.mark.parametrize("victim", ["vectors.npy", "ivf.faiss"])
 def test_truncated_file_is_refused(tmp_path, data, victim):
     comp, meta, path = _built(tmp_path, data, {"index": "ivfpqfs", "nlist": 8, "pq_m": 8})
-    f = path / victim
-    f.write_bytes(f.read_bytes()[:-100])
+    truncate(path / victim, 100)
     with pytest.raises(IndexFormatError, match="truncated"):
         comp.open(path, meta, tmp_path / "shared")
 
 
 def test_flipped_byte_is_refused(tmp_path, data):
     comp, meta, path = _built(tmp_path, data)
-    f = path / "vectors.npy"
-    raw = bytearray(f.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    f.write_bytes(bytes(raw))
+    flip_bits(path / "vectors.npy", 0xFF)
     with pytest.raises(IndexFormatError, match="checksum"):
         comp.open(path, meta, tmp_path / "shared")
 

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import clustered_tokens, vectors_batch
+from component_helpers import clustered_tokens, flip_bits, truncate, vectors_batch
 
 from m3search import scoring
 from m3search.errors import ConfigError, IndexFormatError, InputError
@@ -186,28 +186,21 @@ def _seg(tmp_path, data, compression="pq8"):
 
 def test_truncated_codes_are_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data)
-    f = path / "codes.npy"
-    f.write_bytes(f.read_bytes()[:-16])
+    truncate(path / "codes.npy", 16)
     with pytest.raises(IndexFormatError, match="truncated"):
         comp.open(path, meta, tmp_path / "shared")
 
 
 def test_corrupt_offsets_are_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data)
-    f = path / "offsets.npy"
-    raw = bytearray(f.read_bytes())
-    raw[-3] ^= 0x10
-    f.write_bytes(bytes(raw))
+    flip_bits(path / "offsets.npy", 0x10, at=-3)
     with pytest.raises(IndexFormatError, match="checksum"):
         comp.open(path, meta, tmp_path / "shared")
 
 
 def test_missing_or_corrupt_codec_is_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data)
-    centroids = tmp_path / "shared" / "codec" / "pq_centroids.npy"
-    raw = bytearray(centroids.read_bytes())
-    raw[-5] ^= 0x01
-    centroids.write_bytes(bytes(raw))
+    flip_bits(tmp_path / "shared" / "codec" / "pq_centroids.npy", 0x01, at=-5)
     with pytest.raises(IndexFormatError, match="checksum"):
         MultivecComponent(BASE).open(path, meta, tmp_path / "shared")
     with pytest.raises(IndexFormatError, match="codec"):

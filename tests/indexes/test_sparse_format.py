@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from component_helpers import flip_bits
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.sparse import SparseComponent, storage
@@ -57,10 +58,7 @@ def test_appended_bytes_are_refused(segment):
 
 @pytest.mark.parametrize("name", ["postings", "fwd_ids", "term_ids"])
 def test_flipped_byte_is_refused(segment, name):
-    path = segment[1] / f"{name}.bin"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x5A
-    path.write_bytes(bytes(data))
+    flip_bits(segment[1] / f"{name}.bin", 0x5A)
     with pytest.raises(IndexFormatError, match="checksum"):
         _open(segment)
 

@@ -20,8 +20,10 @@ from m3search.errors import IndexFormatError, InputError
 from m3search.indexes import segment_files as sf
 from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.dense.config import Structure, choose_structure, validate_config
-from m3search.indexes.dense.reader import _ROWS, DenseSegmentReader, check_ids
+from m3search.indexes.dense.reader import _ROWS, DenseSegmentReader
 from m3search.indexes.faiss_support import faiss_threads, quiet_training
+from m3search.indexes.fsutil import fsync_dir, fsync_file, write_json
+from m3search.indexes.inputs import check_ids
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ class DenseComponent(ComponentType):
     # -- internals --------------------------------------------------------------------------------
     def _write(self, path: Path, n: int, d: int, chunks: Iterable[np.ndarray]) -> dict:
         path.mkdir(parents=True, exist_ok=True)
-        store = _write_store(path, n, d, chunks)
+        store = sf.write_array_chunks(path, STORE, (n, d), np.float16, chunks)
         structure = choose_structure(n, d, self.config)
         files = {STORE: store}
         if structure.kind != "flat":
@@ -107,8 +109,8 @@ class DenseComponent(ComponentType):
             "files": files,
             "nbytes": sum(f["bytes"] for f in files.values()),
         }
-        sf.write_json(path / HEADER, header)
-        sf.fsync_dir(path)
+        write_json(path / HEADER, header)
+        fsync_dir(path)
         logger.info("dense segment %s: %d x %d as %s", path, n, d, structure.factory)
         return header
 
@@ -128,24 +130,6 @@ class DenseComponent(ComponentType):
             index.add(np.asarray(store[lo : lo + _ROWS], dtype=np.float32))
         tmp = path / (IVF + ".tmp")
         faiss.write_index(index, str(tmp))
-        sf.fsync_file(tmp)
+        fsync_file(tmp)
         tmp.rename(path / IVF)
         return sf.describe(path / IVF)
-
-
-def _write_store(path: Path, n: int, d: int, chunks: Iterable[np.ndarray]) -> dict:
-    """Stream float vectors into the (n, d) float16 store."""
-    if n == 0:
-        for chunk in chunks:
-            assert len(chunk) == 0
-        return sf.write_array(path, STORE, np.zeros((0, d), np.float16))
-    target = np.lib.format.open_memmap(path / STORE, mode="w+", dtype=np.float16, shape=(n, d))
-    filled = 0
-    for chunk in chunks:
-        target[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-    assert filled == n, (filled, n)
-    target.flush()
-    del target
-    sf.fsync_file(path / STORE)
-    return {**sf.describe(path / STORE), "shape": [n, d], "dtype": "float16"}

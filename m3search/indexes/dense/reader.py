@@ -12,6 +12,7 @@ from m3search.errors import InputError
 from m3search.indexes.base import DenseReader
 from m3search.indexes.dense.config import Structure
 from m3search.indexes.faiss_support import GpuClone, LiveSelector, faiss_threads, want_gpu
+from m3search.indexes.inputs import check_ids
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +26,6 @@ def check_queries(xq: np.ndarray, d: int) -> np.ndarray:
     if xq.ndim != 2 or xq.shape[1] != d:
         raise InputError(f"dense queries must have shape (m, {d}), got {xq.shape}")
     return np.ascontiguousarray(xq, dtype=np.float32)
-
-
-def check_ids(ids: np.ndarray, n: int, what: str = "ids") -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-        raise InputError(f"{what} must be a 1-d integer array, got {ids.dtype} {ids.shape}")
-    ids = ids.astype(np.int64, copy=False)
-    if ids.size and (ids.min() < 0 or ids.max() >= n):
-        raise InputError(f"{what} must lie in 0..{n - 1}, got values from {ids.min()} to {ids.max()}")
-    return ids
 
 
 def check_deleted(deleted: np.ndarray | None, n: int) -> np.ndarray | None:

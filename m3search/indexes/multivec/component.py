@@ -23,9 +23,11 @@ from m3search.errors import IndexFormatError, InputError
 from m3search.indexes import segment_files as sf
 from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.faiss_support import faiss_threads
+from m3search.indexes.fsutil import fsync_dir, write_json
+from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec.config import validate_config
-from m3search.indexes.multivec.reader import MultivecSegmentReader, _ids
+from m3search.indexes.multivec.reader import MultivecSegmentReader
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ class MultivecComponent(ComponentType):
         if len(dims) != 1:
             raise InputError(f"multivec segments to merge have different dimensions {sorted(dims)}")
         dim = dims.pop()
-        keep = [_ids(k, s.n_docs, "keep") for s, k in zip(sources, keep)]
+        keep = [check_ids(k, s.n_docs, "keep") for s, k in zip(sources, keep)]
         lengths = np.concatenate([s.doc_lengths(k) for s, k in zip(sources, keep)]) if keep else np.zeros(0)
         rng = np.random.default_rng(self.config["seed"])
 
@@ -181,7 +183,7 @@ class MultivecComponent(ComponentType):
         tmp.mkdir()
         try:
             header = codec.save(tmp)
-            sf.write_json(tmp / "codec.json", {"format": CODEC_FORMAT, "version": CODEC_VERSION, **header})
+            write_json(tmp / "codec.json", {"format": CODEC_FORMAT, "version": CODEC_VERSION, **header})
             published = sf.publish_dir(tmp, shared / CODEC_DIR)
         finally:
             if tmp.exists():
@@ -211,7 +213,8 @@ class MultivecComponent(ComponentType):
         offsets = np.zeros(len(lengths) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         t = int(offsets[-1])
-        files = {OFFSETS: sf.write_array(path, OFFSETS, offsets), CODES: _write_codes(path, t, codec, code_chunks)}
+        files = {OFFSETS: sf.write_array(path, OFFSETS, offsets),
+                 CODES: sf.write_array_chunks(path, CODES, (t, codec.code_size), np.uint8, code_chunks)}
         header = {
             "format": FORMAT, "version": VERSION, "n": len(lengths), "n_tokens": t, "dim": codec.dim,
             "codec": codec.name, "codec_id": codec.codec_id, "code_size": codec.code_size, "files": files,
@@ -230,25 +233,8 @@ def _unit_norm(x: np.ndarray) -> bool:
 
 
 def _write_header(path: Path, header: dict) -> None:
-    sf.write_json(path / HEADER, header)
-    sf.fsync_dir(path)
-
-
-def _write_codes(path: Path, t: int, codec: Codec, chunks: Iterable[np.ndarray]) -> dict:
-    if t == 0:
-        for c in chunks:
-            assert len(c) == 0
-        return sf.write_array(path, CODES, np.zeros((0, codec.code_size), np.uint8))
-    target = np.lib.format.open_memmap(path / CODES, mode="w+", dtype=np.uint8, shape=(t, codec.code_size))
-    filled = 0
-    for c in chunks:
-        target[filled : filled + len(c)] = c
-        filled += len(c)
-    assert filled == t, (filled, t)
-    target.flush()
-    del target
-    sf.fsync_file(path / CODES)
-    return {**sf.describe(path / CODES), "shape": [t, codec.code_size], "dtype": "uint8"}
+    write_json(path / HEADER, header)
+    fsync_dir(path)
 
 
 def _doc_chunks(lengths: np.ndarray) -> list[np.ndarray]:

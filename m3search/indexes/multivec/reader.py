@@ -9,20 +9,11 @@ import numpy as np
 from m3search.errors import InputError
 from m3search.indexes.base import MultivecReader
 from m3search.indexes.faiss_support import faiss_threads
+from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec.maxsim import maxsim_decoded, maxsim_lut, token_rows
 
 logger = logging.getLogger(__name__)
-
-
-def _ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-        raise InputError(f"{what} must be a 1-d integer array, got {ids.dtype} {ids.shape}")
-    ids = ids.astype(np.int64, copy=False)
-    if ids.size and (ids.min() < 0 or ids.max() >= n):
-        raise InputError(f"{what} must lie in 0..{n - 1}, got values from {ids.min()} to {ids.max()}")
-    return ids
 
 
 class MultivecSegmentReader(MultivecReader):
@@ -59,7 +50,7 @@ class MultivecSegmentReader(MultivecReader):
         self.codes = None
 
     def doc_lengths(self, ids: np.ndarray) -> np.ndarray:
-        ids = _ids(ids, self.n_docs, "ids")
+        ids = check_ids(ids, self.n_docs, "ids")
         return self.offsets[ids + 1] - self.offsets[ids]
 
     def fidelity(self) -> dict:
@@ -83,8 +74,8 @@ class MultivecSegmentReader(MultivecReader):
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
         if q_lengths.ndim != 1 or q_lengths.sum() != len(q_vecs) or (q_lengths.size and q_lengths.min() < 0):
             raise InputError(f"q_lengths must be (m,) non-negative counts summing to {len(q_vecs)}")
-        q_index = _ids(q_index, len(q_lengths), "q_index")
-        ids = _ids(ids, self.n_docs, "ids")
+        q_index = check_ids(q_index, len(q_lengths), "q_index")
+        ids = check_ids(ids, self.n_docs, "ids")
         if len(q_index) != len(ids):
             raise InputError(f"q_index has {len(q_index)} entries but ids has {len(ids)}")
         scorer = scorer or self.config.get("scorer", "auto")
@@ -123,12 +114,12 @@ class MultivecSegmentReader(MultivecReader):
 
     def token_vectors(self, ids):
         """Decoded token vectors (rescaled like the scores are: the best estimate of the originals)."""
-        ids = _ids(ids, self.n_docs, "ids")
+        ids = check_ids(ids, self.n_docs, "ids")
         rows, lengths = token_rows(self.offsets, ids)
         return self._decode(np.asarray(self.codes[rows])), lengths
 
     def token_codes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes of the documents' tokens, lengths) as stored, for merges that keep the codec."""
-        ids = _ids(ids, self.n_docs, "ids")
+        ids = check_ids(ids, self.n_docs, "ids")
         rows, lengths = token_rows(self.offsets, ids)
         return np.asarray(self.codes[rows]), lengths

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from m3search.errors import ConfigError, IndexFormatError, InputError
 from m3search.indexes.base import ComponentType, SegmentReader
+from m3search.indexes.fsutil import fsync_file, write_json
 from m3search.indexes.sparse import encode
 from m3search.indexes.sparse.quantize import Quantizer, read_quantizer, shared_quantizer
 from m3search.indexes.sparse.reader import SparseSegmentReader
@@ -19,7 +20,7 @@ from m3search.indexes.sparse.segment import (
     SEGMENT_VERSION,
     load_segment,
 )
-from m3search.indexes.sparse.storage import fsync_path, write_array, write_json
+from m3search.indexes.sparse.storage import write_array
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class SparseComponent(ComponentType):
             "arrays": records,
         }
         write_json(path / HEADER_FILE, header)
-        fsync_path(path)
+        fsync_file(path)
         nbytes = sum(r["nbytes"] for r in records.values()) + (path / HEADER_FILE).stat().st_size
         return {
             "format": SEGMENT_FORMAT,

@@ -42,6 +42,22 @@ def put_varint(buf, pos, v):
 
 
 @njit(cache=True, nogil=True)
+def read_varint(stream, pos, end):
+    """The inverse of put_varint: (value, next position); (-1, end) when the bytes run out before `end`
+    or the value is too long (corrupt data never reads past `end`)."""
+    v = np.int64(0)
+    shift = 0
+    while pos < end and shift < 57:
+        byte = stream[pos]
+        pos += 1
+        v |= np.int64(byte & 127) << shift
+        if byte < 128:
+            return v, pos
+        shift += 7
+    return np.int64(-1), end
+
+
+@njit(cache=True, nogil=True)
 def invert(indptr, indices, codes, n_terms_total):
     """CSR (docs x tokens) -> per-token doc-ordered postings.
 

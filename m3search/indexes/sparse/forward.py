@@ -5,6 +5,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from m3search.indexes.sparse.encode import read_varint
+
 # numba has no float16 arithmetic: float16 weights travel as their uint16 bits and are widened by lookup
 HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
@@ -27,20 +29,6 @@ def _weight_at(weights, p):
 
 
 @njit(cache=True, nogil=True)
-def _read_varint(stream, pos, end):
-    v = np.int64(0)
-    shift = 0
-    while pos < end and shift < 57:
-        byte = stream[pos]
-        pos += 1
-        v |= np.int64(byte & 127) << shift
-        if byte < 128:
-            return v, pos
-        shift += 7
-    return np.int64(-1), end
-
-
-@njit(cache=True, nogil=True)
 def decode_ids(ids, wptr, bptr, stream, vocab_size):
     """CSR indptr and token ids of documents `ids`; raises on data inconsistent with the pointers."""
     n = len(ids)
@@ -55,7 +43,7 @@ def decode_ids(ids, wptr, bptr, stream, vocab_size):
         end = bptr[d + 1]
         prev = -1
         for p in range(indptr[r], indptr[r + 1]):
-            v, pos = _read_varint(stream, pos, end)
+            v, pos = read_varint(stream, pos, end)
             tok = prev + 1 + v
             if v < 0 or tok >= vocab_size:
                 raise ValueError("corrupt forward index: token ids run past the document's bytes")
@@ -96,7 +84,7 @@ def score_pairs(q_indptr, q_indices, q_data, q_index, ids, wptr, bptr, stream, w
         prev = -1
         s = np.float32(0.0)
         for wp in range(wptr[d], wptr[d + 1]):
-            v, pos = _read_varint(stream, pos, end)
+            v, pos = read_varint(stream, pos, end)
             if v < 0:
                 break
             tok = prev + 1 + v

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from m3search.errors import IndexFormatError
-from m3search.indexes.sparse.storage import fsync_path
+from m3search.indexes.fsutil import fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def shared_quantizer(shared: Path, configured: float | str, batch_max: float) ->
             os.link(tmp, shared / QUANTIZER_FILE)
         except FileExistsError:
             return read_quantizer(shared)
-        fsync_path(shared)
+        fsync_file(shared)
     finally:
         os.unlink(tmp)
     logger.info("sparse impacts: 8-bit linear scale up to max_weight=%.6g (written to %s)", max_weight, shared)

@@ -24,25 +24,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from m3search.indexes.sparse.encode import GROUP_BLOCKS
+from m3search.indexes.sparse.encode import GROUP_BLOCKS, read_varint
 
 BOUND_SLACK = np.float32(1.0 + 2.0**-20)
 # index of the lowest set bit of a byte, for walking offset bitmaps
 _LOW_BIT = np.array([0] + [(v & -v).bit_length() - 1 for v in range(1, 256)], dtype=np.int64)
 
 
-@njit(cache=True, nogil=True)
-def _read_varint(stream, pos, end):
-    v = np.int64(0)
-    shift = 0
-    while pos < end and shift < 57:
-        byte = stream[pos]
-        pos += 1
-        v |= np.int64(byte & 127) << shift
-        if byte < 128:
-            return v, pos
-        shift += 7
-    return np.int64(-1), end
+@njit(cache=True, nogil=True, inline="always")  # inline: read once per entry in the bound and scoring loops
+def _entry_count(stream, pos, v):
+    """(multi, postings count, position after the count byte) of the entry whose header value is v."""
+    multi = v & 1
+    if multi:
+        return multi, np.int64(stream[pos]), pos + 1
+    return multi, np.int64(1), pos
 
 
 @njit(cache=True, nogil=True)
@@ -57,14 +52,10 @@ def _payload_bytes(multi, c, R):
 @njit(cache=True, nogil=True)
 def _add_entry(stream, hp, end, R, w, acc):
     """acc[doc offset] += w * impact for the postings of the entry whose header starts at hp."""
-    v, pos = _read_varint(stream, hp, end)
+    v, pos = read_varint(stream, hp, end)
     if v < 0 or pos + 2 > end:
         return
-    multi = v & 1
-    c = 1
-    if multi:
-        c = np.int64(stream[pos])
-        pos += 1
+    multi, c, pos = _entry_count(stream, pos, v)
     mx = stream[pos]
     pos += 1
     if pos + _payload_bytes(multi, c, R) > end:
@@ -90,6 +81,25 @@ def _worse(s1, i1, s2, i2):
     return s1 < s2 or (s1 == s2 and i1 > i2)
 
 
+@njit(cache=True, nogil=True, inline="always")  # inline: runs for every document offered to a full heap
+def _sift_down(hs, hi, size):
+    """Restore the min-heap hs/hi[:size] after its root was replaced."""
+    pos = 0
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and _worse(hs[left + 1], hi[left + 1], hs[left], hi[left]):
+            child = left + 1
+        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
+            hs[pos], hs[child] = hs[child], hs[pos]
+            hi[pos], hi[child] = hi[child], hi[pos]
+            pos = child
+        else:
+            break
+
+
 @njit(cache=True, nogil=True)
 def _heap_offer(hs, hi, size, k, s, i):
     """Offer (score s, id i) to the min-heap of the k best; return the new size."""
@@ -110,20 +120,7 @@ def _heap_offer(hs, hi, size, k, s, i):
         return size
     hs[0] = s
     hi[0] = i
-    pos = 0
-    while True:
-        left = 2 * pos + 1
-        if left >= size:
-            break
-        child = left
-        if left + 1 < size and _worse(hs[left + 1], hi[left + 1], hs[left], hi[left]):
-            child = left + 1
-        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
-            hs[pos], hs[child] = hs[child], hs[pos]
-            hi[pos], hi[child] = hi[child], hi[pos]
-            pos = child
-        else:
-            break
+    _sift_down(hs, hi, size)
     return size
 
 
@@ -138,7 +135,7 @@ def _locate_dense(stream, start, end, gp, b, R):
     prev = g * GROUP_BLOCKS - 1
     while pos < stop:
         hp = pos
-        v, pos = _read_varint(stream, pos, stop)
+        v, pos = read_varint(stream, pos, stop)
         if v < 0:
             return -1
         blk = prev + 1 + (v >> 1)
@@ -146,11 +143,7 @@ def _locate_dense(stream, start, end, gp, b, R):
             return hp
         if blk > b:
             return -1
-        multi = v & 1
-        c = 1
-        if multi:
-            c = np.int64(stream[pos])
-            pos += 1
+        multi, c, pos = _entry_count(stream, pos, v)
         pos += 1 + _payload_bytes(multi, c, R)
         prev = blk
     return -1
@@ -219,17 +212,13 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, s
             stop_fill = e_lo[j] + term_entries[t]
             while pos < end and fill < stop_fill:
                 hp = pos
-                v, pos = _read_varint(stream, pos, end)
+                v, pos = read_varint(stream, pos, end)
                 if v < 0:
                     break
                 b = prev + 1 + (v >> 1)
                 if b >= n_blocks or pos + 2 > end:
                     break
-                multi = v & 1
-                c = 1
-                if multi:
-                    c = np.int64(stream[pos])
-                    pos += 1
+                multi, c, pos = _entry_count(stream, pos, v)
                 ub[b] += w * np.float32(stream[pos])
                 pos += 1 + _payload_bytes(multi, c, R)
                 e_blk[fill] = b
@@ -249,20 +238,7 @@ def _pop_sorted(hs, hi, size, out_s, out_i):
         size = r
         hs[0] = hs[size]
         hi[0] = hi[size]
-        pos = 0
-        while True:
-            left = 2 * pos + 1
-            if left >= size:
-                break
-            child = left
-            if left + 1 < size and _worse(hs[left + 1], hi[left + 1], hs[left], hi[left]):
-                child = left + 1
-            if _worse(hs[child], hi[child], hs[pos], hi[pos]):
-                hs[pos], hs[child] = hs[child], hs[pos]
-                hi[pos], hi[child] = hi[child], hi[pos]
-                pos = child
-            else:
-                break
+        _sift_down(hs, hi, size)
 
 
 @njit(cache=True, nogil=True)

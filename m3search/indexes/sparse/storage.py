@@ -7,14 +7,13 @@ ones unless a full check is asked for (`verify="full"`), so opening stays cheap 
 """
 from __future__ import annotations
 
-import json
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from m3search.errors import IndexFormatError
+from m3search.indexes.fsutil import write_synced
 
 FULL_CRC_MAX_BYTES = 16 << 20  # arrays up to this size get a whole-file CRC at every open
 EDGE_BYTES = 1 << 20  # larger ones: CRC of this many bytes at each end
@@ -39,32 +38,13 @@ def array_record(arr: np.ndarray) -> dict:
     }
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_array(folder: Path, name: str, arr: np.ndarray) -> dict:
     """Write `arr` to folder/name.bin, fsync it, return its header entry."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    with open(folder / f"{name}.bin", "wb") as f:
-        f.write(memoryview(arr.reshape(-1).view(np.uint8)))
-        f.flush()
-        os.fsync(f.fileno())
+    write_synced(folder / f"{name}.bin", memoryview(arr.reshape(-1).view(np.uint8)))
     return array_record(arr)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Write a JSON file completely and fsync it (the header is the last file a segment gets)."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_array(folder: Path, name: str, record: dict, verify: str) -> np.ndarray:
