@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "bench" / "out" / "runs",
                     help="TREC runs go to RUNS_DIR/<task>/<lang>/<mode>.trec.gz (tens of MB: kept out of git)")
     ap.add_argument("--no-runs", action="store_true", help="don't write TREC runs")
+    ap.add_argument("--modes", default=None, help="comma-separated modes (default: every mode plus BM25)")
+    ap.add_argument("--depth", type=int, default=100, help="candidates per query from each index")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -88,10 +90,11 @@ def main(argv=None) -> int:
             langs = languages_with_queries(task, data_dir, args.min_queries)
         out = args.out / task
         config = BenchConfig(task=task, data_dir=data_dir, model=args.model, languages=langs,
-                             modes=[*DEFAULT_MODES, BM25], cache_dir=args.cache_dir, backend=args.backend,
+                             modes=args.modes.split(",") if args.modes else [*DEFAULT_MODES, BM25],
+                             cache_dir=args.cache_dir, backend=args.backend,
                              components=INDEX_CONFIGS[args.index_config], max_queries=args.max_queries,
-                             batch_size=args.batch_size, max_length=args.max_length, runs_dir=None if args.no_runs else args.runs_dir / task,
-                             runs_gzip=True)
+                             batch_size=args.batch_size, max_length=args.max_length, depth=args.depth,
+                             runs_dir=None if args.no_runs else args.runs_dir / task, runs_gzip=True)
         start = time.perf_counter()
         reports[task] = run_benchmark(config, progress=progress)
         write_report(reports[task], out)
