@@ -69,38 +69,27 @@ def test_sample_corpus_and_its_queries(run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "name, content, message",
     [
-        ('{"docid": "a", "text": "fine"}\n{"docid": "b", "text": "broken\n', "corpus.jsonl:2: not valid JSON"),
-        ('{"docid": "a", "text": "fine"}\n{"docid": "b", "title": "t"}\n', "corpus.jsonl:2: document 'b' has no 'text' field"),
-        ('{"docid": "a", "text": "x"}\n\n{"docid": "a", "text": "y"}\n', "corpus.jsonl:3: duplicate id 'a'"),
-        ('{"text": "x"}\n', "corpus.jsonl:1: no id field"),
-        ('["a", "b"]\n', "corpus.jsonl:1: expected a JSON object"),
-        ('{"docid": "a", "text": 5}\n', "corpus.jsonl:1: document 'a' has a int as 'text'"),
+        ("corpus.jsonl", '{"docid": "a", "text": "fine"}\n{"docid": "b", "text": "broken\n', "corpus.jsonl:2: not valid JSON"),
+        ("corpus.jsonl", '{"docid": "a", "text": "fine"}\n{"docid": "b", "title": "t"}\n',
+         "corpus.jsonl:2: document 'b' has no 'text' field"),
+        ("corpus.jsonl", '{"docid": "a", "text": "x"}\n\n{"docid": "a", "text": "y"}\n', "corpus.jsonl:3: duplicate id 'a'"),
+        ("corpus.jsonl", '{"text": "x"}\n', "corpus.jsonl:1: no id field"),
+        ("corpus.jsonl", '["a", "b"]\n', "corpus.jsonl:1: expected a JSON object"),
+        ("corpus.jsonl", '{"docid": "a", "text": 5}\n', "corpus.jsonl:1: document 'a' has a int as 'text'"),
+        ("c.tsv", "a\tfine\nb has no tab\n", "c.tsv:2: expected 'id<TAB>text', found no tab"),
+        ("c.tsv", "a\tx\n\ty\n", "c.tsv:2: the id (first field) is empty"),
+        ("c.tsv", "a\tx\ta\tb\n", "c.tsv:1: expected 'id<TAB>text' or 'id<TAB>text<TAB>title', found 4 fields"),
     ],
 )
-def test_malformed_jsonl_names_file_and_line(run, tmp_path, content, message):
-    corpus = tmp_path / "corpus.jsonl"
+def test_malformed_corpus_names_file_and_line(run, tmp_path, name, content, message):
+    corpus = tmp_path / name
     corpus.write_text(content, encoding="utf-8")
     result = run(["index", corpus, "-o", tmp_path / "idx"])
     assert result.exit_code == 1
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("a\tfine\nb has no tab\n", "c.tsv:2: expected 'id<TAB>text', found no tab"),
-        ("a\tx\n\ty\n", "c.tsv:2: the id (first field) is empty"),
-        ("a\tx\ta\tb\n", "c.tsv:1: expected 'id<TAB>text' or 'id<TAB>text<TAB>title', found 4 fields"),
-    ],
-)
-def test_malformed_tsv(run, tmp_path, content, message):
-    corpus = tmp_path / "c.tsv"
-    corpus.write_text(content, encoding="utf-8")
-    result = run(["index", corpus, "-o", tmp_path / "idx"])
-    assert result.exit_code == 1 and message in result.stderr
 
 
 def test_a_bad_line_midway_keeps_the_last_commit_and_resumes(run, tmp_path, docs):
