@@ -25,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from m3search.data.corpus import Document, document_from_mapping
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
@@ -190,23 +191,12 @@ class SearchIndex:
         """Live documents as of the last commit."""
         return int(self.planner.snapshot.n_docs)
 
-    @overload
-    def search(self, query: str, *, k: int = ..., mode: str | None = ..., weights: Mapping[str, float] | str | None = ...,
-               depths: int | Mapping[str, int] | None = ..., fusion: str = ..., rrf_k: float = ...,
-               explain: bool = ..., all_scores: bool = ..., with_text: bool = ...,
-               max_length: int | None = ..., params: Mapping[str, Mapping[str, Any]] | None = ...) -> list[Hit]: ...
-
-    @overload
-    def search(self, query: Sequence[str], *, k: int = ..., mode: str | None = ...,
-               weights: Mapping[str, float] | str | None = ..., depths: int | Mapping[str, int] | None = ...,
-               fusion: str = ..., rrf_k: float = ..., explain: bool = ..., all_scores: bool = ...,
-               with_text: bool = ..., max_length: int | None = ...,
-               params: Mapping[str, Mapping[str, Any]] | None = ...) -> list[list[Hit]]: ...
-
-    def search(self, query, *, k=10, mode=None, weights=None, depths=None, fusion="weighted", rrf_k=60,
-               explain=False, all_scores=False, with_text=True, max_length=None, params=None):
-        """Search with one query (a string: returns list[Hit]) or many (a list of strings: returns one
-        list[Hit] per query, in order; they share one encoder pass and one scan of each index).
+    def search(self, query: str, *, k: int = 10, mode: str | None = None,
+               weights: Mapping[str, float] | str | None = None, depths: int | Mapping[str, int] | None = None,
+               fusion: str = "weighted", rrf_k: float = 60, explain: bool = False, all_scores: bool = False,
+               with_text: bool = True, max_length: int | None = None,
+               params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Hit]:
+        """Search with one query; returns its hits, best first. For several queries use `search_many`.
 
         mode:    'dense', 'sparse', 'multivec', 'dense+sparse' or 'all' (the default: dense 1, sparse 0.3,
                  multivec 1; 'dense' for a model whose sparse and multi-vector heads are untrained); or
@@ -216,18 +206,34 @@ class SearchIndex:
         explain: attach each hit's matched lexical terms. all_scores: score all three components even when
                  the mode uses fewer. with_text: fetch each hit's text and title.
         Every candidate is scored exactly on every signal asked for, whichever index found it.
+        An empty or whitespace-only query is an InputError (it has nothing to match).
         """
-        single = isinstance(query, str)
-        texts = [query] if single else _query_list(query)
+        options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
+                       all_scores=all_scores, with_text=with_text, max_length=max_length, params=params)
+        if not isinstance(query, str):
+            # the old shape-by-input call: kept for one release
+            warnings.warn("SearchIndex.search(list of queries) is deprecated: use search_many(queries), which "
+                          "returns one list of hits per query", DeprecationWarning, stacklevel=2)
+            return self.search_many(query, **options)  # type: ignore[return-value]
+        return self.search_many([query], **options)[0]
+
+    def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str | None = None,
+                    weights: Mapping[str, float] | str | None = None,
+                    depths: int | Mapping[str, int] | None = None, fusion: str = "weighted", rrf_k: float = 60,
+                    explain: bool = False, all_scores: bool = False, with_text: bool = True,
+                    max_length: int | None = None,
+                    params: Mapping[str, Mapping[str, Any]] | None = None) -> list[list[Hit]]:
+        """Search with many queries at once: one list of hits per query, in order. They share one encoder
+        pass, one search call per index and one re-scoring call per component. Options as in `search`."""
+        texts = _query_list(queries)
         if not texts:
             return []
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
         if mode is None and weights is None:
             mode = self.default_mode
-        hits = self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
+        return self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
                                    params=params)
-        return hits[0] if single else hits
 
     @property
     def default_mode(self) -> str:
@@ -388,13 +394,18 @@ def _model_reference(model: str | Path | Encoder | None, encoder: Encoder) -> st
 
 
 def _query_list(queries: Any) -> list[str]:
+    if isinstance(queries, str):
+        raise InputError("search_many takes a list of query strings, not one string: use search(query) for one")
     try:
         texts = list(queries)
     except TypeError:
-        raise InputError(f"query must be a string or a list of strings, got {type(queries).__name__}") from None
+        raise InputError(f"queries must be a list of strings, got {type(queries).__name__}") from None
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InputError(f"query at position {i} is a {type(t).__name__}, not a string")
+        if not t.strip():
+            # an empty query matches nothing: refuse it rather than return arbitrary hits
+            raise InputError(f"query at position {i} is empty: give it some text (or leave it out)")
     return texts
 
 

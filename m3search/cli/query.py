@@ -101,7 +101,7 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
             batches = [queries[i : i + QUERY_BATCH] for i in range(0, len(queries), QUERY_BATCH)]
             bar = _bar(len(queries), show_progress(quiet) and len(batches) > 1)
             for chunk in batches:
-                results = index.search([q.text for q in chunk], **options)
+                results = index.search_many([q.text for q in chunk], **options)
                 for q, hits in zip(chunk, results):
                     if trec_out is not None:
                         trec_out.writelines(line + "\n" for line in trec_lines(q.qid, hits, run_name))

@@ -122,7 +122,7 @@ class BM25Index:
             clauses.append((tantivy.Occur.Should, q if n == 1 else tantivy.Query.boost_query(q, float(n))))
         return tantivy.Query.boolean_query(clauses)
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    def search_many(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
         """Top-k (docid, score) per query; a query with no term in the corpus gets an empty list."""
         out = []
         for text in queries:

@@ -191,7 +191,7 @@ def _run_language(config, task, encoder, retriever, bm25, texts) -> dict:
     for mode in config.modes:
         start = time.perf_counter()
         if mode == BM25:
-            ranked = [[Scored(d, s, {}) for d, s in row] for row in bm25.search([queries[q] for q in qids], config.k)]
+            ranked = [[Scored(d, s, {}) for d, s in row] for row in bm25.search_many([queries[q] for q in qids], config.k)]
         elif mode == pool_mode and sweep:
             pool = retriever.search(q_batch, mode_weights(mode, config.fusion), 2 * config.depth, all_scores=True)
             ranked = [row[: config.k] for row in pool]

@@ -110,7 +110,7 @@ def index_search(index, corpus_by_id: dict[str, str] | None = None, encode_queri
         if encode_queries is not None:
             hits = index.search_encoded(encode_queries(queries), k=k, mode="dense", with_text=corpus_by_id is None)
         else:
-            hits = index.search(queries, k=k, mode="dense", with_text=corpus_by_id is None)
+            hits = index.search_many(queries, k=k, mode="dense", with_text=corpus_by_id is None)
         if corpus_by_id is None:
             return [[h.text for h in row if h.text is not None] for row in hits]
         return [[corpus_by_id[h.docid] for h in row] for row in hits]

@@ -25,11 +25,29 @@ def test_build_search_one_or_many(tmp_path, docs, model):
         assert isinstance(hits, list) and all(isinstance(h, Hit) for h in hits)
         assert hits[0].docid == "en-3" and hits[0].title == "Columns"
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-        many = index.search(["delete an entire column", "navigator"], k=2)
+        many = index.search_many(["delete an entire column", "navigator"], k=2)
         assert len(many) == 2 and [h.docid for h in many[0]] == [h.docid for h in hits[:2]]
         assert many[1][0].docid in {"en-1", "de-1"}
-        assert index.search([], k=2) == []
+        assert index.search_many([], k=2) == []
         assert len(index) == len(docs)
+
+
+def test_search_of_a_list_still_works_but_is_deprecated(tmp_path, docs, model):
+    with m3search.build_index(tmp_path / "idx", docs, model=model) as index:
+        with pytest.warns(DeprecationWarning, match="search_many"):
+            old = index.search(["delete an entire column", "navigator"], k=2)
+        new = index.search_many(["delete an entire column", "navigator"], k=2)
+        assert [[h.docid for h in row] for row in old] == [[h.docid for h in row] for row in new]
+        with pytest.raises(InputError, match="not one string"):
+            index.search_many("navigator")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\n\t"])
+def test_an_empty_query_is_refused_not_answered_with_arbitrary_hits(shared_index, bad):
+    with pytest.raises(InputError, match="empty"):
+        shared_index.search(bad)
+    with pytest.raises(InputError, match="position 1 is empty"):
+        shared_index.search_many(["navigator", bad])
 
 
 def test_component_scores_are_the_exact_scores(tmp_path, docs, model, hashing_encoder):

@@ -52,13 +52,13 @@ def test_scores_match_the_bm25_formula(tmp_path):
     index = BM25Index.build(tmp_path / "bm25", ids, texts)
     for query in ["apple", "banana cherry", "apple apple date", "全体", "fig grape"]:
         ref = reference_bm25([analyze(t) for t in texts], analyze(query))
-        hits = index.search([query], k=10)[0]
+        hits = index.search_many([query], k=10)[0]
         expected = sorted(((ids[i], s) for i, s in enumerate(ref) if s > 0), key=lambda x: -x[1])
         assert {d for d, _ in hits} == {d for d, _ in expected}
         got = dict(hits)
         for docid, score in expected:
             assert got[docid] == pytest.approx(score, rel=1e-4), (query, docid)
-    assert index.search(["grape"], k=5) == [[]]  # no shared term: nothing retrieved
+    assert index.search_many(["grape"], k=5) == [[]]  # no shared term: nothing retrieved
     assert index.nbytes() > 0
 
 
@@ -81,7 +81,7 @@ def test_bm25_on_the_full_corpus_matches_the_data_readme(eval_dir, tmp_path, lan
     passages = task.corpus.passages()
     index = BM25Index.build(tmp_path / "bm25", [p.docid for p in passages], [p.as_input() for p in passages])
     qids = list(task.judged_queries)
-    hits = index.search([task.queries[q] for q in qids], k=100)
+    hits = index.search_many([task.queries[q] for q in qids], k=100)
     scores = evaluate({q: dict(h) for q, h in zip(qids, hits)}, task.qrels, ["ndcg@10", "recall@100"])
     assert 0.30 <= scores["ndcg@10"] <= 0.52
     assert 0.53 <= scores["recall@100"] <= 0.87
