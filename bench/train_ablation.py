@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from m3search import scoring  # noqa: E402
 from m3search.evaluation.datasets import load_task  # noqa: E402
 from m3search.evaluation.metrics import evaluate  # noqa: E402
+from m3search.ingest import passage_text  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "data" / "eval"
 MIRACL_LANGS = ["de", "fr", "es", "el", "ru", "ja", "zh-CN", "ko"]
@@ -67,7 +68,7 @@ def cache_all(cache_dir: Path, mkqa_langs: list[str] | None, miracl_langs: list[
     model, tok, spec = loaded.model, loaded.tokenizer, loaded.spec
     for task in tasks(mkqa_langs, miracl_langs):
         for kind, key, texts in (
-            ("passage", corpus_key(task), [p.as_input() for p in task.corpus]),
+            ("passage", corpus_key(task), [passage_text(p) for p in task.corpus]),
             ("query", f"{task.task}-{task.language}-queries", list(task.judged_queries.values())),
         ):
             t0 = time.perf_counter()
@@ -115,7 +116,7 @@ def evaluate_all(cache_dir: Path, variants: list[tuple[str, str]], out: Path, mk
         d_cache = StateCache(cache_dir / corpus_key(task))
         passages = list(task.corpus)
         docids = [p.docid for p in passages]
-        d_rows = d_cache.rows([p.as_input() for p in passages])
+        d_rows = d_cache.rows([passage_text(p) for p in passages])
         metric = "recall@100" if task.task == "mkqa" else "ndcg@10"
         for name, model in models.items():
             key = (name, corpus_key(task))

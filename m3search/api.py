@@ -298,7 +298,7 @@ class SearchIndex:
                     chunk = [d for d, p in zip(chunk, present) if not p]
                 if chunk:
                     batch = encoder.encode([d.text for d in chunk], kind="passage", max_length=max_length)
-                    ids, records = [d.id for d in chunk], [d.record() for d in chunk]
+                    ids, records = [d.id for d in chunk], chunk
                     (writer.upsert if replace else writer.add)(ids, batch, records)
                     added += len(chunk) - (n_present if replace else 0)
                     replaced += n_present if replace else 0

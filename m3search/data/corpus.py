@@ -10,7 +10,6 @@ null (MIRACL ships some) is skipped and counted rather than refused.
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import io
 import json
@@ -20,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
+from m3search.document import Document
 from m3search.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -29,26 +29,6 @@ ID_KEYS = ("docid", "_id", "id")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _RESERVED = {*ID_KEYS, "text", "title", "metadata"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Document:
-    """One document to index. `source` says where it was read ('corpus.jsonl:12'), for messages."""
-
-    id: str
-    text: str
-    title: str | None = None
-    metadata: dict[str, Any] | None = None
-    source: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        """The stored fields, as the index engine takes them."""
-        out: dict[str, Any] = {"text": self.text}
-        if self.title is not None:
-            out["title"] = self.title
-        if self.metadata:
-            out["metadata"] = self.metadata
-        return out
 
 
 class CorpusReader:

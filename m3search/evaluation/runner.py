@@ -27,6 +27,7 @@ from m3search.evaluation.datasets import RetrievalTask, load_tasks
 from m3search.evaluation.modes import BM25, SIGNALS, mode_signals, mode_weights
 from m3search.evaluation.retrievers import EngineRetriever, ExactRetriever, Scored
 from m3search.evaluation.trec import write_run
+from m3search.ingest import passage_text
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> t
     docids, batch, encode_info = _encode_corpus(config, corpus, encoder, fingerprint, cache, progress, label)
     texts = None
     if any(t.answers for t in group):
-        texts = {p.docid: p.as_input() for p in corpus}
+        texts = {p.docid: passage_text(p) for p in corpus}
     folder = Path(tempfile.mkdtemp(prefix="corpus-", dir=work))
     corpus_report: dict[str, Any] = {
         "files": [str(f) for f in corpus.files],
@@ -122,7 +123,7 @@ def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> t
     bm25 = None
     if BM25 in config.modes:
         start = time.perf_counter()
-        text_of = {p.docid: p.as_input() for p in corpus}
+        text_of = {p.docid: passage_text(p) for p in corpus}
         bm25 = BM25Index.build(folder / "bm25", docids, [text_of.pop(d) for d in docids])
         corpus_report["bm25_index_seconds"] = time.perf_counter() - start
         corpus_report["index_bytes"] = {**corpus_report.get("index_bytes", {}), BM25: bm25.nbytes()}
@@ -152,7 +153,7 @@ def _encode_corpus(config, corpus, encoder, fingerprint, cache, progress, label)
     parts = []
     chunks = range(0, len(passages), config.batch_size)
     for lo in progress(chunks, f"encoding {label}", len(chunks)):
-        texts = [p.as_input() for p in passages[lo : lo + config.batch_size]]
+        texts = [passage_text(p) for p in passages[lo : lo + config.batch_size]]
         parts.append(encoder.encode(texts, kind="passage", max_length=config.passage_max_length))
     batch = EncodedBatch.concat(parts) if parts else encoder.encode([], kind="passage")
     seconds = time.perf_counter() - start

@@ -19,7 +19,6 @@ small reference-counted table (`open_env` / `release_env`).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import threading
@@ -30,6 +29,7 @@ import lmdb
 import msgpack
 import numpy as np
 
+from m3search.document import Document
 from m3search.errors import IndexFormatError, InputError
 from m3search.indexes.state import CommitState
 
@@ -47,12 +47,8 @@ DB_META, DB_EXT2INT, DB_DOCS, DB_DELETED = b"meta", b"ext2int", b"docs", b"delet
 KEY_FORMAT, KEY_STATE = b"format", b"state"
 
 
-@dataclasses.dataclass(frozen=True)
-class DocRecord:
-    id: str
-    text: str | None
-    title: str | None
-    metadata: Any
+# The store gives back the one document type; the old name stays as an alias.
+DocRecord = Document
 
 
 def ext_key(ext_id: str) -> bytes:
@@ -77,10 +73,10 @@ def unpack(data: bytes, what: str) -> Any:
         raise IndexFormatError(f"{what} in the document store is not valid msgpack ({e}); the index is damaged") from e
 
 
-def pack_record(ext_id: str, doc: dict | None) -> bytes:
-    doc = doc or {}
+def pack_record(ext_id: str, doc: Document | None) -> bytes:
+    fields = [None, None, None] if doc is None else [doc.text, doc.title, doc.metadata]
     try:
-        return pack([ext_id, doc.get("text"), doc.get("title"), doc.get("metadata")])
+        return pack([ext_id, *fields])
     except (TypeError, ValueError, OverflowError) as e:
         raise InputError(
             f"document {ext_id!r}: its fields can't be stored ({e}); metadata must be JSON-like "
@@ -88,11 +84,11 @@ def pack_record(ext_id: str, doc: dict | None) -> bytes:
         ) from None
 
 
-def unpack_record(data: bytes, internal_id: int) -> DocRecord:
+def unpack_record(data: bytes, internal_id: int) -> Document:
     rec = unpack(data, f"document record {internal_id}")
     if not isinstance(rec, list) or len(rec) != 4:
         raise IndexFormatError(f"document record {internal_id} has an unknown layout; the index is damaged")
-    return DocRecord(*rec)
+    return Document(*rec)
 
 
 def record_ext_id(data: bytes) -> str:
@@ -242,7 +238,7 @@ class DocStore:
             out.append(int.from_bytes(v, "big") if v is not None else -1)
         return np.asarray(out, dtype=np.int64)
 
-    def record(self, txn: lmdb.Transaction, internal_id: int) -> DocRecord | None:
+    def record(self, txn: lmdb.Transaction, internal_id: int) -> Document | None:
         raw = txn.get(int_key(internal_id), db=self.docs)
         return None if raw is None else unpack_record(raw, internal_id)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from m3search.document import Document
 from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError
 from m3search.indexes.docstore import DOCS_DIR, DocStore, open_env, release_env
 from m3search.indexes.fsutil import fsync_dir, fsync_dirs, tree_bytes
@@ -205,13 +206,14 @@ class Index:
             return self._store.state(txn)
 
     # -- writes -------------------------------------------------------------------------------------
-    def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None = None) -> None:
-        """Buffer new documents (visible after `commit()`). docs: {"text", "title"?, "metadata"?} per id.
+    def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[Document | None] | None = None) -> None:
+        """Buffer new documents (visible after `commit()`). docs: one `m3search.document.Document` per id
+        (a dict {"text", "title"?, "metadata"?} is still accepted).
         An id already in the index (or twice in `ids`) is an InputError: use `upsert` to replace.
         The batch's arrays are kept, not copied, until they are written: don't modify them meanwhile."""
         self._need_writer("add documents").add(ids, batch, docs, replace=False)
 
-    def upsert(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None = None) -> None:
+    def upsert(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[Document | None] | None = None) -> None:
         """Add documents, replacing any with the same ids (delete + add, in one commit)."""
         self._need_writer("upsert documents").add(ids, batch, docs, replace=True)
 

@@ -58,6 +58,7 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.base import ComponentType
+from m3search.document import Document
 from m3search.indexes.docstore import DocStore, ext_key, int_key, pack, pack_record
 from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs, fsync_file
 from m3search.indexes.handles import IDS_FILE, HandleCache
@@ -153,7 +154,7 @@ class IndexWriter:
         ext_ids = _check_ids(ext_ids, "contains", allow_duplicates=True)
         return self._lookup(ext_ids) >= 0
 
-    def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict | None] | None, replace: bool) -> None:
+    def add(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[Document | dict | None] | None, replace: bool) -> None:
         action = "upsert" if replace else "add"
         ids = _check_ids(ids, action, allow_duplicates=False)
         if not isinstance(batch, EncodedBatch):
@@ -496,26 +497,33 @@ def _check_ids(ids: Sequence[str], action: str, allow_duplicates: bool) -> list[
     return ids
 
 
-def _check_docs(docs: Sequence[dict | None] | None, ids: list[str], action: str) -> list[dict | None]:
+def _check_docs(docs: Sequence[Document | dict | None] | None, ids: list[str], action: str) -> list[Document | None]:
+    """One Document (or None) per id. A dict {"text", "title"?, "metadata"?} is still taken and converted."""
     if docs is None:
         return [None] * len(ids)
     docs = list(docs)
     if len(docs) != len(ids):
         raise InputError(f"{action}: {len(ids)} ids but {len(docs)} docs; give one doc per id (or docs=None)")
+    out: list[Document | None] = []
     for ext, doc in zip(ids, docs):
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise InputError(f"{action}: document {ext!r} is a {type(doc).__name__}; docs must be dicts")
-        unknown = set(doc) - _DOC_KEYS
-        if unknown:
-            raise InputError(
-                f"{action}: document {ext!r} has unknown fields {sorted(unknown)}; allowed: 'text', 'title', "
-                "'metadata' (put anything else under 'metadata')"
-            )
-        if "id" in doc and doc["id"] != ext:
-            raise InputError(f"{action}: document {ext!r} carries a different 'id' {doc['id']!r}")
-        for key in ("text", "title"):
-            if doc.get(key) is not None and not isinstance(doc[key], str):
-                raise InputError(f"{action}: document {ext!r}: {key!r} must be a string, got {type(doc[key]).__name__}")
-    return docs
+        if isinstance(doc, dict):
+            unknown = set(doc) - _DOC_KEYS
+            if unknown:
+                raise InputError(
+                    f"{action}: document {ext!r} has unknown fields {sorted(unknown)}; allowed: 'text', 'title', "
+                    "'metadata' (put anything else under 'metadata')"
+                )
+            if "id" in doc and doc["id"] != ext:
+                raise InputError(f"{action}: document {ext!r} carries a different 'id' {doc['id']!r}")
+            doc = Document(ext, doc.get("text"), doc.get("title"), doc.get("metadata"))
+        elif doc is not None and not isinstance(doc, Document):
+            raise InputError(f"{action}: document {ext!r} is a {type(doc).__name__}; docs must be Documents")
+        if doc is not None:
+            if doc.id != ext:
+                raise InputError(f"{action}: document {ext!r} carries a different id {doc.id!r}")
+            for key in ("text", "title"):
+                value = getattr(doc, key)
+                if value is not None and not isinstance(value, str):
+                    raise InputError(f"{action}: document {ext!r}: {key!r} must be a string, got {type(value).__name__}")
+        out.append(doc)
+    return out

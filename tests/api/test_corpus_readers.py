@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+import m3search
 from m3search.data import SAMPLE_CORPUS, CorpusReader, read_queries
 from m3search.errors import InputError
 
@@ -39,7 +40,7 @@ def test_beir_jsonl_metadata_and_gzip(tmp_path):
     _, docs = read(path)
     assert docs[0].id == "7" and docs[0].title is None
     assert docs[0].metadata == {"url": "u", "lang": "de"}
-    assert docs[0].record() == {"text": "t", "metadata": {"url": "u", "lang": "de"}}
+    assert docs[0] == m3search.Document("7", "t", None, {"url": "u", "lang": "de"})
 
 
 def test_dpr_tsv_with_header_and_title_and_a_bom(tmp_path):

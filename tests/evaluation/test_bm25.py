@@ -76,10 +76,11 @@ def test_bm25_on_the_full_corpus_matches_the_data_readme(eval_dir, tmp_path, lan
     0.30-0.52 and Recall@100 0.53-0.87."""
     from m3search.evaluation.datasets import load_task
     from m3search.evaluation.metrics import evaluate
+    from m3search.ingest import passage_text
 
     task = load_task("miracl", eval_dir / "miracl_like", lang)
     passages = task.corpus.passages()
-    index = BM25Index.build(tmp_path / "bm25", [p.docid for p in passages], [p.as_input() for p in passages])
+    index = BM25Index.build(tmp_path / "bm25", [p.docid for p in passages], [passage_text(p) for p in passages])
     qids = list(task.judged_queries)
     hits = index.search_many([task.queries[q] for q in qids], k=100)
     scores = evaluate({q: dict(h) for q, h in zip(qids, hits)}, task.qrels, ["ndcg@10", "recall@100"])

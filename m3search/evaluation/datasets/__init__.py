@@ -11,9 +11,9 @@ from typing import Callable, NamedTuple
 
 from m3search.errors import ConfigError, InputError
 from m3search.evaluation.datasets import beir, miracl, mkqa, mldr
-from m3search.evaluation.datasets.task import Corpus, Passage, RetrievalTask
+from m3search.evaluation.datasets.task import Corpus, RetrievalTask
 
-__all__ = ["Corpus", "Passage", "RetrievalTask", "TASKS", "load_task", "load_tasks", "task_languages"]
+__all__ = ["Corpus", "RetrievalTask", "TASKS", "load_task", "load_tasks", "task_languages"]
 
 
 class TaskFormat(NamedTuple):

@@ -7,28 +7,15 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from m3search.document import Document
 from m3search.errors import InputError
+from m3search.ingest import PASSAGE_INPUT_VERSION
 from m3search.evaluation.datasets._files import files_hash, get_field, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
-# Bump when the way a passage becomes encoder input changes: it is part of every encoding cache key.
-PASSAGE_INPUT_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Passage:
-    docid: str
-    text: str
-    title: str = ""
-
-    def as_input(self) -> str:
-        """What the encoders and BM25 see: "title text", as BGE-M3's and pyserini's MIRACL runs do."""
-        return f"{self.title} {self.text}" if self.title else self.text
-
-
 class Corpus:
-    """Passages read on demand from JSONL files (gzip or plain), in file order.
+    """Passages (`m3search.document.Document`s) read on demand from JSONL files (gzip or plain), in file order.
 
     Ids come from the first of `docid`, `_id`, `id`; text from `text` (or `contents`); `title` is optional.
     A null text (MIRACL ships some as null with "truncated": true) reads as "", so judgements on it still
@@ -46,7 +33,7 @@ class Corpus:
     def __repr__(self) -> str:
         return f"Corpus({[str(f) for f in self.files]})"
 
-    def __iter__(self) -> Iterator[Passage]:
+    def __iter__(self) -> Iterator[Document]:
         seen: dict[str, str] = {}
         for path in self.files:
             for lineno, obj in iter_jsonl(path):
@@ -56,10 +43,10 @@ class Corpus:
                     raise InputError(f"{where}: docid {docid!r} was already used at {seen[docid]}; docids must be unique")
                 seen[docid] = where
                 text = get_field(obj, self.TEXT_FIELDS, where, optional=True) or ""
-                title = get_field(obj, ("title",), where, optional=True) or ""
-                yield Passage(docid, text, title)
+                title = get_field(obj, ("title",), where, optional=True) or None
+                yield Document(docid, text, title, source=where)
 
-    def passages(self) -> list[Passage]:
+    def passages(self) -> list[Document]:
         return list(self)
 
     @functools.cached_property
