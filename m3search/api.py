@@ -22,36 +22,20 @@ An index remembers the model it was built with, so `m3search.open_index(path)` n
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 import warnings
-from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from m3search.data.corpus import Document, document_from_mapping
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
 from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError, ModelError
+from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResult, DocLike, encode_documents, ingest
 from m3search.planner import DEFAULT_MODE, Hit, Planner
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
 
-DocLike = Document | Mapping[str, Any] | tuple[str, str]
-
-DEFAULT_BATCH_SIZE = 128  # documents per encoder call (which sorts them by length) and per add to the index
-DEFAULT_COMMIT_INTERVAL = 120.0  # seconds between commits of a long add, so an interrupted run resumes
-
-
-@dataclasses.dataclass(frozen=True)
-class AddResult:
-    """What an add or upsert did: documents written, and those left alone because their id was indexed."""
-
-    added: int
-    skipped: int = 0
-    replaced: int = 0
-    generation: int = 0
+__all__ = ["AddResult", "SearchIndex", "build_index", "open_index"]
 
 
 def build_index(
@@ -282,42 +266,14 @@ class SearchIndex:
 
     def _write(self, docs: Iterable[DocLike], *, replace: bool, batch_size: int, max_length: int | None,
                commit_interval: float, progress: bool) -> AddResult:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         encoder = self.encoder
-        added = skipped = replaced = generation = 0
-        bar = _progress_bar(progress)
         writer = self._writer()
         try:
-            last_commit = time.monotonic()
-            for chunk in _chunks(_as_documents(docs), batch_size):
-                present = writer.contains([d.id for d in chunk])
-                n_present = int(present.sum())
-                if not replace:
-                    skipped += n_present
-                    chunk = [d for d, p in zip(chunk, present) if not p]
-                if chunk:
-                    batch = encoder.encode([d.text for d in chunk], kind="passage", max_length=max_length)
-                    ids, records = [d.id for d in chunk], chunk
-                    (writer.upsert if replace else writer.add)(ids, batch, records)
-                    added += len(chunk) - (n_present if replace else 0)
-                    replaced += n_present if replace else 0
-                if bar is not None:
-                    bar.update(len(chunk) + (0 if replace else n_present))
-                if time.monotonic() - last_commit >= commit_interval:
-                    generation = writer.commit()
-                    last_commit = time.monotonic()
-                    log.info("committed generation %d (%d documents added so far)", generation, added)
-            generation = writer.commit()
-        except BaseException:
-            writer.rollback()  # what was not committed is dropped: the index stays at its last commit
-            raise
+            return ingest(writer, docs, lambda chunk: encode_documents(encoder, chunk, max_length), replace=replace,
+                          batch_size=batch_size, commit_interval=commit_interval, progress=progress)
         finally:
             writer.close()
-            if bar is not None:
-                bar.close()
             self._refresh()
-        return AddResult(added=added, skipped=skipped, replaced=replaced, generation=int(generation))
 
     def _writer(self):
         return _index_class().open(self.path, writable=True, identity=self._identity)
@@ -407,39 +363,3 @@ def _query_list(queries: Any) -> list[str]:
             # an empty query matches nothing: refuse it rather than return arbitrary hits
             raise InputError(f"query at position {i} is empty: give it some text (or leave it out)")
     return texts
-
-
-def _as_documents(docs: Iterable[DocLike]) -> Iterator[Document]:
-    if isinstance(docs, (str, bytes, Mapping)):
-        raise InputError("docs must be a list (or iterable) of documents, not a single " + type(docs).__name__)
-    seen: set[str] = set()
-    for i, item in enumerate(docs):
-        where = getattr(item, "source", None) or f"docs[{i}]"
-        if isinstance(item, Document):
-            doc = item
-        elif isinstance(item, Mapping):
-            doc = document_from_mapping(item, where)
-        elif isinstance(item, tuple) and len(item) == 2:
-            doc = document_from_mapping({"id": item[0], "text": item[1]}, where)
-        else:
-            raise InputError(
-                f"{where}: a {type(item).__name__} is not a document: give {{'id': ..., 'text': ...}} or (id, text)"
-            )
-        if doc.id in seen:
-            raise InputError(f"{where}: duplicate id {doc.id!r} (it appeared earlier in the input): ids must be unique")
-        seen.add(doc.id)
-        yield doc
-
-
-def _chunks(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _progress_bar(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(unit=" docs", desc="indexing", dynamic_ncols=True)

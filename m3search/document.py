@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from m3search.errors import InputError
+
 
 @dataclasses.dataclass(frozen=True)
 class Document:
@@ -33,3 +35,26 @@ class Document:
     def docid(self) -> str:
         """The id under the name the benchmark files use (MIRACL's `docid`)."""
         return self.id
+
+
+class UniqueIds:
+    """The one duplicate-id check of every document stream (corpus readers, the API, benchmark corpora).
+
+    >>> ids = UniqueIds()
+    >>> ids.check(Document("a", "x", source="c.jsonl:1"))
+    >>> ids.check(Document("a", "y", source="c.jsonl:2"))
+    Traceback (most recent call last):
+    ...
+    m3search.errors.InputError: c.jsonl:2: duplicate id 'a' (it appeared earlier in the input): ids must be unique; remove or rename one of them
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def check(self, doc: Document, where: str | None = None) -> None:
+        if doc.id in self._seen:
+            raise InputError(
+                f"{where or doc.source or 'input'}: duplicate id {doc.id!r} (it appeared earlier in the input): ids "
+                "must be unique; remove or rename one of them"
+            )
+        self._seen.add(doc.id)

@@ -53,6 +53,7 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     """
     from m3search import api
     from m3search.data import SAMPLE_CORPUS, CorpusReader
+    from m3search.ingest import DocumentStream
 
     apply_quiet(quiet)
     if sample and corpus:
@@ -62,14 +63,14 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     sources = [str(SAMPLE_CORPUS)] if sample else list(corpus)
     if sources.count("-") > 1:
         raise click.UsageError("stdin (-) can be read only once")
-    reader = CorpusReader(sources, format=corpus_format)
-    docs = iter(reader)
+    stream = DocumentStream(CorpusReader(sources, format=corpus_format))  # the API's own normalisation
+    docs = iter(stream)
     try:
         first = next(docs, None)  # check there is something before creating an index folder
     except M3SearchError as e:
         raise click.ClickException(f"{e} (nothing was indexed)") from None
     if first is None:
-        skipped = _skipped_note(reader)
+        skipped = _skipped_note(stream)
         raise InputError(f"no documents in {', '.join(sources)}: the corpus is empty" + (f"; {skipped}" if skipped else ""))
 
     started = time.perf_counter()
@@ -107,17 +108,18 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
         lines.append(f"Replaced {_count(result.replaced, 'document')} already in the index.")
     if result.skipped:
         lines.append(f"Skipped {_count(result.skipped, 'document')} already in the index (--replace re-indexes them).")
-    note = _skipped_note(reader)
+    note = _skipped_note(stream)
     if note:
         lines.append(note[0].upper() + note[1:] + ".")
     status("\n".join(lines), quiet)
 
 
-def _skipped_note(reader) -> str:
-    """'skipped 2 records (the text is null; the first at x.jsonl:1)', or '' when nothing was skipped."""
-    parts = [f"{_count(n, 'record')} ({reason}; the first at {reader.first_skipped[reason]})"
-             for reason, n in reader.skipped.items()]
-    return ("skipped " + ", ".join(parts)) if parts else ""
+def _skipped_note(stream) -> str:
+    """'skipped 2 records (no text: missing, empty or only whitespace; the first at x.jsonl:1)', or ''."""
+    if not stream.skipped_empty:
+        return ""
+    return (f"skipped {_count(stream.skipped_empty, 'record')} (no text: missing, empty or only whitespace; "
+            f"the first at {stream.first_empty})")
 
 
 def _count(n: int, noun: str) -> str:

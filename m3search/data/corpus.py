@@ -6,7 +6,8 @@ TSV lines are `id<TAB>text` or `id<TAB>text<TAB>title` (DPR's order), with an op
 A folder is read recursively: every .txt/.md file is a document whose id is its path in the folder.
 
 Every problem is reported as `file:line: what is wrong; how to fix it`. A record whose text is JSON
-null (MIRACL ships some) is skipped and counted rather than refused.
+null (MIRACL ships some) reads as a Document with no text; `m3search.ingest` skips and counts those
+(and empty or whitespace-only texts), the same for the CLI and the API.
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ import io
 import json
 import logging
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
-from m3search.document import Document
+from m3search.document import Document, UniqueIds
 from m3search.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ class CorpusReader:
 
     sources: file paths, folders, or '-' for `stdin` (a binary or text stream; default sys.stdin).
     format:  'auto' (by suffix, else by the first line), 'jsonl' or 'tsv'; folders are always text files.
-    After iteration, `skipped` counts the records left out, by reason, and `first_skipped` names one.
     """
 
     def __init__(self, sources: Iterable[str | Path], format: str = "auto", stdin: IO | None = None):
@@ -47,24 +46,13 @@ class CorpusReader:
             raise InputError("no corpus given: name one or more files or folders, or '-' for stdin")
         self.format = format
         self.stdin = stdin
-        self.skipped: Counter[str] = Counter()
-        self.first_skipped: dict[str, str] = {}
-        self._seen: set[str] = set()
 
     def __iter__(self) -> Iterator[Document]:
+        ids = UniqueIds()
         for source in self.sources:
             for doc in self._read_source(source):
-                if doc.id in self._seen:
-                    raise InputError(
-                        f"{doc.source}: duplicate id {doc.id!r} (it appeared earlier in the input): ids must be "
-                        "unique; remove or rename one of them"
-                    )
-                self._seen.add(doc.id)
+                ids.check(doc)
                 yield doc
-
-    def _skip(self, reason: str, where: str) -> None:
-        self.skipped[reason] += 1
-        self.first_skipped.setdefault(reason, where)
 
     def _read_source(self, source: str) -> Iterator[Document]:
         if source == "-":
@@ -115,9 +103,6 @@ class CorpusReader:
         doc_id = _id_field(obj, where)
         if "text" not in obj:
             raise InputError(f"{where}: document {doc_id!r} has no 'text' field: every line needs a \"text\"")
-        if obj["text"] is None:
-            self._skip("the text is null", where)
-            return None
         return document_from_mapping(obj, where, doc_id)
 
     def _read_folder(self, root: Path) -> Iterator[Document]:
@@ -131,17 +116,15 @@ class CorpusReader:
         for path in files:
             where = str(path)
             text = _decode(path.read_bytes(), where, strip_bom=True).strip()
-            if not text:
-                self._skip("the file is empty", where)
-                continue
             yield Document(id=path.relative_to(root).as_posix(), text=text, source=where)
 
 
 def document_from_mapping(obj: Mapping[str, Any], where: str, doc_id: str | None = None) -> Document:
-    """A Document from a dict with an id (docid/_id/id), text, and optional title and metadata."""
+    """A Document from a dict with an id (docid/_id/id), text (a string, or null for none), and optional
+    title and metadata."""
     doc_id = _id_field(obj, where) if doc_id is None else doc_id
     text = obj.get("text")
-    if not isinstance(text, str):
+    if not isinstance(text, str) and not (text is None and "text" in obj):
         what = "no 'text' field" if "text" not in obj else f"a {type(text).__name__} as 'text'"
         raise InputError(f"{where}: document {doc_id!r} has {what}: give its text as a string")
     title = obj.get("title")

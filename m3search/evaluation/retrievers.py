@@ -17,6 +17,7 @@ from typing import Mapping, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from m3search import scoring
+from m3search.document import Document
 from m3search.evaluation.modes import SIGNALS
 from m3search.types import EncodedBatch, EncoderIdentity
 
@@ -110,20 +111,29 @@ class EngineRetriever:
         path: Path,
         identity: EncoderIdentity,
         model: str | None,
-        docids: Sequence[str],
+        docs: Sequence[Document],
         batch: EncodedBatch,
         depth: int = 100,
         components: Mapping[str, dict] | None = None,
         chunk: int = 2048,
     ) -> "EngineRetriever":
+        """Index `docs`, whose encodings are the rows of `batch` (computed earlier, e.g. cached, with
+        `m3search.ingest.encode_documents`), through `m3search.ingest` as every index is built."""
         from m3search.indexes.index import Index
+        from m3search.ingest import ingest
+
+        row = {d.id: i for i, d in enumerate(docs)}
+
+        def precomputed(part: Sequence[Document]) -> EncodedBatch:
+            return batch.select(np.array([row[d.id] for d in part], dtype=np.int64))
 
         index = Index.create(path, identity, model, components=dict(components) if components else None)
-        for lo in range(0, len(docids), chunk):
-            idx = np.arange(lo, min(lo + chunk, len(docids)))
-            index.add(list(docids[lo : lo + chunk]), batch.select(idx))
-        index.commit()
-        index.close()
+        try:
+            result = ingest(index, docs, precomputed, batch_size=chunk, commit_interval=float("inf"))
+        finally:
+            index.close()
+        if result.added != len(docs):
+            raise ValueError(f"indexed {result.added} of {len(docs)} benchmark documents: give only documents with text")
         return cls(Index.open(path, writable=False, identity=identity), depth)
 
     def search(

@@ -27,7 +27,8 @@ from m3search.evaluation.datasets import RetrievalTask, load_tasks
 from m3search.evaluation.modes import BM25, SIGNALS, mode_signals, mode_weights
 from m3search.evaluation.retrievers import EngineRetriever, ExactRetriever, Scored
 from m3search.evaluation.trec import write_run
-from m3search.ingest import passage_text
+from m3search.document import Document
+from m3search.ingest import DocumentStream, encode_documents, passage_text
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,11 @@ def _group_by_corpus(tasks: Sequence[RetrievalTask]) -> dict[str, list[Retrieval
 def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> tuple[dict, dict]:
     corpus = group[0].corpus
     label = group[0].language if len(group) == 1 else f"{group[0].task} shared corpus"
-    docids, batch, encode_info = _encode_corpus(config, corpus, encoder, fingerprint, cache, progress, label)
+    docs, batch, encode_info = _encode_corpus(config, corpus, encoder, fingerprint, cache, progress, label)
+    docids = [d.id for d in docs]
     texts = None
     if any(t.answers for t in group):
-        texts = {p.docid: passage_text(p) for p in corpus}
+        texts = {p.id: passage_text(p) for p in corpus}
     folder = Path(tempfile.mkdtemp(prefix="corpus-", dir=work))
     corpus_report: dict[str, Any] = {
         "files": [str(f) for f in corpus.files],
@@ -114,7 +116,7 @@ def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> t
     if searchable:
         start = time.perf_counter()
         if config.backend == "engine":
-            retriever = EngineRetriever.build(folder / "index", encoder.identity, config.model, docids, batch,
+            retriever = EngineRetriever.build(folder / "index", encoder.identity, config.model, docs, batch,
                                               depth=config.depth, components=config.components)
         else:
             retriever = ExactRetriever(docids, batch)
@@ -123,7 +125,7 @@ def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> t
     bm25 = None
     if BM25 in config.modes:
         start = time.perf_counter()
-        text_of = {p.docid: passage_text(p) for p in corpus}
+        text_of = {p.id: passage_text(p) for p in corpus}
         bm25 = BM25Index.build(folder / "bm25", docids, [text_of.pop(d) for d in docids])
         corpus_report["bm25_index_seconds"] = time.perf_counter() - start
         corpus_report["index_bytes"] = {**corpus_report.get("index_bytes", {}), BM25: bm25.nbytes()}
@@ -138,38 +140,41 @@ def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> t
     return corpus_report, results
 
 
-def _encode_corpus(config, corpus, encoder, fingerprint, cache, progress, label) -> tuple[list[str], EncodedBatch, dict]:
+def _encode_corpus(config, corpus, encoder, fingerprint, cache, progress, label) -> tuple[list[Document], EncodedBatch, dict]:
+    """The corpus's documents that have text, in index order, and their encodings (through
+    `m3search.ingest`, as every index is built: same text, same skips)."""
     options = {"kind": "passage", "max_length": config.passage_max_length, "order": "blake2b-docid"}
     key = cache_key(fingerprint, corpus.content_hash, options)
+    stream = DocumentStream(corpus)
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
             docids, batch, meta = hit
+            by_id = {d.id: d for d in stream}
             logger.info("corpus encodings for %s from the cache (%s)", label, key)
-            return docids, batch, {"cached": True, "cache_key": key, **meta.get("encode", {})}
-    passages = sorted(corpus, key=_order_key)
-    docids = [p.docid for p in passages]
+            return [by_id[i] for i in docids], batch, {"cached": True, "cache_key": key, **meta.get("encode", {})}
+    passages = sorted(stream, key=_order_key)
+    docids = [p.id for p in passages]
     start = time.perf_counter()
     parts = []
     chunks = range(0, len(passages), config.batch_size)
     for lo in progress(chunks, f"encoding {label}", len(chunks)):
-        texts = [passage_text(p) for p in passages[lo : lo + config.batch_size]]
-        parts.append(encoder.encode(texts, kind="passage", max_length=config.passage_max_length))
+        parts.append(encode_documents(encoder, passages[lo : lo + config.batch_size], config.passage_max_length))
     batch = EncodedBatch.concat(parts) if parts else encoder.encode([], kind="passage")
     seconds = time.perf_counter() - start
     info = {"seconds": seconds, "passages_per_second": len(docids) / seconds if seconds else None,
-            "tokens": int(batch.multivec_lengths.sum()), **options}
+            "tokens": int(batch.multivec_lengths.sum()), "skipped_empty": stream.skipped_empty, **options}
     if cache is not None:
         cache.put(key, docids, batch, {"encoder": fingerprint, "corpus_hash": corpus.content_hash,
                                        "corpus_files": [str(f) for f in corpus.files], "encode": info})
-    return docids, batch, {"cached": False, "cache_key": key, **info}
+    return passages, batch, {"cached": False, "cache_key": key, **info}
 
 
 def _order_key(passage) -> bytes:
     """Index documents in a fixed pseudo-random order: the *_small corpora list their relevant passages
     first, so any retriever that breaks score ties by position (zero-score BM25 or sparse candidates, equal
     dense scores) would otherwise be rewarded for it."""
-    return hashlib.blake2b(passage.docid.encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(passage.id.encode("utf-8"), digest_size=8).digest()
 
 
 def _run_language(config, task, encoder, retriever, bm25, texts) -> dict:

@@ -133,6 +133,7 @@ def mine_with_new_index(
     index_dir: where to build the index (kept); default a temporary folder, removed afterwards.
     """
     from m3search.api import build_index
+    from m3search.document import Document
 
     corpus = list(dict.fromkeys(corpus if corpus is not None else corpus_of(examples)))
     by_id = {str(i): t for i, t in enumerate(corpus)}
@@ -142,7 +143,7 @@ def mine_with_new_index(
 
     with tempfile.TemporaryDirectory(prefix="m3search-mine-") as tmp:
         path = Path(index_dir) if index_dir is not None else Path(tmp) / "index"
-        docs = [{"id": i, "text": t} for i, t in by_id.items()]
+        docs = [Document(i, t) for i, t in by_id.items()]  # indexed through m3search.ingest by build_index
         with build_index(path, docs, model=encoder, components={"dense": {}}, max_length=passage_max_length) as index:
             return mine_from_ranked(examples, index_search(index, by_id, encode_queries), corpus, config, progress)
 

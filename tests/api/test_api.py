@@ -14,7 +14,8 @@ from m3search.planner import Hit
 
 def brute_force(encoder, docs, query):
     q = encoder.encode([query], kind="query")
-    d = encoder.encode([x["text"] for x in docs], kind="passage")
+    # what ingestion embeds: "title text" (m3search.ingest.passage_text)
+    d = encoder.encode([f"{x['title']} {x['text']}" if x.get("title") else x["text"] for x in docs], kind="passage")
     exact = scoring.all_scores(q, d)
     return {doc["id"]: {c: float(exact[c][0, i]) for c in exact} for i, doc in enumerate(docs)}
 
@@ -100,6 +101,14 @@ def test_delete_removes_documents_from_results(tmp_path, docs, model):
         assert len(index) == len(docs) - 2
 
 
+def test_documents_without_text_are_skipped_and_counted_as_the_cli_does(tmp_path, model):
+    docs = [{"id": "a", "text": None, "title": "t"}, ("b", ""), ("c", " \n\t "), ("d", "real words here")]
+    with m3search.build_index(tmp_path / "idx", model=model) as index:
+        result = index.add(docs)
+        assert (result.added, result.skipped_empty) == (1, 3)
+        assert len(index) == 1 and [h.docid for h in index.search("anything at all", k=5)] == ["d"]
+
+
 def test_a_failure_midway_leaves_the_last_commit(tmp_path, docs, model):
     def stream():
         yield from docs[:5]
@@ -118,7 +127,7 @@ def test_a_failure_midway_leaves_the_last_commit(tmp_path, docs, model):
         ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], "docs\\[1\\]: duplicate id 'a'"),
         ([{"text": "x"}], "docs\\[0\\]: no id field"),
         (["just a string"], "docs\\[0\\]: a str is not a document"),
-        ([{"id": "a", "text": None}], "docs\\[0\\]: document 'a' has a NoneType as 'text'"),
+        ([{"id": "a", "text": 7}], "docs\\[0\\]: document 'a' has a int as 'text'"),
         ({"id": "a", "text": "x"}, "not a single dict"),
     ],
 )

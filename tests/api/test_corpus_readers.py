@@ -9,6 +9,7 @@ import pytest
 import m3search
 from m3search.data import SAMPLE_CORPUS, CorpusReader, read_queries
 from m3search.errors import InputError
+from m3search.ingest import DocumentStream
 
 
 def read(*sources, **kwargs):
@@ -19,10 +20,12 @@ def read(*sources, **kwargs):
 def test_miracl_fixture_with_null_texts(shared_dir):
     path = shared_dir / "data" / "format_fixtures" / "miracl" / "de" / "corpus.sample.jsonl"
     reader, docs = read(path)
-    assert [d.id for d in docs] == ["1#9"]
-    assert docs[0].title == "Alan Smithee" and docs[0].source == f"{path}:2"
-    assert reader.skipped == {"the text is null": 2}
-    assert reader.first_skipped["the text is null"] == f"{path}:1"
+    assert [d.text is None for d in docs] == [True, False, True]  # null texts are read, ingest skips them
+    stream = DocumentStream(docs)
+    kept = list(stream)
+    assert [d.id for d in kept] == ["1#9"]
+    assert kept[0].title == "Alan Smithee" and kept[0].source == f"{path}:2"
+    assert stream.skipped_empty == 2 and stream.first_empty == f"{path}:1"
 
 
 def test_miracl_topics_and_mldr_queries(shared_dir):
@@ -85,6 +88,6 @@ def test_unknown_format_and_empty_folder(tmp_path):
 
 def test_sample_corpus_ships_with_the_package():
     reader, docs = read(SAMPLE_CORPUS)
-    assert len(docs) == 300 and not reader.skipped
+    assert len(docs) == 300 and all(d.text.strip() for d in docs)
     langs = {d.metadata["lang"] for d in docs}
     assert {"en", "de", "fr", "es", "it", "ru", "ja", "zh-CN", "ko"} == langs

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from m3search.document import Document
+from m3search.document import Document, UniqueIds
 from m3search.errors import InputError
 from m3search.ingest import PASSAGE_INPUT_VERSION
 from m3search.evaluation.datasets._files import files_hash, get_field, iter_jsonl
@@ -34,17 +34,16 @@ class Corpus:
         return f"Corpus({[str(f) for f in self.files]})"
 
     def __iter__(self) -> Iterator[Document]:
-        seen: dict[str, str] = {}
+        ids = UniqueIds()
         for path in self.files:
             for lineno, obj in iter_jsonl(path):
                 where = f"{path}:{lineno}"
                 docid = get_field(obj, self.ID_FIELDS, where)
-                if docid in seen:
-                    raise InputError(f"{where}: docid {docid!r} was already used at {seen[docid]}; docids must be unique")
-                seen[docid] = where
                 text = get_field(obj, self.TEXT_FIELDS, where, optional=True) or ""
                 title = get_field(obj, ("title",), where, optional=True) or None
-                yield Document(docid, text, title, source=where)
+                doc = Document(docid, text, title, source=where)
+                ids.check(doc)
+                yield doc
 
     def passages(self) -> list[Document]:
         return list(self)
