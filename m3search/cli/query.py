@@ -10,7 +10,8 @@ import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress
 from m3search.errors import ConfigError
-from m3search.planner import FUSIONS, MODES
+from m3search.planner import FUSIONS
+from m3search.planner.weights import mode_signals
 
 QUERY_BATCH = 256  # queries encoded and searched together
 
@@ -20,9 +21,9 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @click.option("--queries", "queries_file", type=click.Path(allow_dash=True), default=None,
               help="A file of queries: TSV (qid<TAB>query, MIRACL topics), JSON lines ({_id|query_id, text|query}, "
               "BEIR/MLDR), or one query per line; - for stdin.")
-@click.option("--mode", type=click.Choice(list(MODES)), default=None,
-              help="Signals to use: dense, sparse, multivec, dense+sparse, or all (default: all, weighted "
-              "dense 1, sparse 0.3, multivec 1).")
+@click.option("--mode", default=None, metavar="MODE",
+              help="Signals to use: dense, sparse, multivec, all, or signals joined by '+' such as dense+sparse "
+              "(default: all). Fused modes weigh dense 1, sparse 0.3, multivec 1; a single signal weighs 1.")
 @click.option("--weights", default=None, metavar="SPEC",
               help="Any weighting instead of a mode, e.g. 'dense=1,sparse=0.3,multivec=1'.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
@@ -71,6 +72,8 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
         raise click.UsageError("give a query TEXT, or --queries FILE")
     if mode and weights:
         raise click.UsageError("give --mode or --weights, not both")
+    if mode:
+        mode_signals(mode)  # the same modes as `m3search bench --modes`; a bad one fails before any work
     if trec_file == "-" and as_json:
         raise click.UsageError("--json and --trec - would both write to stdout: give --trec a file name")
     if with_text and not as_json:

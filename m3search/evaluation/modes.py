@@ -1,79 +1,29 @@
-"""Benchmark modes: names for weight vectors over the three signals, plus the BM25 baseline.
-
-A mode is "bm25", "all", or signals joined by "+" ("dense", "dense+sparse", "sparse+multivec", ...).
-Single-signal modes weigh their signal 1; fused modes take their signals' weights from the task's fusion
-weights (by default the M3 paper's: dense 1, sparse 0.3, multi-vector 1).
-"""
+"""Benchmark modes: the search modes of `m3search.planner.weights` (one table for query and bench) plus
+the BM25 baseline, and the names the report gives them."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 from m3search.errors import ConfigError
+from m3search.planner.weights import PAPER_WEIGHTS, SIGNALS, mode_signals, mode_weights, parse_weights
 
-SIGNALS = ("dense", "sparse", "multivec")
 BM25 = "bm25"
 DEFAULT_MODES = ("dense", "sparse", "multivec", "dense+sparse", "all")
-PAPER_WEIGHTS = {"dense": 1.0, "sparse": 0.3, "multivec": 1.0}
 # how the report names the rows, after the paper's tables
 LABELS = {"bm25": "BM25", "dense": "Dense", "sparse": "Sparse", "multivec": "Multi-vec", "dense+sparse": "Dense+Sparse", "all": "All"}
 
-
-def mode_signals(mode: str) -> tuple[str, ...]:
-    """The signals a mode scores with, in canonical order.
-
-    >>> mode_signals("sparse+dense")
-    ('dense', 'sparse')
-    """
-    if mode == "all":
-        return SIGNALS
-    parts = tuple(mode.split("+"))
-    bad = [p for p in parts if p not in SIGNALS]
-    if bad or len(set(parts)) != len(parts):
-        raise ConfigError(
-            f"unknown mode {mode!r}: use bm25, all, or signals joined by '+' from {', '.join(SIGNALS)} "
-            "(e.g. dense+sparse)"
-        )
-    return tuple(s for s in SIGNALS if s in parts)
-
-
-def mode_weights(mode: str, fusion: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The weights a mode searches with.
-
-    >>> mode_weights("all")
-    {'dense': 1.0, 'sparse': 0.3, 'multivec': 1.0}
-    >>> mode_weights("sparse")
-    {'sparse': 1.0}
-    """
-    signals = mode_signals(mode)
-    if len(signals) == 1:
-        return {signals[0]: 1.0}
-    fusion = {**PAPER_WEIGHTS, **dict(fusion or {})}
-    weights = {s: float(fusion[s]) for s in signals if float(fusion[s]) > 0}
-    if not weights:
-        raise ConfigError(f"mode {mode!r} has all its fusion weights at 0: {dict(fusion)}")
-    return weights
+__all__ = ["BM25", "DEFAULT_MODES", "LABELS", "PAPER_WEIGHTS", "SIGNALS", "label", "mode_signals", "mode_weights",
+           "parse_fusion_weights", "parse_modes"]
 
 
 def parse_fusion_weights(spec: str) -> dict[str, float]:
-    """'dense=1,sparse=0.3,multivec=0' -> weights for the fused modes; a 0 is kept (it switches a signal off
-    in every fused mode), unlike a search's weights where 0 means "not given".
+    """'dense=1,sparse=0.3,multivec=0' -> the fused modes' weights; a 0 is kept so that it switches the
+    signal off in every fused mode (a signal left out keeps the paper's weight).
 
     >>> parse_fusion_weights("sparse=0.5, multivec=0")
     {'sparse': 0.5, 'multivec': 0.0}
     """
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, sep, value = (x.strip() for x in part.partition("="))
-        if not sep or name not in SIGNALS:
-            raise ConfigError(f"weight {part!r} must look like name=value with name one of {', '.join(SIGNALS)}, "
-                              "e.g. 'dense=1,sparse=0.3,multivec=1'")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise ConfigError(f"weight {name}={value!r} is not a number, e.g. 'sparse=0.3'") from None
-        if not 0 <= out[name] < float("inf"):
-            raise ConfigError(f"weight {name}={value} must be a finite number >= 0")
-    return out
+    return parse_weights(spec, keep_zeros=True)
 
 
 def parse_modes(spec: str | Sequence[str]) -> list[str]:

@@ -1,7 +1,20 @@
-"""Search modes and fusion weights.
+"""Search modes and fusion weights: the one table behind `SearchIndex.search(mode=...)`, `m3search query
+--mode` and `m3search bench --modes`.
 
-A mode is a name for a weight vector over the three signals; the weights of `all` are the M3 paper's
-(dense 1, sparse 0.3, multi-vector 1). Any other combination can be given directly as weights.
+A mode is `all` or signals joined by '+', in any order: `dense`, `sparse`, `multivec`, `dense+sparse`,
+`sparse+multivec`, ... A single-signal mode weighs its signal 1; a fused mode takes each of its signals'
+weights from the fusion weights, by default the M3 paper's (dense 1, sparse 0.3, multi-vector 1), so
+`dense+sparse` is dense 1 + sparse 0.3 and `all` is the paper's sum. Any other weighting is given as weights.
+
+A weight of 0 means the same everywhere: the signal is off. It is neither searched for candidates nor
+scored (unless all_scores asks for every score) and adds nothing to the fused score, exactly as if it were
+left out. In fusion weights (`m3search bench --weights`), a 0 therefore switches that signal off in every
+fused mode, while a signal left out keeps the paper's weight.
+
+>>> mode_weights("sparse+dense")
+{'dense': 1.0, 'sparse': 0.3}
+>>> mode_weights("all", {"multivec": 0})
+{'dense': 1.0, 'sparse': 0.3}
 """
 from __future__ import annotations
 
@@ -11,22 +24,52 @@ from typing import Mapping
 from m3search.errors import ConfigError
 
 COMPONENTS = ("dense", "sparse", "multivec")
-
-MODES: dict[str, dict[str, float]] = {
-    "dense": {"dense": 1.0},
-    "sparse": {"sparse": 1.0},
-    "multivec": {"multivec": 1.0},
-    "dense+sparse": {"dense": 1.0, "sparse": 0.3},
-    "all": {"dense": 1.0, "sparse": 0.3, "multivec": 1.0},
-}
+SIGNALS = COMPONENTS  # the benchmark's name for them
+PAPER_WEIGHTS: dict[str, float] = {"dense": 1.0, "sparse": 0.3, "multivec": 1.0}
 DEFAULT_MODE = "all"
 
 
-def parse_weights(spec: str) -> dict[str, float]:
+def mode_signals(mode: str) -> tuple[str, ...]:
+    """The signals a mode scores with, in canonical order.
+
+    >>> mode_signals("multivec+sparse")
+    ('sparse', 'multivec')
+    """
+    if mode == "all":
+        return COMPONENTS
+    parts = tuple(p.strip() for p in str(mode).split("+"))
+    bad = [p for p in parts if p not in COMPONENTS]
+    if bad or len(set(parts)) != len(parts):
+        raise ConfigError(
+            f"unknown mode {mode!r}: choose all, or signals joined by '+' from {', '.join(COMPONENTS)} "
+            "(e.g. dense+sparse), or give weights such as 'dense=1,sparse=0.3,multivec=1'"
+        )
+    return tuple(s for s in COMPONENTS if s in parts)
+
+
+def mode_weights(mode: str, fusion: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The weights a mode searches with (zero weights dropped: they switch a signal off).
+
+    >>> mode_weights("multivec")
+    {'multivec': 1.0}
+    """
+    signals = mode_signals(mode)
+    if len(signals) == 1:
+        return {signals[0]: 1.0}
+    fusion = {**PAPER_WEIGHTS, **check_weights(dict(fusion or {}), keep_zeros=True)}
+    weights = {s: fusion[s] for s in signals if fusion[s] > 0}
+    if not weights:
+        raise ConfigError(f"mode {mode!r} has all its fusion weights at 0: {dict(fusion)}")
+    return weights
+
+
+def parse_weights(spec: str, keep_zeros: bool = False) -> dict[str, float]:
     """'dense=1,sparse=0.3' -> {'dense': 1.0, 'sparse': 0.3}.
 
-    >>> parse_weights("dense=1, sparse=0.3")
+    >>> parse_weights("dense=1, sparse=0.3, multivec=0")
     {'dense': 1.0, 'sparse': 0.3}
+    >>> parse_weights("sparse=0.5, multivec=0", keep_zeros=True)
+    {'sparse': 0.5, 'multivec': 0.0}
     """
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -38,11 +81,12 @@ def parse_weights(spec: str) -> dict[str, float]:
             out[name] = float(value)
         except ValueError:
             raise ConfigError(f"weight {name}={value.strip()!r} is not a number, e.g. 'sparse=0.3'") from None
-    return check_weights(out)
+    return check_weights(out, keep_zeros=keep_zeros)
 
 
-def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validate names and values; drop zero weights. Raises ConfigError naming the bad entry."""
+def check_weights(weights: Mapping[str, float], keep_zeros: bool = False) -> dict[str, float]:
+    """Validate names and values. Zero weights are dropped (the signal is off) unless `keep_zeros`, which
+    fusion weights use so that a 0 overrides the paper's default. Raises ConfigError naming the bad entry."""
     out: dict[str, float] = {}
     for name, value in weights.items():
         if name not in COMPONENTS:
@@ -53,9 +97,9 @@ def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
             raise ConfigError(f"weight {name}={value!r} is not a number") from None
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"weight {name}={value} must be a finite number >= 0")
-        if value > 0:
+        if value > 0 or keep_zeros:
             out[name] = value
-    if not out:
+    if not out and not keep_zeros:
         raise ConfigError("all weights are zero: give at least one positive weight, e.g. 'dense=1'")
     return out
 
@@ -72,10 +116,8 @@ def resolve_weights(mode: str | None = None, weights: Mapping[str, float] | str 
         if mode is not None:
             raise ConfigError(f"give a mode or weights, not both (got mode={mode!r} and weights={weights!r})")
         return parse_weights(weights) if isinstance(weights, str) else check_weights(weights)
-    mode = DEFAULT_MODE if mode is None else mode
-    if mode not in MODES:
-        raise ConfigError(
-            f"unknown mode {mode!r}: choose one of {', '.join(MODES)}, or give weights such as "
-            "'dense=1,sparse=0.3,multivec=1'"
-        )
-    return dict(MODES[mode])
+    return mode_weights(DEFAULT_MODE if mode is None else mode)
+
+
+# The named modes, for listings and help texts; any other '+' combination is accepted too.
+MODES: dict[str, dict[str, float]] = {m: mode_weights(m) for m in ("dense", "sparse", "multivec", "dense+sparse", "all")}

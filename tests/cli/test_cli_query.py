@@ -6,6 +6,7 @@ import json
 import pytest
 
 from m3search import scoring
+from m3search.ingest import passage_text, to_document
 
 ALL = ("dense", "sparse", "multivec")
 
@@ -25,7 +26,7 @@ def test_json_has_exact_component_scores(run, built, docs, hashing_encoder):
     record = json.loads(result.stdout)
     assert record["qid"] == "1" and record["query"] == query
     q = hashing_encoder.encode([query], kind="query")
-    d = hashing_encoder.encode([x["text"] for x in docs])
+    d = hashing_encoder.encode([passage_text(to_document(x, "test")) for x in docs])  # "title text"
     exact = scoring.all_scores(q, d)
     row = {x["docid"]: i for i, x in enumerate(docs)}
     assert len(record["hits"]) >= 2
@@ -36,12 +37,13 @@ def test_json_has_exact_component_scores(run, built, docs, hashing_encoder):
         assert "text" not in hit
 
 
-@pytest.mark.parametrize("mode", ["dense", "sparse", "multivec", "dense+sparse", "all"])
+@pytest.mark.parametrize("mode", ["dense", "sparse", "multivec", "dense+sparse", "all", "sparse+multivec"])
 def test_every_mode(run, built, mode):
     result = run(["query", built, "Navigator F5", "--mode", mode, "--json", "-k", "2"])
+    assert result.exit_code == 0, result.stderr  # bench --modes accepts sparse+multivec: so does query
     hits = json.loads(result.stdout)["hits"]
     assert hits[0]["docid"] in {"en-1", "de-1"}
-    weights = {"dense": 1, "sparse": 0.3, "multivec": 1} if mode == "all" else None
+    weights = {"all": {"dense": 1, "sparse": 0.3, "multivec": 1}, "sparse+multivec": {"sparse": 0.3, "multivec": 1}}.get(mode)
     if weights:
         s = hits[0]["scores"]
         assert hits[0]["score"] == pytest.approx(sum(w * s[c] for c, w in weights.items()), abs=1e-4)
@@ -111,6 +113,7 @@ def test_index_from_environment(run, built, monkeypatch):
     [
         (["--mode", "all", "--weights", "dense=1", "x"], 2, "not both"),
         (["--weights", "bm25=1", "x"], 1, "unknown weight 'bm25'"),
+        (["--mode", "hybrid", "x"], 1, "unknown mode 'hybrid'"),
         (["--json", "--trec", "-", "x"], 2, "both write to stdout"),
         ([], 2, "give a query TEXT"),
         (["--dense-depth", "0", "--sparse-depth", "0", "x"], 1, "every candidate source has depth 0"),

@@ -28,3 +28,21 @@ def test_bad_fusion_weights(spec):
 def test_bad_modes(spec):
     with pytest.raises(ConfigError):
         parse_modes(spec)
+
+
+def test_query_and_bench_accept_the_same_modes_with_the_same_weights():
+    """One table: what `bench --modes` accepts, `query --mode` and the API accept, with the same weights."""
+    from m3search.planner.weights import resolve_weights
+
+    for mode in ["dense", "sparse", "multivec", "dense+sparse", "sparse+multivec", "dense+multivec", "all",
+                 "multivec+dense+sparse"]:
+        assert parse_modes(mode) == [mode]
+        assert resolve_weights(mode) == mode_weights(mode)
+
+
+def test_a_zero_weight_means_off_everywhere():
+    from m3search.planner.weights import parse_weights, resolve_weights
+
+    assert resolve_weights(weights={"dense": 1, "sparse": 0}) == {"dense": 1.0}
+    assert parse_weights("dense=1,sparse=0") == {"dense": 1.0}
+    assert mode_weights("dense+sparse", parse_fusion_weights("sparse=0")) == {"dense": 1.0}
