@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
-from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError, ModelError
+from m3search.errors import ConfigError, IndexFormatError, InputError, ModelError
 from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResult, DocLike, encode_documents, ingest
 from m3search.planner import DEFAULT_MODE, Hit, Planner
 from m3search.types import EncodedBatch
@@ -151,12 +151,9 @@ class SearchIndex:
         return self._encoder
 
     def _check_identity(self, encoder: Encoder) -> None:
-        problems = encoder.identity.mismatches(self._identity)
-        if problems:
-            raise EncoderMismatchError(
-                f"the encoder {encoder.identity.name!r} does not match the one the index at {self.path} was built "
-                f"with ({'; '.join(problems)}): use the index's own model ({self.model!r}) or build a new index"
-            )
+        from m3search.indexes.index import check_encoder  # the one encoder-identity check
+
+        check_encoder(self.path, self._index.manifest, encoder.identity)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from typing import IO, Sequence
 
 import click
 
-from m3search.errors import InputError
 from m3search.planner import COMPONENTS, Hit
 
 _SPACE = re.compile(r"\s+")
@@ -47,18 +46,11 @@ def json_record(qid: str, query: str, hits: Sequence[Hit], text: bool) -> str:
 
 
 def trec_lines(qid: str, hits: Sequence[Hit], run_name: str) -> list[str]:
-    """Standard TREC run lines: `qid Q0 docid rank score run_name` (what trec_eval and pytrec_eval read)."""
-    if _SPACE.search(qid):
-        raise InputError(f"query id {qid!r} contains whitespace, which a TREC run file can't hold: rename it")
-    out = []
-    for rank, hit in enumerate(hits, start=1):
-        if _SPACE.search(hit.docid):
-            raise InputError(
-                f"document id {hit.docid!r} contains whitespace, which a TREC run file can't hold: "
-                "use --json, or re-index with ids without spaces"
-            )
-        out.append(f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {run_name}")
-    return out
+    """Standard TREC run lines `qid Q0 docid rank score run_name`, from the one run writer
+    (`m3search.evaluation.trec.run_lines`, which the benchmarks use too)."""
+    from m3search.evaluation.trec import run_lines
+
+    return list(run_lines(qid, {hit.docid: hit.score for hit in hits}, run_name))
 
 
 def _passage(hit: Hit) -> str:

@@ -11,14 +11,12 @@ null (MIRACL ships some) reads as a Document with no text; `m3search.ingest` ski
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
+from m3search.data.lines import binary_lines, decode_line
 from m3search.document import Document, UniqueIds
 from m3search.errors import InputError
 
@@ -56,8 +54,7 @@ class CorpusReader:
 
     def _read_source(self, source: str) -> Iterator[Document]:
         if source == "-":
-            stream = self.stdin if self.stdin is not None else sys.stdin
-            yield from self._read_lines("<stdin>", _binary_lines(stream), None if self.format == "auto" else self.format)
+            yield from self._read_lines("<stdin>", binary_lines("-", self.stdin), None if self.format == "auto" else self.format)
             return
         path = Path(source).expanduser()
         if path.is_dir():
@@ -66,18 +63,13 @@ class CorpusReader:
         if not path.is_file():
             raise InputError(f"corpus {source!r} does not exist: give a JSON-lines or TSV file, a folder, or '-'")
         fmt = self.format if self.format != "auto" else _format_from_suffix(path)
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rb") as f:
-                yield from self._read_lines(str(path), f, fmt)
-        except (OSError, EOFError) as e:  # unreadable file or truncated gzip
-            raise InputError(f"{path}: can't read it ({e})") from e
+        yield from self._read_lines(str(path), binary_lines(path), fmt)
 
     def _read_lines(self, name: str, lines: Iterable[bytes], fmt: str | None) -> Iterator[Document]:
         header_checked = False
         for lineno, raw in enumerate(lines, start=1):
             where = f"{name}:{lineno}"
-            line = _decode(raw, where, strip_bom=lineno == 1).strip("\r\n")
+            line = decode_line(raw, where, strip_bom=lineno == 1)
             if not line.strip():
                 continue
             if fmt is None:  # sniff from the first non-blank line
@@ -115,7 +107,7 @@ class CorpusReader:
             raise InputError(f"folder {root} holds no {'/'.join(TEXT_SUFFIXES)} files to index")
         for path in files:
             where = str(path)
-            text = _decode(path.read_bytes(), where, strip_bom=True).strip()
+            text = decode_line(path.read_bytes(), where, strip_bom=True).strip()
             yield Document(id=path.relative_to(root).as_posix(), text=text, source=where)
 
 
@@ -182,25 +174,3 @@ def _format_from_suffix(path: Path) -> str | None:
     if last == ".tsv":
         return "tsv"
     return None  # sniff
-
-
-def _decode(raw: bytes, where: str, strip_bom: bool) -> str:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(
-            f"{where}: not valid UTF-8 (byte {e.start}): convert the file to UTF-8, e.g. with iconv"
-        ) from None
-    return text.lstrip("\ufeff") if strip_bom else text
-
-
-def _binary_lines(stream: IO) -> Iterator[bytes]:
-    """Lines of a binary or text stream as bytes (stdin may be either, e.g. under click's CliRunner)."""
-    buffer = getattr(stream, "buffer", None)
-    if buffer is not None:
-        yield from buffer
-    elif isinstance(stream, io.TextIOBase) or (hasattr(stream, "read") and isinstance(stream.read(0), str)):
-        for line in stream:
-            yield line.encode("utf-8", "surrogateescape")
-    else:
-        yield from stream

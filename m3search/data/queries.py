@@ -3,13 +3,11 @@ MLDR's `{query_id, query}`), or plain lines (one query per line, numbered from 1
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
-import sys
 from pathlib import Path
 from typing import IO
 
-from m3search.data.corpus import _binary_lines, _decode
+from m3search.data.lines import iter_lines
 from m3search.errors import InputError
 
 QID_KEYS = ("qid", "query_id", "_id", "id")
@@ -25,23 +23,14 @@ class Query:
 def read_queries(source: str | Path, stdin: IO | None = None) -> list[Query]:
     """All queries of a file (or '-' for stdin), in file order; qids must be unique."""
     source = str(source)
-    if source == "-":
-        name, lines = "<stdin>", list(_binary_lines(stdin if stdin is not None else sys.stdin))
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise InputError(f"queries file {source!r} does not exist: give a TSV (qid<TAB>query) or JSON-lines file")
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rb") as f:
-                name, lines = str(path), f.readlines()
-        except (OSError, EOFError) as e:
-            raise InputError(f"{path}: can't read it ({e})") from e
+    if source != "-" and not Path(source).expanduser().is_file():
+        raise InputError(f"queries file {source!r} does not exist: give a TSV (qid<TAB>query) or JSON-lines file")
+    name = "<stdin>" if source == "-" else str(Path(source).expanduser())
+    lines = iter_lines("-" if source == "-" else Path(source).expanduser(), stdin)
     out: list[Query] = []
     seen: dict[str, str] = {}
-    for lineno, raw in enumerate(lines, start=1):
+    for lineno, line in lines:
         where = f"{name}:{lineno}"
-        line = _decode(raw, where, strip_bom=lineno == 1).strip("\r\n")
         if not line.strip():
             continue
         query = _parse_line(line, where, default_qid=str(lineno))

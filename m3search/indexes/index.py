@@ -336,12 +336,14 @@ def _release_resources(env, lock: WriterLock | None, cache: HandleCache) -> None
 
 
 def check_encoder(path: Path, manifest: Manifest, identity: EncoderIdentity) -> None:
-    """Raise EncoderMismatchError listing every differing field."""
+    """The one encoder-identity check (the engine's and the API's): raise EncoderMismatchError listing every
+    differing field."""
     diffs = manifest.identity.mismatches(identity)
     if diffs:
         raise EncoderMismatchError(
             f"{path} was built with encoder {manifest.identity.name!r} (model {manifest.model!r}); the encoder "
-            f"given differs in: {'; '.join(diffs)}. Open it with the encoder it was built with, or build a new index"
+            f"given does not match it ({'; '.join(diffs)}): open it with the model it was built with, or build a "
+            "new index"
         )
 
 

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from m3search.data.lines import iter_lines
 from m3search.errors import InputError
 
 KNOWN_FIELDS = ("query", "pos", "neg", "pos_scores", "neg_scores")
@@ -45,6 +46,7 @@ class TrainExample:
 
 
 def _open_text(path: Path, mode: str, gz: bool | None = None) -> io.TextIOBase:
+    """For writing (reading goes through m3search.data.lines)."""
     if path.suffix == ".gz" if gz is None else gz:
         return gzip.open(path, mode + "t", encoding="utf-8")
     return open(path, mode, encoding="utf-8")
@@ -95,16 +97,15 @@ def iter_examples(path: str | Path) -> Iterator[TrainExample]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"training data {path} does not exist")
-    with _open_text(path, "r") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            yield parse_example(record, where)
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        yield parse_example(record, where)
 
 
 def read_examples(path: str | Path) -> list[TrainExample]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from m3search.data.lines import iter_lines
 from m3search.encoder.model import M3Model, pool
 from m3search.encoder.tokenizer import M3Tokenizer
 from m3search.errors import IndexFormatError, InputError
@@ -78,8 +79,7 @@ class StateCache:
             raise IndexFormatError(f"{meta_file}: version {meta.get('version')!r} is newer than this m3search "
                                    f"reads ({CACHE_VERSION}); upgrade m3search or rebuild the cache")
         self.meta = meta
-        with gzip.open(self.folder / "texts.jsonl.gz", "rt", encoding="utf-8") as f:
-            self.texts = [json.loads(line) for line in f]
+        self.texts = [json.loads(line) for _, line in iter_lines(self.folder / "texts.jsonl.gz")]
         self.row_of = {t: i for i, t in enumerate(self.texts)}
         self.offsets = np.load(self.folder / "offsets.npy")
         self.input_ids = np.load(self.folder / "input_ids.npy", mmap_mode="r")

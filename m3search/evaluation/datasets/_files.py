@@ -2,42 +2,13 @@
 file:line and the field at fault."""
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from m3search.data.lines import iter_lines  # the one gzip-aware line reader
 from m3search.errors import InputError
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a UTF-8 text file, gunzipping it when it is gzip (by content, not by name)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(2)
-    except OSError as e:
-        raise InputError(f"{path}: can't open ({e.strerror})") from None
-    if magic == _GZIP_MAGIC:
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its line break); undecodable or truncated files raise InputError."""
-    try:
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                yield lineno, line.rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 ({e.reason} at byte {e.start} of a line): re-encode it as UTF-8") from None
-    except (EOFError, gzip.BadGzipFile, OSError) as e:
-        raise InputError(f"{path}: can't read ({e}): the file is truncated or not gzip; download it again") from None
-
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line, which must hold one JSON object."""
