@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from m3search.errors import ConfigError
+from m3search.indexes.base import DenseReader, SegmentReader, SparseReader
 from m3search.types import EncodedBatch
 
 SOURCES = ("dense", "sparse")
@@ -59,7 +60,7 @@ def resolve_depths(
 
 
 def gather(
-    readers: Mapping[str, Any],
+    readers: Mapping[str, SegmentReader],
     queries: EncodedBatch,
     depths: Mapping[str, int],
     params: Mapping[str, Mapping[str, Any]] | None = None,
@@ -70,8 +71,12 @@ def gather(
     m = len(queries)
     for source, depth in depths.items():
         reader = readers[source]
-        query_input = queries.dense if source == "dense" else queries.sparse
-        _, found = reader.search(query_input, depth, **dict(params.get(source, {})))
+        if isinstance(reader, DenseReader):
+            _, found = reader.search(queries.dense, depth, **dict(params.get(source, {})))
+        elif isinstance(reader, SparseReader):
+            _, found = reader.search(queries.sparse, depth, **dict(params.get(source, {})))
+        else:
+            raise TypeError(f"the {source} candidate source is a {type(reader).__name__}, which has no search")
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
         q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
         id_parts.append(found.ravel())

@@ -15,7 +15,9 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from m3search.document import Document
 from m3search.errors import ConfigError
+from m3search.indexes.base import DenseReader, MultivecReader, SegmentReader, SparseReader
 from m3search.planner import candidates as cand
 from m3search.planner import fusion as fuse
 from m3search.planner.hits import Hit, MatchedTerm
@@ -25,19 +27,23 @@ from m3search.types import EncodedBatch
 log = logging.getLogger(__name__)
 
 FUSIONS = ("weighted", "rrf")
+# the interface each component's reader implements, by the name weights and modes use
+_INTERFACES: dict[str, type[SegmentReader]] = {"dense": DenseReader, "sparse": SparseReader, "multivec": MultivecReader}
 
 
 class SnapshotLike(Protocol):
-    """What the planner needs from an index snapshot (m3search.indexes.index.Snapshot provides it)."""
+    """What the planner needs from an index snapshot (m3search.indexes.snapshot.Snapshot provides it):
+    index-level readers implementing the interfaces of `m3search.indexes.base` (None for a component the
+    index lacks), the live document count, and the documents by internal id."""
 
-    dense: Any
-    sparse: Any
-    multivec: Any
+    dense: DenseReader | None
+    sparse: SparseReader | None
+    multivec: MultivecReader | None
 
     @property
     def n_docs(self) -> int: ...
 
-    def docs(self, internal_ids: Sequence[int]) -> list: ...
+    def docs(self, internal_ids: Sequence[int]) -> list[Document]: ...
 
 
 class Planner:
@@ -51,8 +57,19 @@ class Planner:
         self.snapshot = snapshot
         self.token_strings = token_strings
 
-    def readers(self) -> dict[str, Any]:
-        return {name: getattr(self.snapshot, name) for name in COMPONENTS if getattr(self.snapshot, name) is not None}
+    def readers(self) -> dict[str, SegmentReader]:
+        """The snapshot's readers by component name (the names weights use), each checked against its
+        interface in `m3search.indexes.base`."""
+        out: dict[str, SegmentReader] = {}
+        for name, interface in _INTERFACES.items():
+            reader = getattr(self.snapshot, name)
+            if reader is None:
+                continue
+            if not isinstance(reader, interface):
+                raise TypeError(f"the snapshot's {name} reader is a {type(reader).__name__}, not a "
+                                f"{interface.__name__} (m3search.indexes.base): the planner needs that interface")
+            out[name] = reader
+        return out
 
     def search(
         self,
@@ -99,7 +116,7 @@ class Planner:
             q_index, ids = cand.gather(readers, queries, depth_of, params)
         scored = [c for c in COMPONENTS if c in readers and (all_scores or c in w)]
         with _timed(timings, "rescore"):
-            scores = {c: self._score(readers[c], c, queries, q_index, ids) for c in scored}
+            scores = {c: self._score(readers[c], queries, q_index, ids) for c in scored}
         with _timed(timings, "fuse"):
             if fusion == "rrf":
                 fused = fuse.reciprocal_rank(q_index, ids, scores, w, rrf_k)
@@ -113,7 +130,7 @@ class Planner:
     # -- stages -------------------------------------------------------------------------------
 
     @staticmethod
-    def _check_components(weights: Mapping[str, float], readers: Mapping[str, Any]) -> None:
+    def _check_components(weights: Mapping[str, float], readers: Mapping[str, SegmentReader]) -> None:
         absent = [c for c in weights if c not in readers]
         if absent:
             have = ", ".join(readers) or "none"
@@ -123,15 +140,18 @@ class Planner:
             )
 
     @staticmethod
-    def _score(reader: Any, name: str, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def _score(reader: SegmentReader, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact scores of the (query, document) pairs, each interface given its part of the queries."""
         if len(ids) == 0:
             return np.zeros(0, dtype=np.float32)
-        if name == "dense":
+        if isinstance(reader, DenseReader):
             out = reader.score_pairs(queries.dense, q_index, ids)
-        elif name == "sparse":
+        elif isinstance(reader, SparseReader):
             out = reader.score_pairs(queries.sparse, q_index, ids)
-        else:
+        elif isinstance(reader, MultivecReader):
             out = reader.score_pairs(queries.multivec, queries.multivec_lengths, q_index, ids)
+        else:
+            raise TypeError(f"{type(reader).__name__} implements none of the reader interfaces of m3search.indexes.base")
         return np.asarray(out, dtype=np.float32)
 
     def _hits(

@@ -5,13 +5,13 @@ index engine; their search results are exact top-k, so a small depth gives one-s
 """
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from m3search import scoring
+from m3search.document import Document
 from m3search.indexes.base import DenseReader, MultivecReader, SparseReader
 from m3search.types import EncodedBatch
 
@@ -95,14 +95,6 @@ class ExactMultivec(MultivecReader):
         return sub.multivec, sub.multivec_lengths
 
 
-@dataclasses.dataclass
-class Record:
-    id: str
-    text: str
-    title: str | None = None
-    metadata: dict | None = None
-
-
 class ExactSnapshot:
     """Stands in for the engine's Snapshot: three exact readers plus the document store."""
 
@@ -117,7 +109,7 @@ class ExactSnapshot:
         return len(self.ids)
 
     def docs(self, internal_ids):
-        return [Record(self.ids[i], self.texts[i], f"title {self.ids[i]}") for i in internal_ids]
+        return [Document(self.ids[i], self.texts[i], f"title {self.ids[i]}") for i in internal_ids]
 
 
 WORDS = (

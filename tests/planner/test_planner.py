@@ -225,3 +225,27 @@ def test_multivec_takes_candidates_from_whichever_index_exists(corpus, queries, 
     assert len(Planner(no_sparse).search(q, k=4, mode="multivec")[0]) == 4
     with pytest.raises(ConfigError, match="no sparse component to take candidates from"):
         Planner(no_sparse).search(q, k=4, mode="multivec", depths={"sparse": 10})
+
+
+def test_the_planner_takes_readers_by_their_interface_only(snapshot, queries):
+    """The planner is typed against m3search.indexes.base: a reader that only looks like one is refused
+    with a clear error naming the interface, rather than called by its component name."""
+    import typing
+
+    from m3search.indexes.base import DenseReader, SparseReader
+    from m3search.planner.planner import SnapshotLike
+
+    hints = typing.get_type_hints(SnapshotLike)
+    assert hints["dense"] == DenseReader | None and hints["sparse"] == SparseReader | None
+
+    class LooksDense:  # the right methods, not the interface
+        def __init__(self, inner):
+            self.search, self.score_pairs = inner.search, inner.score_pairs
+
+    class Swapped:
+        dense, sparse, multivec = LooksDense(snapshot.dense), snapshot.sparse, snapshot.multivec
+        n_docs = snapshot.n_docs
+        docs = snapshot.docs
+
+    with pytest.raises(TypeError, match="not a DenseReader"):
+        Planner(Swapped()).search(queries[1], k=3, mode="dense")
