@@ -18,10 +18,16 @@ QUERIES = ["alpha river", "music theory engine", "golden castle harbor", "stone 
 
 @pytest.fixture
 def components():
-    found = real_components()
-    if not found:
-        pytest.skip("no real index component is importable yet")
-    return found
+    return real_components()
+
+
+def test_a_broken_component_import_fails_loudly_instead_of_skipping():
+    from m3search.errors import ConfigError
+    from m3search.indexes.registry import DEFAULT_COMPONENTS
+
+    broken = {**DEFAULT_COMPONENTS, "sparse": "m3search.indexes.no_such_module:SparseComponent"}
+    with pytest.raises(ConfigError, match="no_such_module"):
+        real_components(broken)
 
 
 def add(index, encoder, ids, version=""):
