@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import m3search
-from sample_docs import MODEL, sample_docs
+from helpers.sample_docs import MODEL, sample_docs
 
 DOCS = sample_docs("id")
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from m3search.cli import main
-from sample_docs import MODEL, sample_docs
+from helpers.sample_docs import MODEL, sample_docs
 
 DOCS = sample_docs("docid")
 

@@ -1,23 +1,13 @@
 """Fixtures of the encoder tests: the tiny random checkpoint (built once per session) and encoders on it."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def _load_fixture_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"m3search_encoder_fixtures_{name}", FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny_checkpoint = _load_fixture_module("tiny_checkpoint")
 
 
 @pytest.fixture(autouse=True)

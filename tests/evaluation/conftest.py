@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eval_helpers import make_passages, write_jsonl
+from helpers.evaluation import make_passages, write_jsonl
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 from m3search.errors import ConfigError, InputError
 from m3search.evaluation.datasets import load_task, load_tasks, miracl, task_languages
 
-from eval_helpers import write_jsonl
+from helpers.evaluation import write_jsonl
 
 MIRACL_LANGS = ["ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru", "sw", "te", "th", "yo", "zh"]
 

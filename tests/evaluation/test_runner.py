@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from eval_helpers import write_jsonl
+from helpers.evaluation import write_jsonl
 
 from m3search.encoder import HashingEncoder
 from m3search.errors import ConfigError

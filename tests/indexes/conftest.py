@@ -1,16 +1,8 @@
 """Fixtures of the index tests (engine and components). Add yours; keep the others'."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # engine_doubles is a helper module beside the tests
-    sys.path.insert(0, str(HERE))
-
-from engine_doubles import DOUBLES  # noqa: E402
+from helpers.engine_doubles import DOUBLES
 
 ENGINE_MODEL = "hashing:dim=32,vocab_size=5000"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_doubles import DOUBLES, LOSSY, assert_matches_brute_force, real_components, replay
+from helpers.engine_doubles import DOUBLES, LOSSY, assert_matches_brute_force, real_components, replay
 
 from m3search.encoder import HashingEncoder
 from m3search.errors import IndexFormatError, IndexLockedError
@@ -34,7 +34,7 @@ CHILD = r"""
 import json, os, signal, sys
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
 from pathlib import Path
-from engine_doubles import DOUBLES, apply_step
+from helpers.engine_doubles import DOUBLES, apply_step
 from m3search.encoder import HashingEncoder
 from m3search.indexes.index import Index
 from m3search.indexes.merge_policy import TieredMergePolicy
@@ -78,7 +78,7 @@ class Child:
         if crash_at:
             env["M3S_TEST_CRASH_AT"] = crash_at
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(ROOT), str(HERE), str(steps), json.dumps(components)],
+            [sys.executable, "-c", CHILD, str(path), str(ROOT), str(HERE.parent), str(steps), json.dumps(components)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.ready = threading.Event()

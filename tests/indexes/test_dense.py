@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from component_helpers import clustered_unit, flip_bits, truncate, vectors_batch
+from helpers.components import clustered_unit, flip_bits, truncate, vectors_batch
 
 from m3search import scoring
 from m3search.errors import ConfigError, IndexFormatError, InputError

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from engine_doubles import assert_matches_brute_force, make_text
+from helpers.engine_doubles import assert_matches_brute_force, make_text
 
 from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, IndexLockedError, InputError
 from m3search.indexes.index import Index

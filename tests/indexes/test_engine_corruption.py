@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from engine_doubles import make_text
+from helpers.engine_doubles import make_text
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.index import Index

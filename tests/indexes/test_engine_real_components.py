@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_doubles import LOSSY, assert_matches_brute_force, make_text, real_components
+from helpers.engine_doubles import LOSSY, assert_matches_brute_force, make_text, real_components
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.index import Index

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_doubles import assert_matches_brute_force, make_text
+from helpers.engine_doubles import assert_matches_brute_force, make_text
 
 from m3search.errors import InputError
 from m3search.indexes.index import Index
@@ -125,7 +125,7 @@ def test_snapshot_used_from_threads(make_index, hashing_encoder):
 READER = r"""
 import json, sys
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
-from engine_doubles import DOUBLES
+from helpers.engine_doubles import DOUBLES
 from m3search.encoder import HashingEncoder
 from m3search.indexes.index import Index
 enc = HashingEncoder(dim=32, vocab_size=5000, seed=0)
@@ -148,7 +148,7 @@ def test_reader_in_another_process_keeps_its_snapshot(make_index, hashing_encode
         add(index, hashing_encoder, [f"b{b}-{i}" for i in range(8)])
         index.commit()
     child = subprocess.Popen(
-        [sys.executable, "-c", READER, str(tmp_path / "ix"), str(ROOT), str(HERE)],
+        [sys.executable, "-c", READER, str(tmp_path / "ix"), str(ROOT), str(HERE.parent)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

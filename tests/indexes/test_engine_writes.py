@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_doubles import assert_matches_brute_force, make_text
+from helpers.engine_doubles import assert_matches_brute_force, make_text
 
 from m3search.errors import InputError
 from m3search.indexes.index import Index

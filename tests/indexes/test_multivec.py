@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from component_helpers import clustered_tokens, flip_bits, truncate, vectors_batch
+from helpers.components import clustered_tokens, flip_bits, truncate, vectors_batch
 
 from m3search import scoring
 from m3search.errors import ConfigError, IndexFormatError, InputError

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from component_helpers import flip_bits
+from helpers.components import flip_bits
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.sparse import SparseComponent, storage

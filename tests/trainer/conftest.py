@@ -5,7 +5,7 @@ import pytest
 
 from m3search.encoder.checkpoint import save_m3_model
 from m3search.encoder.tokenizer import M3Tokenizer
-from trainer_helpers import make_model, make_spec, make_tokenizer
+from helpers.trainer import make_model, make_spec, make_tokenizer
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from trainer_helpers import make_examples
+from helpers.trainer import make_examples
 from m3search.cli.train import train
 from m3search.encoder.checkpoint import load_m3_model
 from m3search.trainer.data import read_examples, write_examples

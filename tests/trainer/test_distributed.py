@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trainer_helpers import make_examples, make_model, make_spec, make_tokenizer
+from helpers.trainer import make_examples, make_model, make_spec, make_tokenizer
 from m3search.trainer import distributed as D
 from m3search.trainer.config import TrainConfig
 from m3search.trainer.data import sample_group

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer_helpers import make_model, make_tokenizer
+from helpers.trainer import make_model, make_tokenizer
 from m3search.trainer import scores as S
 from m3search.trainer.heads import packed_heads
 

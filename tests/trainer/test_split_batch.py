@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_helpers import make_examples, make_model, make_spec, make_tokenizer
+from helpers.trainer import make_examples, make_model, make_spec, make_tokenizer
 from m3search.trainer.config import TrainConfig
 from m3search.trainer.data import sample_group
 from m3search.trainer.trainer import Trainer, enable_gradient_checkpointing

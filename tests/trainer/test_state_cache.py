@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_helpers import make_model, make_spec, make_tokenizer
+from helpers.trainer import make_model, make_spec, make_tokenizer
 from m3search.encoder.checkpoint import LoadedModel
 from m3search.encoder.m3 import M3Encoder
 from m3search.errors import InputError

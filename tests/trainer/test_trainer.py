@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_helpers import make_examples, make_model, make_spec, make_tokenizer
+from helpers.trainer import make_examples, make_model, make_spec, make_tokenizer
 from m3search.encoder.checkpoint import load_m3_model
 from m3search.errors import ConfigError, InputError
 from m3search.trainer.config import TrainConfig
