@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress
-from m3search.errors import ConfigError
+from m3search.errors import ConfigError, InputError
 from m3search.planner import FUSIONS
 from m3search.planner.weights import mode_signals
 
@@ -84,6 +84,9 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
     queries = read_queries(queries_file) if queries_file else [
         Query(str(i), t) for i, t in enumerate(texts, start=1)
     ]
+    empty = next((q.qid for q in queries if not q.text.strip()), None) if not queries_file else None
+    if empty is not None:
+        raise InputError(f"query {empty} is empty: give it some text")
     depths = _depths(depth, dense_depth, sparse_depth)
     options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
                    max_length=max_length)

@@ -34,6 +34,8 @@ def read_queries(source: str | Path, stdin: IO | None = None) -> list[Query]:
         if not line.strip():
             continue
         query = _parse_line(line, where, default_qid=str(lineno))
+        if not query.text.strip():  # the API refuses it too: an empty query has nothing to match
+            raise InputError(f"{where}: query {query.qid!r} is empty: give it some text or remove the line")
         if query.qid in seen:
             raise InputError(f"{where}: duplicate query id {query.qid!r} (first at {seen[query.qid]}): qids must be unique")
         seen[query.qid] = where

@@ -149,3 +149,13 @@ def test_table_clips_wide_characters_to_the_terminal():
     clipped = _clip("列全体を削除するには列を選択します", 10)
     assert _columns(clipped) <= 10 and clipped.endswith("\u2026")
     assert _clip("short", 10) == "short"
+
+
+def test_an_empty_query_is_an_error_not_arbitrary_hits(run, built, tmp_path):
+    """The same rule as the API's search(): an empty query has nothing to match."""
+    result = run(["query", built, "navigator", "  "])
+    assert result.exit_code == 1 and "query 2 is empty" in result.stderr and result.stdout == ""
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\tnavigator\nq2\t \n", encoding="utf-8")
+    result = run(["query", built, "--queries", topics, "--json"])
+    assert result.exit_code == 1 and "topics.tsv:2: query 'q2' is empty" in result.stderr
