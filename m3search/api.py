@@ -109,8 +109,9 @@ def open_index(
     unless `model` is given (it must match the index's encoder identity)."""
     path = Path(path)
     if not _is_index(path):
-        what = "does not exist" if not path.exists() else "is not an m3search index (no manifest.json)"
-        raise IndexFormatError(f"index {str(path)!r} {what}: build one with `m3search index CORPUS -o {path}`")
+        from m3search.indexes.manifest import not_an_index_message
+
+        raise IndexFormatError(not_an_index_message(path))
     encoder = _load_encoder(model, device, encoder_options) if model is not None else None
     return SearchIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
 
@@ -358,9 +359,9 @@ def _index_class():
 
 
 def _is_index(path: Path) -> bool:
-    from m3search.indexes.manifest import MANIFEST_NAME
+    from m3search.indexes.manifest import is_index
 
-    return (path / MANIFEST_NAME).is_file()
+    return is_index(path)
 
 
 def _components(components: Mapping[str, dict] | None) -> dict[str, dict]:

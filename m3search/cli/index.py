@@ -10,6 +10,7 @@ import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress, status
 from m3search.errors import IndexLockedError, InputError, M3SearchError
+from m3search.indexes.manifest import is_index
 
 
 @click.command("index")
@@ -74,7 +75,7 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
 
     started = time.perf_counter()
     folder = Path(index_path)
-    was_index, folder_existed = (folder / "manifest.json").is_file(), folder.exists()
+    was_index, folder_existed = is_index(folder), folder.exists()
     encoder_options = {"batch_tokens": batch_tokens} if batch_tokens else None
     index = api.build_index(index_path, model=model, encoder_options=encoder_options)
     failure = None

@@ -10,6 +10,7 @@ import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress
 from m3search.errors import ConfigError
+from m3search.indexes.manifest import is_index
 from m3search.planner import FUSIONS, MODES
 
 QUERY_BATCH = 256  # queries encoded and searched together
@@ -123,7 +124,7 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
 def _split_args(args: tuple[str, ...], queries_file: str | None) -> tuple[str, list[str]]:
     """[INDEX] [TEXT]...: the first argument is the index unless M3SEARCH_INDEX is set and it is not an index."""
     env_index = os.environ.get(INDEX_ENV)
-    if args and (not env_index or Path(args[0], "manifest.json").is_file()):
+    if args and (not env_index or is_index(args[0])):
         return args[0], list(args[1:])
     if env_index:
         return env_index, list(args)

@@ -58,9 +58,9 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.base import ComponentType
-from m3search.indexes.docstore import DocStore, ext_key, int_key, pack, pack_record
-from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs, fsync_file
-from m3search.indexes.handles import IDS_FILE, HandleCache
+from m3search.indexes.docstore import DocStore, ext_key, id_value, int_key, pack, pack_record
+from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs
+from m3search.indexes.handles import HandleCache, load_ids, write_ids
 from m3search.indexes.locking import SEGMENT_LOCK_NAME, create_segment_lock, try_lock_for_deletion
 from m3search.indexes.merge_policy import TieredMergePolicy, merge_all
 from m3search.indexes.state import CommitState, SegmentInfo
@@ -251,7 +251,7 @@ class IndexWriter:
             state = CommitState(generation=old.generation + 1, next_id=self._next_id, segments=tuple(segments))
             for ext, internal in self._ext_changes.items():
                 if internal >= 0:
-                    txn.put(ext_key(ext), int_key(internal), db=store.ext2int)
+                    txn.put(ext_key(ext), id_value(internal), db=store.ext2int)
                 else:
                     txn.delete(ext_key(ext), db=store.ext2int)
             for internal, record in self._records.items():
@@ -295,7 +295,7 @@ class IndexWriter:
         return masks
 
     def _segment_ids(self, info: SegmentInfo) -> np.ndarray:
-        return np.load(self.segments_dir / info.name / IDS_FILE, mmap_mode="r", allow_pickle=False)
+        return load_ids(self.segments_dir / info.name, info)
 
     def _committed_now(self, state: CommitState) -> None:
         self.committed = state
@@ -324,8 +324,7 @@ class IndexWriter:
                 meta = write(component, seg_dir / kind, self.index_dir / COMPONENTS_DIR / kind)
                 metas[kind] = _checked_meta(kind, meta)
             if ids is not None:
-                np.save(seg_dir / IDS_FILE, np.ascontiguousarray(ids, dtype=np.int64), allow_pickle=False)
-                fsync_file(seg_dir / IDS_FILE)
+                write_ids(seg_dir, ids)
             fsync_dirs(seg_dir)
             fsync_dir(self.segments_dir)
             files = file_sizes(seg_dir, skip=(SEGMENT_LOCK_NAME,))
