@@ -15,3 +15,70 @@ def check_ids(ids: np.ndarray, n: int, what: str = "ids") -> np.ndarray:
     if ids.size and (ids.min() < 0 or ids.max() >= n):
         raise InputError(f"{what} must lie in 0..{n - 1}, got values from {ids.min()} to {ids.max()}")
     return ids
+
+
+# -- the one check of encoded values at the boundary (writes and queries) -------------------------------
+
+# Lexical weights are stored as float16 (max 65504) and summed per query; BGE-M3's are below ~1 (relu of a
+# linear head). A weight above this is an encoder bug or a scaling mistake, not a strong match.
+MAX_LEXICAL_WEIGHT = 100.0
+# Token vectors are unit length in BGE-M3 (and stored as float16 or compressed): elements are in [-1, 1].
+MAX_TOKEN_VALUE = 100.0
+# Dense vectors are unit length by the EncodedBatch contract; rows this close are renormalised exactly,
+# rows further off (a scaled or unnormalised vector) are refused.
+UNIT_NORM_TOLERANCE = 1e-2
+
+
+def check_values(batch, kinds, names=None, what: str = "add"):
+    """Refuse NaN, infinity and out-of-range values in the representations `kinds` of `batch`; return the
+    batch with dense rows renormalised to unit length (a new batch if any row changed).
+
+    names: per-row labels for messages (document ids; default "row i"); what: the action, for messages.
+    """
+    import dataclasses
+
+    def label(row: int) -> str:
+        return f"document {names[row]!r} (row {row})" if names is not None else f"row {row}"
+
+    kinds = set(kinds)
+    if "dense" in kinds and batch.dense.size:
+        x = batch.dense
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise InputError(f"{what}: the dense vector of {label(row)} holds NaN or infinity; fix the encoder "
+                             "output or drop that text")
+        norms = np.linalg.norm(x.astype(np.float64), axis=1)
+        off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
+        if off.any():
+            row = int(np.flatnonzero(off)[0])
+            raise InputError(
+                f"{what}: the dense vector of {label(row)} has length {norms[row]:.6g}, but dense vectors must be "
+                "unit length (M3 normalises them; inner products are cosine similarities): normalise it "
+                "(x / ||x||) or re-encode"
+            )
+        if (np.abs(norms - 1.0) > 1e-6).any():
+            batch = dataclasses.replace(batch, dense=(x / norms[:, None]).astype(np.float32))
+    if "sparse" in kinds and batch.sparse.nnz:
+        data = batch.sparse.data
+        bad = ~np.isfinite(data) | (data < 0) | (data > MAX_LEXICAL_WEIGHT)
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            row = int(np.searchsorted(batch.sparse.indptr, p, side="right") - 1)
+            raise InputError(
+                f"{what}: the lexical weight of token {int(batch.sparse.indices[p])} in {label(row)} is "
+                f"{float(data[p])}; weights must be finite and in [0, {MAX_LEXICAL_WEIGHT:g}] (M3's are relu "
+                "outputs below ~1): check the encoder's sparse head or the scaling of precomputed weights"
+            )
+    if "multivec" in kinds and batch.multivec.size:
+        v = batch.multivec
+        bad = ~(np.abs(v) <= MAX_TOKEN_VALUE).all(axis=1)  # also catches NaN
+        if bad.any():
+            t = int(np.flatnonzero(bad)[0])
+            starts = np.concatenate([[0], np.cumsum(batch.multivec_lengths)])
+            row = int(np.searchsorted(starts, t, side="right") - 1)
+            raise InputError(
+                f"{what}: token vector {t - int(starts[row])} of {label(row)} holds NaN, infinity or a value "
+                f"beyond ±{MAX_TOKEN_VALUE:g} (M3's token vectors are unit length): fix the encoder output"
+            )
+    return batch

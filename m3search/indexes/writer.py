@@ -61,6 +61,7 @@ from m3search.indexes.base import ComponentType
 from m3search.indexes.docstore import DocStore, ext_key, id_value, int_key, pack, pack_record
 from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs
 from m3search.indexes.handles import HandleCache, load_ids, write_ids
+from m3search.indexes.inputs import check_values
 from m3search.indexes.locking import SEGMENT_LOCK_NAME, create_segment_lock, try_lock_for_deletion
 from m3search.indexes.merge_policy import TieredMergePolicy, merge_all
 from m3search.indexes.state import CommitState, SegmentInfo
@@ -160,7 +161,7 @@ class IndexWriter:
             raise InputError(f"{action}: batch must be an EncodedBatch, got {type(batch).__name__}")
         if len(batch) != len(ids):
             raise InputError(f"{action}: {len(ids)} ids but the batch encodes {len(batch)} texts; give one id per row")
-        self._check_batch(batch, ids, action)
+        batch = self._check_batch(batch, ids, action)
         records = [pack_record(e, d) for e, d in zip(ids, _check_docs(docs, ids, action))]
         current = self._lookup(ids)
         if not replace and (current >= 0).any():
@@ -198,8 +199,9 @@ class IndexWriter:
             self._deletes.add(i)
             self._records.pop(i, None)
 
-    def _check_batch(self, batch: EncodedBatch, ids: list[str], action: str) -> None:
-        """The representations of every configured component must match the encoder and be finite."""
+    def _check_batch(self, batch: EncodedBatch, ids: list[str], action: str) -> EncodedBatch:
+        """The representations of every configured component must match the encoder and hold sane values
+        (inputs.check_values); returns the batch with dense rows renormalised."""
         ident = self.identity
         checks = {
             "dense": ("dense", batch.dense.shape[1], ident.dense_dim),
@@ -215,12 +217,7 @@ class IndexWriter:
                     f"{action}: the batch's {label} dimension is {got} but the index's encoder "
                     f"{ident.name!r} has {want}; encode with the encoder the index was built with"
                 )
-            bad_row = _first_non_finite_row(batch, kind)
-            if bad_row is not None:
-                raise InputError(
-                    f"{action}: the {kind} representation of document {ids[bad_row]!r} (position {bad_row}) holds "
-                    "NaN or infinity; fix the encoder output or drop that document"
-                )
+        return check_values(batch, [k for k in self.components if k in checks], ids, action)
 
     # -- commits ------------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -439,22 +436,6 @@ class IndexWriter:
             removed = True
         if removed:
             fsync_dir(self.segments_dir)
-
-
-def _first_non_finite_row(batch: EncodedBatch, kind: str) -> int | None:
-    if kind == "dense":
-        rows = np.flatnonzero(~np.isfinite(batch.dense).all(axis=1))
-        return int(rows[0]) if len(rows) else None
-    values, starts = (
-        (batch.sparse.data, batch.sparse.indptr) if kind == "sparse" else (batch.multivec, batch.offsets)
-    )
-    bad = ~np.isfinite(values)
-    if bad.ndim == 2:
-        bad = bad.any(axis=1)
-    first = np.flatnonzero(bad)
-    if not len(first):
-        return None
-    return int(np.searchsorted(starts, first[0], side="right") - 1)
 
 
 def _batch_bytes(batch: EncodedBatch) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from m3search.errors import ConfigError
+from m3search.indexes.inputs import check_values
 from m3search.planner import candidates as cand
 from m3search.planner import fusion as fuse
 from m3search.planner.hits import Hit, MatchedTerm
@@ -89,6 +90,7 @@ class Planner:
         w = resolve_weights(mode, weights)
         readers = self.readers()
         self._check_components(w, readers)
+        queries = check_values(queries, readers, what="search")  # NaN or out-of-range query values: an error
         depth_of = cand.resolve_depths(w, depths, int(k), available=[s for s in cand.SOURCES if s in readers])
         timings = timings if timings is not None else {}
         m = len(queries)
