@@ -192,6 +192,17 @@ class Index:
         return self._committed_state().generation
 
     @property
+    def n_live(self) -> int:
+        """Live documents as of the last commit."""
+        return self._committed_state().n_live
+
+    def last_txnid(self) -> int:
+        """LMDB's id of the last committed write transaction: changes whenever anything is committed; cheap
+        (no transaction), so readers poll it to notice other processes' commits."""
+        self._check_open()
+        return int(self._env.info()["last_txnid"])
+
+    @property
     def has_uncommitted_changes(self) -> bool:
         return self._writer is not None and self._writer.has_changes
 
