@@ -318,7 +318,7 @@ class SearchIndex:
                     skipped += n_present
                     chunk = [d for d, p in zip(chunk, present) if not p]
                 if chunk:
-                    batch = encoder.encode([d.text for d in chunk], kind="passage", max_length=max_length)
+                    batch = _encode_documents(encoder, chunk, max_length)
                     ids, records = [d.id for d in chunk], [d.record() for d in chunk]
                     (writer.upsert if replace else writer.add)(ids, batch, records)
                     added += len(chunk) - (n_present if replace else 0)
@@ -445,6 +445,18 @@ def _as_documents(docs: Iterable[DocLike]) -> Iterator[Document]:
             raise InputError(f"{where}: duplicate id {doc.id!r} (it appeared earlier in the input): ids must be unique")
         seen.add(doc.id)
         yield doc
+
+
+def _encode_documents(encoder: Encoder, docs: list[Document], max_length: int | None) -> EncodedBatch:
+    from m3search.encoder.limits import TextTooLongError
+
+    try:
+        return encoder.encode([d.text for d in docs], kind="passage", max_length=max_length)
+    except TextTooLongError as e:
+        doc = docs[e.position]
+        where = getattr(doc, "source", None)
+        reason = str(e).replace(f"text {e.position} has", "has", 1)
+        raise InputError(f"{where + ': ' if where else ''}document {doc.id!r} {reason}") from None
 
 
 def _chunks(items: Iterable[Document], size: int) -> Iterator[list[Document]]:

@@ -24,6 +24,8 @@ from m3search.indexes.manifest import is_index
 @click.option("--batch-tokens", type=click.IntRange(min=1), default=None, metavar="TOKENS",
               help="Token budget of one encoder batch (padding included); lower it to use less memory.")
 @max_length_option
+@click.option("--max-doc-tokens", type=click.IntRange(min=1), default=None, metavar="TOKENS",
+              help="Refuse a text longer than this many tokens unless --max-length cuts it (default 8192).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, metavar="N",
               help="Documents encoded and added per step.")
 @click.option("--replace", is_flag=True, help="Re-encode and replace documents whose id is already indexed "
@@ -31,8 +33,8 @@ from m3search.indexes.manifest import is_index
 @click.option("--commit-interval", type=click.FloatRange(min=0), default=120.0, show_default=True,
               metavar="SECONDS", help="Commit at least this often, so an interrupted run loses little.")
 @quiet_option
-def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, batch_size, replace,
-                  commit_interval, quiet):
+def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, max_doc_tokens,
+                  batch_size, replace, commit_interval, quiet):
     """Index CORPUS (files, folders, or - for stdin) into the folder INDEX.
 
     \b
@@ -76,7 +78,8 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     started = time.perf_counter()
     folder = Path(index_path)
     was_index, folder_existed = is_index(folder), folder.exists()
-    encoder_options = {"batch_tokens": batch_tokens} if batch_tokens else None
+    encoder_options = {key: value for key, value in (("batch_tokens", batch_tokens), ("max_doc_tokens", max_doc_tokens))
+                       if value} or None
     index = api.build_index(index_path, model=model, encoder_options=encoder_options)
     failure = None
     try:

@@ -41,6 +41,10 @@ class SnapshotLike(Protocol):
     def docs(self, internal_ids: Sequence[int]) -> list: ...
 
 
+MAX_K = 10_000  # hits per query: more is an export, not a search (iterate the snapshot instead)
+MAX_DEPTH = 100_000  # candidates per source and query
+
+
 class Planner:
     """Searches one consistent snapshot of an index.
 
@@ -83,6 +87,8 @@ class Planner:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
+        if k > MAX_K:
+            raise ConfigError(f"k={k} is above the limit of {MAX_K} hits per query; ask for fewer")
         if fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
         if fusion == "rrf" and not rrf_k > 0:
@@ -91,7 +97,12 @@ class Planner:
         readers = self.readers()
         self._check_components(w, readers)
         queries = check_values(queries, readers, what="search")  # NaN or out-of-range query values: an error
+        k = min(int(k), max(1, self.snapshot.n_docs))  # never more hits (or memory for them) than documents
         depth_of = cand.resolve_depths(w, depths, int(k), available=[s for s in cand.SOURCES if s in readers])
+        too_deep = {s: d for s, d in depth_of.items() if d > MAX_DEPTH}
+        if too_deep:
+            raise ConfigError(f"depth {too_deep} is above the limit of {MAX_DEPTH} candidates per source and query")
+        depth_of = {s: min(d, max(1, self.snapshot.n_docs)) for s, d in depth_of.items()}
         timings = timings if timings is not None else {}
         m = len(queries)
         if m == 0 or self.snapshot.n_docs == 0:
