@@ -148,8 +148,12 @@ class CorpusReader:
         )
         if not files:
             raise InputError(f"folder {root} holds no {'/'.join(TEXT_SUFFIXES)} files to index")
+        real_root = root.resolve()
         for path in files:
             where = str(path)
+            if not path.resolve().is_relative_to(real_root):  # a symlink (or one above it) leads elsewhere
+                self._skip("a symbolic link that leads out of the folder", where)
+                continue
             text = _decode(path.read_bytes(), where, strip_bom=True).strip()
             if not text:
                 self._skip("the file is empty", where)
