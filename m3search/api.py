@@ -51,6 +51,7 @@ class AddResult:
     skipped: int = 0
     replaced: int = 0
     generation: int = 0
+    empty: int = 0  # documents whose text is empty or blank: not indexed (the CLI skips and counts them too)
 
 
 def build_index(
@@ -311,7 +312,8 @@ class SearchIndex:
         writer = self._writer()
         try:
             last_commit = time.monotonic()
-            for chunk in _chunks(_as_documents(docs), batch_size):
+            empties: list[str] = []
+            for chunk in _chunks(_skip_empty(_as_documents(docs), empties), batch_size):
                 present = writer.contains([d.id for d in chunk])
                 n_present = int(present.sum())
                 if not replace:
@@ -338,7 +340,10 @@ class SearchIndex:
             if bar is not None:
                 bar.close()
             self._refresh()
-        return AddResult(added=added, skipped=skipped, replaced=replaced, generation=int(generation))
+        if empties:
+            log.info("skipped %d documents whose text is empty (the first: %r)", len(empties), empties[0])
+        return AddResult(added=added, skipped=skipped, replaced=replaced, generation=int(generation),
+                         empty=len(empties))
 
     def _writer(self):
         return _index_class().open(self.path, writable=True, identity=self._identity)
@@ -457,6 +462,15 @@ def _encode_documents(encoder: Encoder, docs: list[Document], max_length: int | 
         where = getattr(doc, "source", None)
         reason = str(e).replace(f"text {e.position} has", "has", 1)
         raise InputError(f"{where + ': ' if where else ''}document {doc.id!r} {reason}") from None
+
+
+def _skip_empty(docs: Iterable[Document], empties: list[str]) -> Iterator[Document]:
+    """Leave out documents with nothing to index (an empty text would match nothing yet rank on noise)."""
+    for doc in docs:
+        if doc.text.strip():
+            yield doc
+        else:
+            empties.append(doc.id)
 
 
 def _chunks(items: Iterable[Document], size: int) -> Iterator[list[Document]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress, status
+from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress, status
 from m3search.errors import IndexLockedError, InputError, M3SearchError
 from m3search.indexes.manifest import is_index
 
@@ -78,6 +78,7 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     started = time.perf_counter()
     folder = Path(index_path)
     was_index, folder_existed = is_index(folder), folder.exists()
+    model = explicit_model(model, existing_index=was_index)
     encoder_options = {key: value for key, value in (("batch_tokens", batch_tokens), ("max_doc_tokens", max_doc_tokens))
                        if value} or None
     index = api.build_index(index_path, model=model, encoder_options=encoder_options)
@@ -98,10 +99,10 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
             raise click.ClickException(failure)
         if kept == 0 and not folder_existed:
             shutil.rmtree(folder)  # the empty index this run created: leave nothing behind
-            raise click.ClickException(f"{failure} (nothing was indexed)")
-        raise click.ClickException(
+            raise _failed(f"{failure} (nothing was indexed)", failure == "interrupted")
+        raise _failed(
             f"{failure} (the index at {index_path} stays at its last commit, {_count(kept, 'document')}; "
-            "run the same command again to resume)"
+            "run the same command again to resume)", failure == "interrupted"
         )
 
     elapsed = time.perf_counter() - started
@@ -115,6 +116,13 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     if note:
         lines.append(note[0].upper() + note[1:] + ".")
     status("\n".join(lines), quiet)
+
+
+def _failed(message: str, interrupted: bool) -> click.ClickException:
+    error = click.ClickException(message)
+    if interrupted:
+        error.exit_code = 130  # 128 + SIGINT, as shells expect of a command stopped by Ctrl-C
+    return error
 
 
 def _skipped_note(reader) -> str:

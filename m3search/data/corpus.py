@@ -122,6 +122,9 @@ class CorpusReader:
                     continue
                 doc = _from_tsv(line, where)
             header_checked = True
+            if doc is not None and not doc.text.strip():
+                self._skip("the text is empty", where)
+                continue
             if doc is not None:
                 yield doc
 
@@ -129,7 +132,9 @@ class CorpusReader:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno}): fix or remove this line") from None
+            raise InputError(f"{where}: not valid JSON ({e.msg}: column {e.colno}): fix or remove this line") from None
+        except RecursionError:
+            raise InputError(f"{where}: the JSON is nested too deeply to be a document: fix or remove this line") from None
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object like {{\"docid\": ..., \"text\": ...}}, got {type(obj).__name__}")
         doc_id = _id_field(obj, where)
@@ -174,9 +179,24 @@ def document_from_mapping(obj: Mapping[str, Any], where: str, doc_id: str | None
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InputError(f"{where}: document {doc_id!r} has a {type(metadata).__name__} as 'metadata': give a JSON object")
+    for field, value in (("id", doc_id), ("text", text), ("title", title)):
+        check_unicode(value, f"{where}: document {doc_id!r}" if field != "id" else where, field)
     extra = {k: v for k, v in obj.items() if k not in _RESERVED}
     metadata = {**extra, **(metadata or {})} or None
     return Document(id=doc_id, text=text, title=title or None, metadata=metadata, source=where)
+
+
+def check_unicode(value: str | None, where: str, field: str) -> None:
+    """Refuse a string that is not valid Unicode (a lone surrogate such as JSON's "\\ud800" escape)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{where}: the {field} holds a lone surrogate ({value[e.start]!r} at character {e.start}), which is not "
+            "valid Unicode: fix the producer of this data (a UTF-16 pair was split)"
+        ) from None
 
 
 def _id_field(obj: Mapping[str, Any], where: str) -> str:

@@ -41,9 +41,10 @@ DOCSTORE_FORMAT = "m3search.docstore"
 DOCSTORE_VERSION = 2  # 2: sealed values (1: unsealed; no longer read)
 DOCS_DIR = "docs.lmdb"
 
-# 1 TiB of address space: LMDB files are sparse and grow as needed; a fixed, large map spares every
-# process the MDB_MAP_RESIZED dance when another process grew the file.
-MAP_SIZE = 1 << 40
+# Address space reserved for the map: twice the file (at least 256 MiB), doubled by the writer when a commit
+# fills it (`grow_map`); readers adopt a map another process grew (`begin`). A fixed 1 TiB map kept every
+# index from opening under `ulimit -v`.
+MIN_MAP_SIZE = 256 << 20
 MAX_READERS = 1024
 _MAX_PLAIN_KEY = 400  # LMDB's default key limit is 511 bytes
 
@@ -187,7 +188,8 @@ def _open_new_env(path: Path, create: bool) -> lmdb.Environment:
     data_file = path / "data.mdb"
     if not create and not data_file.is_file():
         raise IndexFormatError(f"{data_file} is missing: the document store is gone; restore the index from a copy")
-    options = dict(map_size=MAP_SIZE, subdir=True, max_dbs=8, max_readers=MAX_READERS, create=create, readahead=False)
+    used = data_file.stat().st_size if data_file.exists() else 0
+    options = dict(map_size=max(MIN_MAP_SIZE, -(-2 * used // (1 << 20)) << 20), subdir=True, max_dbs=8, max_readers=MAX_READERS, create=create, readahead=False)
     try:
         # Opened read-write even for readers: the environment is shared with any writer in this process.
         # Readers never begin a write transaction.
@@ -219,6 +221,21 @@ def _check_not_truncated(env: lmdb.Environment, data_file: Path) -> None:
         )
 
 
+def begin(env: lmdb.Environment, **kwargs) -> lmdb.Transaction:
+    """env.begin(), adopting the larger map another process grew the file to (MDB_MAP_RESIZED)."""
+    for _ in range(8):
+        try:
+            return env.begin(**kwargs)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # 0: take the size the file now has
+    return env.begin(**kwargs)
+
+
+def grow_map(env: lmdb.Environment) -> None:
+    """Double the map after a commit found it full (LMDB raised MapFullError and aborted it)."""
+    env.set_mapsize(2 * int(env.info()["map_size"]))
+
+
 # -- the store ---------------------------------------------------------------------------------------
 
 
@@ -236,7 +253,7 @@ class DocStore:
     @classmethod
     def initialize(cls, env: lmdb.Environment, path: Path, state: CommitState) -> "DocStore":
         store = cls(env, path)
-        with env.begin(write=True) as txn:
+        with begin(env, write=True) as txn:
             txn.put(KEY_FORMAT, pack({"format": DOCSTORE_FORMAT, "version": DOCSTORE_VERSION}), db=store.meta)
             txn.put(KEY_STATE, seal(pack(state.to_dict())), db=store.meta)
         return store
@@ -244,7 +261,7 @@ class DocStore:
     @classmethod
     def open(cls, env: lmdb.Environment, path: Path) -> "DocStore":
         try:
-            with env.begin() as txn:
+            with begin(env) as txn:
                 names = {k for k, _ in txn.cursor()}
         except lmdb.Error as e:
             raise IndexFormatError(
@@ -257,7 +274,7 @@ class DocStore:
             )
         with guarded(path):
             store = cls(env, path)
-            with env.begin() as txn:
+            with begin(env) as txn:
                 raw = txn.get(KEY_FORMAT, db=store.meta)
         fmt = unpack(raw, "the format record") if raw is not None else None
         if not isinstance(fmt, dict) or fmt.get("format") != DOCSTORE_FORMAT:
@@ -285,7 +302,7 @@ class DocStore:
 
     def committed_generation(self) -> int:
         """The newest committed generation, read in a short transaction of its own (cheap: one key)."""
-        with guarded(self.path), self.env.begin() as txn:
+        with guarded(self.path), begin(self.env) as txn:
             return self.state(txn).generation
 
     def lookup(self, txn: lmdb.Transaction, ext_ids: Iterable[str]) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError
-from m3search.indexes.docstore import DOCS_DIR, DocStore, open_env, release_env
+from m3search.indexes.docstore import DOCS_DIR, DocStore, begin, guarded, open_env, release_env
 from m3search.indexes.fsutil import fsync_dir, fsync_dirs, tree_bytes
 from m3search.indexes.handles import HandleCache
 from m3search.indexes.locking import WRITER_LOCK_NAME, WriterLock
@@ -71,7 +71,7 @@ class Index:
                     f"{path / SEGMENTS_DIR} is missing: the index is damaged; restore it from a copy"
                 )
             self._store = DocStore.open(self._env, path / DOCS_DIR)
-            with self._env.begin() as txn:
+            with begin(self._env) as txn:
                 self._store.state(txn)  # refuse a damaged state now rather than at the first search
             self._cache = HandleCache(path, components)
             self._writer: IndexWriter | None = None
@@ -208,7 +208,7 @@ class Index:
 
     def _committed_state(self) -> CommitState:
         self._check_open()
-        with self._env.begin() as txn:
+        with guarded(self._store.path), begin(self._env) as txn:
             return self._store.state(txn)
 
     # -- writes -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import lmdb
 import numpy as np
 
 from m3search.errors import IndexFormatError, InputError
-from m3search.indexes.docstore import DocRecord, DocStore, guarded, int_key, record_ext_id
+from m3search.indexes.docstore import DocRecord, DocStore, begin, guarded, int_key, record_ext_id
 from m3search.indexes.handles import HandleCache, SegmentGone, SegmentHandle
 from m3search.indexes.segments import (
     IndexDenseReader,
@@ -164,13 +164,13 @@ def take_snapshot(store: DocStore, cache: HandleCache, identity: "EncoderIdentit
     the segment list and pinning it (it can only do so after committing a newer list), read again."""
     for _ in range(_MAX_RETRIES):
         with guarded(store.path):
-            txn = store.env.begin(buffers=False)
+            txn = begin(store.env, buffers=False)
         try:
             state = store.state(txn)
             handles = cache.acquire(state.segments)
         except SegmentGone as gone:
             txn.abort()
-            with store.env.begin() as fresh:
+            with guarded(store.path), begin(store.env) as fresh:
                 latest = store.state(fresh)
             if gone.name in {s.name for s in latest.segments}:
                 raise IndexFormatError(

@@ -54,11 +54,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypedDict
 
+import lmdb
 import numpy as np
 
-from m3search.errors import InputError
+from m3search.errors import IndexFormatError, InputError
 from m3search.indexes.base import ComponentType
-from m3search.indexes.docstore import DocStore, ext_key, id_value, int_key, pack, pack_record
+from m3search.indexes.docstore import DocStore, begin, ext_key, grow_map, guarded, id_value, int_key, pack, pack_record
 from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs
 from m3search.indexes.handles import HandleCache, load_ids, write_ids
 from m3search.indexes.inputs import check_values
@@ -120,7 +121,7 @@ class IndexWriter:
         self.auto_merge = auto_merge
         self.buffer_bytes = buffer_bytes
         self._crash = crash_hook or (lambda point: None)
-        with store.env.begin() as txn:
+        with begin(store.env) as txn:
             self.committed: CommitState = store.state(txn)
         self._reset_pending()
 
@@ -143,7 +144,7 @@ class IndexWriter:
         out = np.full(len(ext_ids), -1, dtype=np.int64)
         unchanged = [i for i, e in enumerate(ext_ids) if e not in self._ext_changes]
         if unchanged:
-            with self.store.env.begin() as txn:
+            with begin(self.store.env) as txn:
                 out[unchanged] = self.store.lookup(txn, [ext_ids[i] for i in unchanged])
         for i, e in enumerate(ext_ids):
             if e in self._ext_changes:
@@ -240,12 +241,12 @@ class IndexWriter:
         old = self.committed
         segments = list(old.segments) + self._pending
         store = self.store
-        with store.env.begin(write=True) as txn:
+        def write(txn) -> CommitState:
             masks = self._new_deletion_masks(txn, segments)
-            segments = [
+            listed = [
                 dataclasses.replace(s, n_deleted=int(masks[s.name].sum())) if s.name in masks else s for s in segments
             ]
-            state = CommitState(generation=old.generation + 1, next_id=self._next_id, segments=tuple(segments))
+            state = CommitState(generation=old.generation + 1, next_id=self._next_id, segments=tuple(listed))
             for ext, internal in self._ext_changes.items():
                 if internal >= 0:
                     txn.put(ext_key(ext), id_value(internal), db=store.ext2int)
@@ -259,6 +260,9 @@ class IndexWriter:
             for name, mask in masks.items():
                 store.put_bitmap(txn, name, mask)
             store.put_state(txn, state)
+            return state
+
+        state = self._transact(write)
         self._committed_now(state)
         self._crash("commit:after-txn")
         self.collect_garbage()
@@ -290,6 +294,19 @@ class IndexWriter:
             mask[local] = True
             masks[s.name] = mask
         return masks
+
+    def _transact(self, write):
+        """Run write(txn) in one write transaction (the commit point); if the map is full, LMDB aborts it:
+        grow the map and run it again."""
+        for _ in range(40):
+            try:
+                with guarded(self.store.path), begin(self.store.env, write=True) as txn:
+                    return write(txn)
+            except IndexFormatError as e:
+                if not isinstance(e.__cause__, lmdb.MapFullError):
+                    raise
+                grow_map(self.store.env)
+        raise IndexFormatError(f"{self.store.path}: the document store can't grow its map; free address space")
 
     def _segment_ids(self, info: SegmentInfo) -> np.ndarray:
         return load_ids(self.segments_dir / info.name, info)
@@ -359,7 +376,7 @@ class IndexWriter:
         handles = dict(zip((s.name for s in involved), self.cache.acquire(involved)))
         written: list[SegmentInfo] = []
         try:
-            with self.store.env.begin() as txn:
+            with begin(self.store.env) as txn:
                 keeps = {s.name: np.flatnonzero(~self.store.deleted_bitmap(txn, s.name, s.n)) for s in involved}
             replacement: dict[int, SegmentInfo | None] = {}
             for run in runs:
@@ -376,10 +393,12 @@ class IndexWriter:
                 elif p not in skip:
                     new_segments.append(s)
             state = CommitState(generation=old.generation + 1, next_id=old.next_id, segments=tuple(new_segments))
-            with self.store.env.begin(write=True) as txn:
+            def write(txn) -> None:
                 for s in involved:
                     txn.delete(s.name.encode(), db=self.store.deleted)
                 self.store.put_state(txn, state)
+
+            self._transact(write)
         except BaseException:
             for info in written:  # the transaction did not commit: these folders are ours to remove
                 shutil.rmtree(self.segments_dir / info.name, ignore_errors=True)
@@ -463,6 +482,11 @@ def _check_ids(ids: Sequence[str], action: str, allow_duplicates: bool) -> list[
     for i, e in enumerate(ids):
         if not isinstance(e, str) or not e:
             raise InputError(f"{action}: id at position {i} is {e!r}; ids must be non-empty strings")
+        try:
+            e.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InputError(f"{action}: id at position {i} ({e!r}) holds a lone surrogate at character "
+                             f"{err.start}, which is not valid Unicode; fix the id") from None
     if not allow_duplicates and len(set(ids)) != len(ids):
         seen, dup = set(), []
         for e in ids:
