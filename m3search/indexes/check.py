@@ -24,6 +24,7 @@ from m3search.indexes.docstore import (
     DOCS_DIR,
     KEY_FORMAT,
     KEY_STATE,
+    check_not_truncated,
     ext_key,
     unpack,
     unpack_record,
@@ -84,8 +85,12 @@ def _check_docstore(path: Path, report: CheckReport) -> CommitState | None:
             env = lmdb.open(str(where), readonly=True, subdir=True, max_dbs=8, create=False)
         except lmdb.Error:  # e.g. a read-only copy without a lock file
             env = lmdb.open(str(where), readonly=True, lock=False, subdir=True, max_dbs=8, create=False)
+        check_not_truncated(env, where / "data.mdb")  # else LMDB would read past the file's end (SIGBUS)
     except lmdb.Error as e:
         report.problems.append(f"{where}: the document store can't be opened ({type(e).__name__}: {e})")
+        return None
+    except IndexFormatError as e:
+        report.problems.append(str(e))
         return None
     state = None
     try:

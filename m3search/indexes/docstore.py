@@ -203,13 +203,13 @@ def _open_new_env(path: Path, create: bool) -> lmdb.Environment:
             env = lmdb.open(str(path), readonly=True, **options)
         except lmdb.Error as e2:
             raise IndexFormatError(f"{path}: the document store can't be opened ({e2})") from e2
-    _check_not_truncated(env, data_file)
+    check_not_truncated(env, data_file)
     if not env.flags().get("readonly"):
         env.reader_check()  # free the reader slots of processes that were killed
     return env
 
 
-def _check_not_truncated(env: lmdb.Environment, data_file: Path) -> None:
+def check_not_truncated(env: lmdb.Environment, data_file: Path) -> None:
     """A truncated data.mdb would make LMDB read past the end of its map (SIGBUS): refuse it up front."""
     need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     have = data_file.stat().st_size
