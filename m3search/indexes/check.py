@@ -54,8 +54,9 @@ class CheckReport:
         return {**dataclasses.asdict(self), "ok": self.ok}
 
 
-def check_index(path: str | Path, progress: Callable[[str], None] | None = None) -> CheckReport:
-    """Verify everything under `path`; damage is listed in the report (never raised), one line per finding."""
+def check_index(path: str | Path, progress: Callable[[str], None] | None = None, registry=None) -> CheckReport:
+    """Verify everything under `path`; damage is listed in the report (never raised), one line per finding.
+    registry: the component implementations to open it with (default: the real ones)."""
     path = Path(path)
     report = CheckReport(str(path))
     say = progress or (lambda _msg: None)
@@ -74,7 +75,7 @@ def check_index(path: str | Path, progress: Callable[[str], None] | None = None)
         _check_headers_under(path / "components" / kind, report)
     if report.ok:
         say("opening a snapshot")
-        _check_open(path, report)
+        _check_open(path, report, registry)
     return report
 
 
@@ -196,11 +197,11 @@ def _verify_entry(folder: Path, name: str, entry: dict, report: CheckReport) -> 
         report.problems.append(str(e))
 
 
-def _check_open(path: Path, report: CheckReport) -> None:
+def _check_open(path: Path, report: CheckReport, registry) -> None:
     from m3search.indexes.index import Index
 
     try:
-        with Index.open(path) as index, index.snapshot() as snap:
+        with Index.open(path, registry=registry) as index, index.snapshot() as snap:
             if snap.n_docs != report.documents:
                 report.problems.append(f"{path}: the snapshot holds {snap.n_docs} documents, the store {report.documents}")
     except M3SearchError as e:
