@@ -24,7 +24,7 @@ from m3search.indexes.dense.config import Structure, choose_structure, validate_
 from m3search.indexes.dense.reader import _ROWS, DenseSegmentReader
 from m3search.indexes.faiss_support import faiss_threads, quiet_training
 from m3search.indexes.fsutil import fsync_dir, fsync_file, write_json
-from m3search.indexes.inputs import check_ids
+from m3search.indexes.inputs import check_dense, check_ids
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,7 @@ class DenseComponent(ComponentType):
         return validate_config(config)
 
     def build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
-        x = batch.dense
-        if x.size and not np.isfinite(x).all():
-            raise InputError("dense vectors contain NaN or infinity; re-encode those documents")
+        x = check_dense(batch.dense, what="dense segment", unit=False)
         path = Path(path)
         chunks = (x[lo : lo + _ROWS] for lo in range(0, len(x), _ROWS))
         return self._write(path, len(x), x.shape[1], chunks)

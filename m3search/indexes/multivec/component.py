@@ -25,7 +25,7 @@ from m3search.indexes import segment_files as sf
 from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.fsutil import fsync_dir, write_json
-from m3search.indexes.inputs import check_ids
+from m3search.indexes.inputs import check_ids, check_tokens
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec.config import validate_config
 from m3search.indexes.multivec.reader import MultivecSegmentReader
@@ -67,8 +67,7 @@ class MultivecComponent(ComponentType):
 
     def _build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
         x, lengths = batch.multivec, batch.multivec_lengths
-        if x.size and not np.isfinite(x).all():
-            raise InputError("token vectors contain NaN or infinity; re-encode those documents")
+        check_tokens(x, lengths, what="multivec segment")
         rng = np.random.default_rng(self.config["seed"])
 
         def sample() -> np.ndarray:

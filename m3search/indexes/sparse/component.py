@@ -20,6 +20,7 @@ from m3search.indexes.sparse.segment import (
     SEGMENT_VERSION,
     load_segment,
 )
+from m3search.indexes.inputs import check_lexical
 from m3search.indexes.segment_files import write_array
 from m3search.types import EncodedBatch
 
@@ -195,15 +196,7 @@ class SparseComponent(ComponentType):
 def _canonical_weights(x) -> sp.csr_matrix:
     """float32 CSR with sorted, unique indices and no explicit zeros; refuses negative or non-finite weights."""
     x = sp.csr_matrix(x, dtype=np.float32)
-    if len(x.data):
-        bad = ~np.isfinite(x.data) | (x.data < 0)
-        if bad.any():
-            p = int(np.flatnonzero(bad)[0])
-            row = int(np.searchsorted(x.indptr, p, side="right") - 1)
-            raise InputError(
-                f"lexical weights must be finite and >= 0, but row {row}, token {int(x.indices[p])} has "
-                f"{float(x.data[p])}; check the encoder's sparse head (BGE-M3 applies relu)"
-            )
+    check_lexical(x, what="sparse segment")
     if not x.has_canonical_format or (len(x.data) and (x.data == 0).any()):
         x = x.copy()
         x.sum_duplicates()
