@@ -121,7 +121,7 @@ class IndexWriter:
         self.auto_merge = auto_merge
         self.buffer_bytes = buffer_bytes
         self._crash = crash_hook or (lambda point: None)
-        with begin(store.env) as txn:
+        with guarded(store.path), begin(store.env) as txn:
             self.committed: CommitState = store.state(txn)
         self._reset_pending()
 
@@ -144,7 +144,7 @@ class IndexWriter:
         out = np.full(len(ext_ids), -1, dtype=np.int64)
         unchanged = [i for i, e in enumerate(ext_ids) if e not in self._ext_changes]
         if unchanged:
-            with begin(self.store.env) as txn:
+            with guarded(self.store.path), begin(self.store.env) as txn:
                 out[unchanged] = self.store.lookup(txn, [ext_ids[i] for i in unchanged])
         for i, e in enumerate(ext_ids):
             if e in self._ext_changes:
@@ -376,7 +376,7 @@ class IndexWriter:
         handles = dict(zip((s.name for s in involved), self.cache.acquire(involved)))
         written: list[SegmentInfo] = []
         try:
-            with begin(self.store.env) as txn:
+            with guarded(self.store.path), begin(self.store.env) as txn:
                 keeps = {s.name: np.flatnonzero(~self.store.deleted_bitmap(txn, s.name, s.n)) for s in involved}
             replacement: dict[int, SegmentInfo | None] = {}
             for run in runs:
