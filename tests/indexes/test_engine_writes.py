@@ -58,7 +58,7 @@ def test_candidates_that_are_deleted_are_rejected(make_index, hashing_encoder):
     index.commit()
     q = hashing_encoder.encode(["alpha"], kind="query")
     with index.snapshot() as snap:
-        with pytest.raises(InputError, match=rf"internal ids \[{old_id}\] have no document record"):
+        with pytest.raises(InputError, match=rf"internal ids \[{old_id}\] are not live documents"):
             snap.dense.score_pairs(q.dense, np.array([0]), np.array([old_id]))
         with pytest.raises(InputError, match="not live documents"):
             snap.multivec.score_pairs(q.multivec, q.multivec_lengths, np.array([0]), np.array([old_id]))
