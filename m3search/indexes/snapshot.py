@@ -95,9 +95,9 @@ class Snapshot:
                 out.append(rec)
         if missing:
             raise InputError(
-                f"internal ids {missing[:5]}{' ...' if len(missing) > 5 else ''} have no document record in "
-                f"generation {self.generation}: take ids from this snapshot's own results (if they are, the "
-                "document store is damaged: run `m3search check INDEX`)"
+                f"internal ids {missing[:5]}{' ...' if len(missing) > 5 else ''} are not live documents of "
+                f"generation {self.generation} (no document record): take ids from this snapshot's own results "
+                "(if they are, the document store is damaged: run `m3search check INDEX`)"
             )
         return out
 
