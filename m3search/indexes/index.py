@@ -116,7 +116,10 @@ class Index:
         check_new_index_path(path)
         # Built in a hidden sibling folder and renamed into place, so an interrupted creation never leaves a
         # half-made index at `path` and nothing already at `path` is ever removed.
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"can't create the folder {path.parent} for the index ({e.strerror})") from None
         tmp = _make_temp_folder(path)
         lock = WriterLock(tmp)
         try:
@@ -391,4 +394,9 @@ def _make_temp_folder(path: Path) -> Path:
             return tmp
         except FileExistsError:
             continue
+        except OSError as e:
+            raise InputError(
+                f"can't create the index {path} ({e.strerror}): m3search builds a new index in a temporary folder "
+                f"beside it and renames it into place, so {path.parent} must be writable"
+            ) from None
     raise InputError(f"can't make a temporary folder beside {path}; clear the .{path.name}.creating-* folders there")
