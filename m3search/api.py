@@ -94,8 +94,9 @@ def open_index(
     unless `model` is given (it must match the index's encoder identity)."""
     path = Path(path)
     if not _is_index(path):
-        what = "does not exist" if not path.exists() else "is not an m3search index (no manifest.json)"
-        raise IndexFormatError(f"index {str(path)!r} {what}: build one with `m3search index CORPUS -o {path}`")
+        from m3search.indexes.manifest import not_an_index_message
+
+        raise IndexFormatError(not_an_index_message(path))
     encoder = _load_encoder(model, device, encoder_options) if model is not None else None
     return SearchIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
 
@@ -103,7 +104,8 @@ def open_index(
 class SearchIndex:
     """An index on disk with its encoder: add, delete, search. Use as a context manager or call close().
 
-    Searches see the index as of the last commit; `add`, `upsert` and `delete` commit before returning.
+    Each search sees the newest commit at the moment it starts (of this object, another one or another
+    process); `add`, `upsert` and `delete` commit before returning.
     Writes take the index's writer lock only while they run, so several SearchIndex objects (or
     processes) can search one index while another writes it.
     """
@@ -126,6 +128,7 @@ class SearchIndex:
             self._encoder = encoder
         self._snapshot = None
         self._planner: Planner | None = None
+        self._seen_txnid = -1
         self._warned_untrained = False
 
     # -- encoder ------------------------------------------------------------------------------
@@ -159,18 +162,37 @@ class SearchIndex:
 
     @property
     def planner(self) -> Planner:
-        if self._planner is None:
+        """A planner over the newest commit (re-taken when another process or object has committed since)."""
+        if self._planner is None or self._stale():
+            self._refresh()
             self._snapshot = self._index.snapshot()
-            strings = self._encoder.token_strings if self._encoder is not None else self._lazy_token_strings
-            self._planner = Planner(self._snapshot, token_strings=strings)
+            self._planner = self._new_planner(self._snapshot)
         return self._planner
+
+    def _new_planner(self, snapshot) -> Planner:
+        strings = self._encoder.token_strings if self._encoder is not None else self._lazy_token_strings
+        return Planner(snapshot, token_strings=strings)
+
+    def _stale(self) -> bool:
+        """Whether a commit happened since our snapshot: LMDB's last transaction id (no transaction needed),
+        then the committed generation if that moved."""
+        txnid = self._index.last_txnid()
+        if txnid == self._seen_txnid:
+            return False
+        self._seen_txnid = txnid
+        return self._snapshot is None or self._index.generation != self._snapshot.generation
+
+    def refresh(self) -> int:
+        """Move to the newest commit now (searches do this by themselves); returns its generation."""
+        self._refresh()
+        return self._index.generation
 
     def _lazy_token_strings(self, token_ids: Sequence[int]) -> list[str]:
         return self.encoder.token_strings(token_ids)
 
     def __len__(self) -> int:
         """Live documents as of the last commit."""
-        return int(self.planner.snapshot.n_docs)
+        return int(self._index.n_live)
 
     def search(self, query: str, *, k: int = 10, mode: str | None = None,
                weights: Mapping[str, float] | str | None = None, depths: int | Mapping[str, int] | None = None,
@@ -229,8 +251,13 @@ class SearchIndex:
         return "dense"
 
     def search_encoded(self, queries: EncodedBatch, **options: Any) -> list[list[Hit]]:
-        """Search with queries already encoded (kind='query'), e.g. precomputed; options as in `search`."""
-        return self.planner.search(queries, **options)
+        """Search with queries already encoded (kind='query'), e.g. precomputed; options as in `search`.
+
+        Each call sees the newest commit when it starts, whole, and holds it (an LMDB read transaction and
+        pins on its segments) only while it runs: between searches nothing old is kept alive."""
+        self._refresh()
+        with self._index.snapshot() as snapshot:
+            return self._new_planner(snapshot).search(queries, **options)
 
     def info(self) -> dict[str, Any]:
         """Model, counts, sizes per component and format version, as the index engine reports them."""
@@ -317,9 +344,9 @@ def _index_class():
 
 
 def _is_index(path: Path) -> bool:
-    from m3search.indexes.manifest import MANIFEST_NAME
+    from m3search.indexes.manifest import is_index
 
-    return (path / MANIFEST_NAME).is_file()
+    return is_index(path)
 
 
 def _components(components: Mapping[str, dict] | None) -> dict[str, dict]:

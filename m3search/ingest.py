@@ -110,8 +110,17 @@ class DocumentStream:
 
 
 def encode_documents(encoder, docs: Sequence[Document], max_length: int | None = None) -> EncodedBatch:
-    """Encode documents as passages, from `passage_text`."""
-    return encoder.encode([passage_text(d) for d in docs], kind="passage", max_length=max_length)
+    """Encode documents as passages, from `passage_text`; a text over the encoder's token limit is an
+    InputError naming the document (and its source line, when it came from a file)."""
+    from m3search.encoder.limits import TextTooLongError
+
+    try:
+        return encoder.encode([passage_text(d) for d in docs], kind="passage", max_length=max_length)
+    except TextTooLongError as e:
+        doc = docs[e.position]
+        where = getattr(doc, "source", None)
+        reason = str(e).replace(f"text {e.position} has", "has", 1)
+        raise InputError(f"{where + ': ' if where else ''}document {doc.id!r} {reason}") from None
 
 
 def ingest(

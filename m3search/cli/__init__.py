@@ -1,7 +1,7 @@
 """The `m3search` command line: a thin click layer over the Python API.
 
 Each command lives in its own module and is imported only when it runs:
-`index` (build or extend an index), `query` (search it), `info` (describe it), and, where installed,
+`index` (build or extend an index), `query` (search it), `info` (describe it), `check` (verify every byte of it), and, where installed,
 `train` and `bench`.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ COMMANDS = {
     "index": "m3search.cli.index:index_command",
     "query": "m3search.cli.query:query_command",
     "info": "m3search.cli.info:info_command",
+    "check": "m3search.cli.check:check_command",
     "train": "m3search.cli.train:train",
     "bench": "m3search.cli.bench:bench",
 }

@@ -36,3 +36,14 @@ def status(message: str, quiet: bool) -> None:
     """A summary line on stderr, so stdout stays clean for results."""
     if not quiet:
         click.echo(message, err=True)
+
+
+def explicit_model(model: str | None, existing_index: bool = True) -> str | None:
+    """The --model to use with an existing index: the one given on the command line, but not a
+    M3SEARCH_MODEL default, which applies to new indexes only (an index knows its own model)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if existing_index and ctx is not None and ctx.get_parameter_source("model") is ParameterSource.ENVIRONMENT:
+        return None
+    return model

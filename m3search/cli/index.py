@@ -5,11 +5,17 @@ import itertools
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model_option, quiet_option, show_progress, status
+from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress, status
 from m3search.errors import IndexLockedError, InputError, M3SearchError
+from m3search.indexes.manifest import is_index
+
+if TYPE_CHECKING:  # imported lazily in the command, so `--help` stays fast
+    from m3search.data import CorpusReader
+    from m3search.ingest import DocumentStream
 
 
 @click.command("index")
@@ -23,6 +29,8 @@ from m3search.errors import IndexLockedError, InputError, M3SearchError
 @click.option("--batch-tokens", type=click.IntRange(min=1), default=None, metavar="TOKENS",
               help="Token budget of one encoder batch (padding included); lower it to use less memory.")
 @max_length_option
+@click.option("--max-doc-tokens", type=click.IntRange(min=1), default=None, metavar="TOKENS",
+              help="Refuse a text longer than this many tokens unless --max-length cuts it (default 8192).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, metavar="N",
               help="Documents encoded and added per step.")
 @click.option("--replace", is_flag=True, help="Re-encode and replace documents whose id is already indexed "
@@ -30,8 +38,8 @@ from m3search.errors import IndexLockedError, InputError, M3SearchError
 @click.option("--commit-interval", type=click.FloatRange(min=0), default=120.0, show_default=True,
               metavar="SECONDS", help="Commit at least this often, so an interrupted run loses little.")
 @quiet_option
-def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, batch_size, replace,
-                  commit_interval, quiet):
+def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, max_doc_tokens,
+                  batch_size, replace, commit_interval, quiet):
     """Index CORPUS (files, folders, or - for stdin) into the folder INDEX.
 
     \b
@@ -63,20 +71,23 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     sources = [str(SAMPLE_CORPUS)] if sample else list(corpus)
     if sources.count("-") > 1:
         raise click.UsageError("stdin (-) can be read only once")
-    stream = DocumentStream(CorpusReader(sources, format=corpus_format))  # the API's own normalisation
+    reader = CorpusReader(sources, format=corpus_format)
+    stream = DocumentStream(reader)  # the API's own normalisation
     docs = iter(stream)
     try:
         first = next(docs, None)  # check there is something before creating an index folder
     except M3SearchError as e:
         raise click.ClickException(f"{e} (nothing was indexed)") from None
     if first is None:
-        skipped = _skipped_note(stream)
+        skipped = _skipped_note(reader, stream)
         raise InputError(f"no documents in {', '.join(sources)}: the corpus is empty" + (f"; {skipped}" if skipped else ""))
 
     started = time.perf_counter()
     folder = Path(index_path)
-    was_index, folder_existed = (folder / "manifest.json").is_file(), folder.exists()
-    encoder_options = {"batch_tokens": batch_tokens} if batch_tokens else None
+    was_index, folder_existed = is_index(folder), folder.exists()
+    model = explicit_model(model, existing_index=was_index)
+    encoder_options = {key: value for key, value in (("batch_tokens", batch_tokens), ("max_doc_tokens", max_doc_tokens))
+                       if value} or None
     index = api.build_index(index_path, model=model, encoder_options=encoder_options)
     failure = None
     try:
@@ -95,10 +106,10 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
             raise click.ClickException(failure)
         if kept == 0 and not folder_existed:
             shutil.rmtree(folder)  # the empty index this run created: leave nothing behind
-            raise click.ClickException(f"{failure} (nothing was indexed)")
-        raise click.ClickException(
+            raise _failed(f"{failure} (nothing was indexed)", failure == "interrupted")
+        raise _failed(
             f"{failure} (the index at {index_path} stays at its last commit, {_count(kept, 'document')}; "
-            "run the same command again to resume)"
+            "run the same command again to resume)", failure == "interrupted"
         )
 
     elapsed = time.perf_counter() - started
@@ -108,18 +119,27 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
         lines.append(f"Replaced {_count(result.replaced, 'document')} already in the index.")
     if result.skipped:
         lines.append(f"Skipped {_count(result.skipped, 'document')} already in the index (--replace re-indexes them).")
-    note = _skipped_note(stream)
+    note = _skipped_note(reader, stream)
     if note:
         lines.append(note[0].upper() + note[1:] + ".")
     status("\n".join(lines), quiet)
 
 
-def _skipped_note(stream) -> str:
-    """'skipped 2 records (no text: missing, empty or only whitespace; the first at x.jsonl:1)', or ''."""
-    if not stream.skipped_empty:
-        return ""
-    return (f"skipped {_count(stream.skipped_empty, 'record')} (no text: missing, empty or only whitespace; "
-            f"the first at {stream.first_empty})")
+def _failed(message: str, interrupted: bool) -> click.ClickException:
+    error = click.ClickException(message)
+    if interrupted:
+        error.exit_code = 130  # 128 + SIGINT, as shells expect of a command stopped by Ctrl-C
+    return error
+
+
+def _skipped_note(reader: CorpusReader, stream: DocumentStream) -> str:
+    """'skipped 2 records (no text: ...; the first at x.jsonl:1)', or '' when nothing was skipped."""
+    parts = [f"{_count(n, 'record')} ({reason}; the first at {reader.first_skipped[reason]})"
+             for reason, n in reader.skipped.items()]
+    if stream.skipped_empty:
+        parts.append(f"{_count(stream.skipped_empty, 'record')} (no text: missing, empty or only whitespace; "
+                     f"the first at {stream.first_empty})")
+    return ("skipped " + ", ".join(parts)) if parts else ""
 
 
 def _count(n: int, noun: str) -> str:

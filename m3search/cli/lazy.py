@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
 
@@ -26,6 +27,26 @@ class LazyGroup(click.Group):
         if name in self.lazy_commands:
             return _load(name, self.lazy_commands[name])
         return super().get_command(ctx, name)
+
+    def main(self, *args, **kwargs):
+        """As click's, except that a usage error is one line ('Error: ... (see 'm3search query --help')')
+        and Ctrl-C exits with 130 (128 + SIGINT), as shells expect, instead of 1."""
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "m3search"
+            click.echo(f"Error: {e.format_message()} (see '{where} --help')", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:

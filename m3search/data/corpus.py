@@ -11,6 +11,8 @@ null (MIRACL ships some) reads as a Document with no text; `m3search.ingest` ski
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import logging
 from pathlib import Path
@@ -44,6 +46,8 @@ class CorpusReader:
             raise InputError("no corpus given: name one or more files or folders, or '-' for stdin")
         self.format = format
         self.stdin = stdin
+        self.skipped: Counter[str] = Counter()  # files left out, by reason (empty texts: DocumentStream counts them)
+        self.first_skipped: dict[str, str] = {}
 
     def __iter__(self) -> Iterator[Document]:
         ids = UniqueIds()
@@ -51,6 +55,10 @@ class CorpusReader:
             for doc in self._read_source(source):
                 ids.check(doc)
                 yield doc
+
+    def _skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.first_skipped.setdefault(reason, where)
 
     def _read_source(self, source: str) -> Iterator[Document]:
         if source == "-":
@@ -89,7 +97,9 @@ class CorpusReader:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno}): fix or remove this line") from None
+            raise InputError(f"{where}: not valid JSON ({e.msg}: column {e.colno}): fix or remove this line") from None
+        except RecursionError:
+            raise InputError(f"{where}: the JSON is nested too deeply to be a document: fix or remove this line") from None
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object like {{\"docid\": ..., \"text\": ...}}, got {type(obj).__name__}")
         doc_id = _id_field(obj, where)
@@ -105,8 +115,12 @@ class CorpusReader:
         )
         if not files:
             raise InputError(f"folder {root} holds no {'/'.join(TEXT_SUFFIXES)} files to index")
+        real_root = root.resolve()
         for path in files:
             where = str(path)
+            if not path.resolve().is_relative_to(real_root):  # a symlink (or one above it) leads elsewhere
+                self._skip("a symbolic link that leads out of the folder", where)
+                continue
             text = decode_line(path.read_bytes(), where, strip_bom=True).strip()
             yield Document(id=path.relative_to(root).as_posix(), text=text, source=where)
 
@@ -125,9 +139,24 @@ def document_from_mapping(obj: Mapping[str, Any], where: str, doc_id: str | None
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InputError(f"{where}: document {doc_id!r} has a {type(metadata).__name__} as 'metadata': give a JSON object")
+    for field, value in (("id", doc_id), ("text", text), ("title", title)):
+        check_unicode(value, f"{where}: document {doc_id!r}" if field != "id" else where, field)
     extra = {k: v for k, v in obj.items() if k not in _RESERVED}
     metadata = {**extra, **(metadata or {})} or None
     return Document(id=doc_id, text=text, title=title or None, metadata=metadata, source=where)
+
+
+def check_unicode(value: str | None, where: str, field: str) -> None:
+    """Refuse a string that is not valid Unicode (a lone surrogate such as JSON's "\\ud800" escape)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{where}: the {field} holds a lone surrogate ({value[e.start]!r} at character {e.start}), which is not "
+            "valid Unicode: fix the producer of this data (a UTF-16 pair was split)"
+        ) from None
 
 
 def _id_field(obj: Mapping[str, Any], where: str) -> str:

@@ -50,7 +50,11 @@ def _parse_line(line: str, where: str, default_qid: str) -> Query:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno}): fix or remove this line") from None
+            raise InputError(f"{where}: not valid JSON ({e.msg}: column {e.colno}): fix or remove this line") from None
+        except RecursionError:
+            raise InputError(f"{where}: the JSON is nested too deeply to be a query: fix or remove this line") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected a JSON object like {{\"_id\": ..., \"text\": ...}}")
         qid = next((obj[k] for k in QID_KEYS if k in obj), None)
         text = next((obj[k] for k in QUERY_KEYS if k in obj), None)
         if qid is None or not isinstance(text, str):

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -138,7 +139,9 @@ def _load_head(path: Path, expected_in: int) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError)
-        raise ModelError(f"can't read the head file {path}: {e}; re-save it with torch.save(linear.state_dict())") from e
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ModelError(f"can't read the head file {path} (m3search never runs pickled code; {first}); re-save "
+                         "it with torch.save(linear.state_dict())") from None
     if not isinstance(state, dict) or not {"weight", "bias"} <= set(state):
         keys = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ModelError(f"{path} must be a state dict with 'weight' and 'bias', got {keys}")
@@ -156,9 +159,19 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     def load_one(file: Path) -> dict[str, torch.Tensor]:
-        if file.suffix == ".safetensors":
-            return load_file(str(file))
-        return torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            if file.suffix == ".safetensors":
+                return load_file(str(file))
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ModelError(
+                f"{file} is a pickle that holds more than tensors, and m3search never runs pickled code "
+                f"(torch.load(weights_only=True) refused it: {str(e).splitlines()[0][:200]}); convert the "
+                "weights to model.safetensors with a tool you trust, or use a folder that has one"
+            ) from None
+        except Exception as e:  # torch/safetensors raise many kinds on a damaged file
+            raise ModelError(f"can't read the weights file {file} ({type(e).__name__}: {str(e)[:200]}); the "
+                             "model folder is damaged: copy it again") from None
 
     for single, index in (("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")):
         if (path / single).is_file():

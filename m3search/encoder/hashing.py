@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
+from m3search.encoder.limits import DEFAULT_MAX_DOC_TOKENS, check_limit, check_token_counts
 from m3search.types import EncodedBatch, EncoderIdentity
 
 # CJK and similar scripts have no spaces: take their characters one by one.
@@ -23,7 +24,9 @@ _END_ID = 0  # the id of the end-of-text token every text carries, like </s>
 
 
 class HashingEncoder(Encoder):
-    def __init__(self, dim: int = 64, multivec_dim: int | None = None, vocab_size: int = 30000, seed: int = 0):
+    def __init__(self, dim: int = 64, multivec_dim: int | None = None, vocab_size: int = 30000, seed: int = 0,
+                 max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS):
+        self.max_doc_tokens = check_limit(max_doc_tokens)
         self.dim = dim
         self.multivec_dim = multivec_dim or dim
         self.vocab_size = vocab_size
@@ -64,6 +67,8 @@ class HashingEncoder(Encoder):
             ids = self.tokenize(text)
             if max_length is not None:
                 ids = ids[: max(max_length - 2, 0)]
+            if len(ids) + 2 > self.max_doc_tokens:
+                check_token_counts([0] * i + [len(ids) + 2], self.max_doc_tokens)
             uniq, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
             # weight: 1 + log(tf), scaled by a fixed per-id factor in [0.5, 1.5) (an "idf" stand-in)
             w = (1.0 + np.log(counts)) * (0.5 + (uniq * 2654435761 % 1000) / 1000.0)

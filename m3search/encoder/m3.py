@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
 from m3search.encoder.batching import plan_batches
 from m3search.encoder.checkpoint import LoadedModel, load_m3_model
+from m3search.encoder.limits import DEFAULT_MAX_DOC_TOKENS, check_limit, check_token_counts
 from m3search.encoder.windows import DEFAULT_OVERLAP, MCLS_EVERY, Piece, make_pieces
 from m3search.errors import ConfigError, InputError, ModelError
 from m3search.types import EncodedBatch, EncoderIdentity
@@ -76,6 +77,8 @@ class M3Encoder(Encoder):
       quantize:       None or "int8" (CPU only): dynamic int8 Linear layers, faster, slightly different output
                       (bench/encode_throughput.py measures the cost). Converts the given model in place.
       progress:       show a progress bar over batches.
+      max_doc_tokens: refuse (TextTooLongError) a text of more tokens than this unless max_length cuts it
+                      (default 8192, BGE-M3's longest input).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class M3Encoder(Encoder):
         mcls: bool | int = False,
         quantize: str | None = None,
         progress: bool = False,
+        max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
     ):
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -97,6 +101,7 @@ class M3Encoder(Encoder):
         if long_dense not in ("mean", "first"):
             raise ConfigError(f"long_dense must be 'mean' or 'first', got {long_dense!r}")
         self.long_dense = long_dense
+        self.max_doc_tokens = check_limit(max_doc_tokens)
         self.window_tokens = int(window_tokens or self.spec.max_positions)
         if not 3 <= self.window_tokens <= self.spec.max_positions:
             raise ConfigError(
@@ -182,6 +187,7 @@ class M3Encoder(Encoder):
         content = self.tokenizer.content_ids([prefix + t for t in texts] if prefix else texts)
         if max_length is not None:
             content = [ids[: max_length - 2] for ids in content]
+        check_token_counts([len(ids) + 2 for ids in content], self.max_doc_tokens)
         pieces = make_pieces(
             content, self.tokenizer.cls_id, self.tokenizer.eos_id, self.window_tokens, self.window_overlap, self.mcls_every
         )

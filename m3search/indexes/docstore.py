@@ -1,10 +1,12 @@
 """The document store `docs.lmdb/`: documents, id maps, and the committed state of the index.
 
-One LMDB environment with four named databases, all values msgpack (no pickle):
+One LMDB environment with four named databases, all values msgpack (no pickle), and every value but the
+format record sealed with a CRC-32 (`seal` / `unseal`: 4 bytes little-endian, then the payload), checked
+on every read, so a flipped bit in a text, an id map entry or a bitmap is reported, never served:
 
 - `meta`:    b"format" -> {"format": "m3search.docstore", "version": 1};
              b"state"  -> the committed state (`CommitState`: generation, next internal id, segment list).
-- `ext2int`: external id -> internal id (8-byte big-endian). Ids longer than LMDB's key limit are keyed by
+- `ext2int`: external id -> internal id (8-byte big-endian, sealed). Ids longer than LMDB's key limit are keyed by
              b"\\xff" + their BLAKE2b-256 digest (0xff never occurs in UTF-8, so the two kinds can't clash).
 - `docs`:    internal id (8-byte big-endian, so keys sort by id) -> [external id, text, title, metadata].
              Only live documents have a record: a delete removes it in the same transaction.
@@ -19,11 +21,13 @@ small reference-counted table (`open_env` / `release_env`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import zlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -34,12 +38,13 @@ from m3search.errors import IndexFormatError, InputError
 from m3search.indexes.state import CommitState
 
 DOCSTORE_FORMAT = "m3search.docstore"
-DOCSTORE_VERSION = 1
+DOCSTORE_VERSION = 2  # 2: sealed values (1: unsealed; no longer read)
 DOCS_DIR = "docs.lmdb"
 
-# 1 TiB of address space: LMDB files are sparse and grow as needed; a fixed, large map spares every
-# process the MDB_MAP_RESIZED dance when another process grew the file.
-MAP_SIZE = 1 << 40
+# Address space reserved for the map: twice the file (at least 256 MiB), doubled by the writer when a commit
+# fills it (`grow_map`); readers adopt a map another process grew (`begin`). A fixed 1 TiB map kept every
+# index from opening under `ulimit -v`.
+MIN_MAP_SIZE = 256 << 20
 MAX_READERS = 1024
 _MAX_PLAIN_KEY = 400  # LMDB's default key limit is 511 bytes
 
@@ -69,14 +74,46 @@ def pack(obj: Any) -> bytes:
 def unpack(data: bytes, what: str) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as e:
+    except (ValueError, msgpack.UnpackException, RecursionError) as e:
         raise IndexFormatError(f"{what} in the document store is not valid msgpack ({e}); the index is damaged") from e
+
+
+def seal(data: bytes) -> bytes:
+    """Prefix `data` with its CRC-32 (checked by `unseal` on every read)."""
+    return zlib.crc32(data).to_bytes(4, "little") + data
+
+
+def unseal(raw: bytes, what: str, where: Path | str = "") -> bytes:
+    raw = bytes(raw)
+    if len(raw) < 4 or zlib.crc32(raw[4:]) != int.from_bytes(raw[:4], "little"):
+        raise IndexFormatError(
+            f"{where}: {what} fails its checksum: the document store is damaged; restore the index from a copy"
+            " (`m3search check INDEX` lists every damaged record)"
+        )
+    return raw[4:]
+
+
+def storage_error(path: Path | str, e: BaseException) -> IndexFormatError:
+    """One clear error for whatever LMDB raises on a damaged or unreadable file."""
+    return IndexFormatError(
+        f"{path}: the document store can't be read ({type(e).__name__}: {e}); the index is damaged: restore it "
+        "from a copy (`m3search check INDEX` reports what is readable)"
+    )
+
+
+@contextlib.contextmanager
+def guarded(path: Path | str) -> Iterator[None]:
+    """Turn LMDB errors raised inside the block into IndexFormatError naming the store."""
+    try:
+        yield
+    except lmdb.Error as e:
+        raise storage_error(path, e) from e
 
 
 def pack_record(ext_id: str, doc: Document | None) -> bytes:
     fields = [None, None, None] if doc is None else [doc.text, doc.title, doc.metadata]
     try:
-        return pack([ext_id, *fields])
+        return seal(pack([ext_id, *fields]))
     except (TypeError, ValueError, OverflowError) as e:
         raise InputError(
             f"document {ext_id!r}: its fields can't be stored ({e}); metadata must be JSON-like "
@@ -84,19 +121,23 @@ def pack_record(ext_id: str, doc: Document | None) -> bytes:
         ) from None
 
 
-def unpack_record(data: bytes, internal_id: int) -> Document:
+def unpack_record(data: bytes, internal_id: int, where: Path | str = "") -> Document:
+    data = unseal(data, f"document record {internal_id}", where)
     rec = unpack(data, f"document record {internal_id}")
-    if not isinstance(rec, list) or len(rec) != 4:
-        raise IndexFormatError(f"document record {internal_id} has an unknown layout; the index is damaged")
+    if (not isinstance(rec, list) or len(rec) != 4 or not isinstance(rec[0], str)
+            or not all(v is None or isinstance(v, str) for v in rec[1:3])):
+        raise IndexFormatError(f"{where}: document record {internal_id} has an unknown layout; the index is damaged")
     return Document(*rec)
 
 
-def record_ext_id(data: bytes) -> str:
-    """The external id of a packed record, without decoding its text."""
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(data)
-    unpacker.read_array_header()
-    return unpacker.unpack()
+def record_ext_id(data: bytes, internal_id: int = -1, where: Path | str = "") -> str:
+    """The external id of a packed record (checked like any read)."""
+    return unpack_record(data, internal_id, where).id
+
+
+def id_value(internal_id: int) -> bytes:
+    """The ext2int value of an internal id."""
+    return seal(int_key(internal_id))
 
 
 # -- environments shared per folder ------------------------------------------------------------------
@@ -143,7 +184,8 @@ def _open_new_env(path: Path, create: bool) -> lmdb.Environment:
     data_file = path / "data.mdb"
     if not create and not data_file.is_file():
         raise IndexFormatError(f"{data_file} is missing: the document store is gone; restore the index from a copy")
-    options = dict(map_size=MAP_SIZE, subdir=True, max_dbs=8, max_readers=MAX_READERS, create=create, readahead=False)
+    used = data_file.stat().st_size if data_file.exists() else 0
+    options = dict(map_size=max(MIN_MAP_SIZE, -(-2 * used // (1 << 20)) << 20), subdir=True, max_dbs=8, max_readers=MAX_READERS, create=create, readahead=False)
     try:
         # Opened read-write even for readers: the environment is shared with any writer in this process.
         # Readers never begin a write transaction.
@@ -157,13 +199,13 @@ def _open_new_env(path: Path, create: bool) -> lmdb.Environment:
             env = lmdb.open(str(path), readonly=True, **options)
         except lmdb.Error as e2:
             raise IndexFormatError(f"{path}: the document store can't be opened ({e2})") from e2
-    _check_not_truncated(env, data_file)
+    check_not_truncated(env, data_file)
     if not env.flags().get("readonly"):
         env.reader_check()  # free the reader slots of processes that were killed
     return env
 
 
-def _check_not_truncated(env: lmdb.Environment, data_file: Path) -> None:
+def check_not_truncated(env: lmdb.Environment, data_file: Path) -> None:
     """A truncated data.mdb would make LMDB read past the end of its map (SIGBUS): refuse it up front."""
     need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     have = data_file.stat().st_size
@@ -173,6 +215,21 @@ def _check_not_truncated(env: lmdb.Environment, data_file: Path) -> None:
             f"{data_file} has {have} bytes but its last committed page ends at byte {need}: the file is "
             "truncated; restore the index from a copy"
         )
+
+
+def begin(env: lmdb.Environment, **kwargs) -> lmdb.Transaction:
+    """env.begin(), adopting the larger map another process grew the file to (MDB_MAP_RESIZED)."""
+    for _ in range(8):
+        try:
+            return env.begin(**kwargs)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # 0: take the size the file now has
+    return env.begin(**kwargs)
+
+
+def grow_map(env: lmdb.Environment) -> None:
+    """Double the map after a commit found it full (LMDB raised MapFullError and aborted it)."""
+    env.set_mapsize(2 * int(env.info()["map_size"]))
 
 
 # -- the store ---------------------------------------------------------------------------------------
@@ -192,15 +249,15 @@ class DocStore:
     @classmethod
     def initialize(cls, env: lmdb.Environment, path: Path, state: CommitState) -> "DocStore":
         store = cls(env, path)
-        with env.begin(write=True) as txn:
+        with begin(env, write=True) as txn:
             txn.put(KEY_FORMAT, pack({"format": DOCSTORE_FORMAT, "version": DOCSTORE_VERSION}), db=store.meta)
-            txn.put(KEY_STATE, pack(state.to_dict()), db=store.meta)
+            txn.put(KEY_STATE, seal(pack(state.to_dict())), db=store.meta)
         return store
 
     @classmethod
     def open(cls, env: lmdb.Environment, path: Path) -> "DocStore":
         try:
-            with env.begin() as txn:
+            with begin(env) as txn:
                 names = {k for k, _ in txn.cursor()}
         except lmdb.Error as e:
             raise IndexFormatError(
@@ -211,12 +268,18 @@ class DocStore:
                 f"{path}: the document store holds no m3search data (no '{DB_META.decode()}' table); "
                 "restore the index from a copy"
             )
-        store = cls(env, path)
-        with env.begin() as txn:
-            raw = txn.get(KEY_FORMAT, db=store.meta)
+        with guarded(path):
+            store = cls(env, path)
+            with begin(env) as txn:
+                raw = txn.get(KEY_FORMAT, db=store.meta)
         fmt = unpack(raw, "the format record") if raw is not None else None
         if not isinstance(fmt, dict) or fmt.get("format") != DOCSTORE_FORMAT:
             raise IndexFormatError(f"{path}: format record {fmt!r} is not {DOCSTORE_FORMAT!r}")
+        if isinstance(fmt.get("version"), int) and fmt["version"] < DOCSTORE_VERSION:
+            raise IndexFormatError(
+                f"{path}: document store version {fmt['version']} has no record checksums; this m3search reads "
+                f"version {DOCSTORE_VERSION}: rebuild the index"
+            )
         if not isinstance(fmt.get("version"), int) or fmt["version"] > DOCSTORE_VERSION:
             raise IndexFormatError(
                 f"{path}: document store version {fmt.get('version')!r} is newer than this m3search reads "
@@ -226,27 +289,39 @@ class DocStore:
 
     # -- reads
     def state(self, txn: lmdb.Transaction) -> CommitState:
-        raw = txn.get(KEY_STATE, db=self.meta)
+        with guarded(self.path):
+            raw = txn.get(KEY_STATE, db=self.meta)
         if raw is None:
             raise IndexFormatError(f"{self.path}: the committed state record is missing; restore the index from a copy")
+        raw = unseal(raw, "the committed state", self.path)
         return CommitState.from_dict(unpack(raw, "the committed state"), where=str(self.path))
+
+    def committed_generation(self) -> int:
+        """The newest committed generation, read in a short transaction of its own (cheap: one key)."""
+        with guarded(self.path), begin(self.env) as txn:
+            return self.state(txn).generation
 
     def lookup(self, txn: lmdb.Transaction, ext_ids: Iterable[str]) -> np.ndarray:
         out = []
-        for ext in ext_ids:
-            v = txn.get(ext_key(ext), db=self.ext2int)
-            out.append(int.from_bytes(v, "big") if v is not None else -1)
+        with guarded(self.path):
+            for ext in ext_ids:
+                v = txn.get(ext_key(ext), db=self.ext2int)
+                out.append(int.from_bytes(unseal(v, f"the id map entry of {ext!r}", self.path), "big")
+                           if v is not None else -1)
         return np.asarray(out, dtype=np.int64)
 
     def record(self, txn: lmdb.Transaction, internal_id: int) -> Document | None:
-        raw = txn.get(int_key(internal_id), db=self.docs)
-        return None if raw is None else unpack_record(raw, internal_id)
+        with guarded(self.path):
+            raw = txn.get(int_key(internal_id), db=self.docs)
+        return None if raw is None else unpack_record(raw, internal_id, self.path)
 
     def deleted_bitmap(self, txn: lmdb.Transaction, name: str, n: int) -> np.ndarray:
         """(n,) bool mask of deleted local ids of segment `name` (all False when it has no bitmap)."""
-        raw = txn.get(name.encode(), db=self.deleted)
+        with guarded(self.path):
+            raw = txn.get(name.encode(), db=self.deleted)
         if raw is None:
             return np.zeros(n, dtype=bool)
+        raw = unseal(raw, f"the deletion bitmap of segment {name}", self.path)
         bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little")
         if len(bits) != n:
             raise IndexFormatError(
@@ -260,9 +335,9 @@ class DocStore:
     # -- writes (inside the commit transaction)
     def put_bitmap(self, txn: lmdb.Transaction, name: str, mask: np.ndarray) -> None:
         if mask.any():
-            txn.put(name.encode(), np.packbits(mask, bitorder="little").tobytes(), db=self.deleted)
+            txn.put(name.encode(), seal(np.packbits(mask, bitorder="little").tobytes()), db=self.deleted)
         else:
             txn.delete(name.encode(), db=self.deleted)
 
     def put_state(self, txn: lmdb.Transaction, state: CommitState) -> None:
-        txn.put(KEY_STATE, pack(state.to_dict()), db=self.meta)
+        txn.put(KEY_STATE, seal(pack(state.to_dict())), db=self.meta)

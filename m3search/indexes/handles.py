@@ -7,6 +7,7 @@ there with its committed size; component errors are re-raised naming the segment
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -16,13 +17,15 @@ import numpy as np
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.base import ComponentType, SegmentReader
-from m3search.indexes.fsutil import check_file_sizes
+from m3search.indexes.fsutil import check_file_sizes, write_json
+from m3search.indexes.segment_files import open_array, write_array
 from m3search.indexes.locking import SegmentPin
 from m3search.indexes.state import SegmentInfo
 
 logger = logging.getLogger(__name__)
 
-IDS_FILE = "ids.npy"
+IDS_FILE = "ids.arr"  # a merged segment's internal ids: a checked array described by IDS_HEADER
+IDS_HEADER = "ids.json"
 
 
 class SegmentGone(Exception):
@@ -47,7 +50,7 @@ class SegmentHandle:
         try:
             what = f"segment {info.name}"
             check_file_sizes(seg_dir, info.files, what)
-            self.ids = _load_ids(seg_dir / IDS_FILE, info) if info.id_map else None
+            self.ids = load_ids(seg_dir, info) if info.id_map else None
             for kind, component in components.items():
                 if kind not in info.metas:
                     raise IndexFormatError(f"{what} has no {kind!r} component although the manifest lists one")
@@ -80,11 +83,22 @@ class SegmentHandle:
         self._pin.release()
 
 
-def _load_ids(path: Path, info: SegmentInfo) -> np.ndarray:
+def write_ids(seg_dir: Path, ids: np.ndarray) -> None:
+    entry = write_array(seg_dir, IDS_FILE, np.ascontiguousarray(ids, dtype=np.int64))
+    write_json(seg_dir / IDS_HEADER, entry)
+
+
+def load_ids(seg_dir: Path, info: SegmentInfo) -> np.ndarray:
+    path = seg_dir / IDS_FILE
     try:
-        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+        entry = json.loads((seg_dir / IDS_HEADER).read_text(encoding="utf-8"))
+        if not isinstance(entry, dict):
+            raise ValueError("not an object")
     except (OSError, ValueError) as e:
-        raise IndexFormatError(f"segment {info.name}: {path} is unreadable ({e}); the index is damaged") from e
+        raise IndexFormatError(
+            f"segment {info.name}: {seg_dir / IDS_HEADER} is unreadable ({e}); the index is damaged"
+        ) from e
+    ids = open_array(seg_dir, IDS_FILE, entry)
     if ids.dtype != np.int64 or ids.shape != (info.n,):
         raise IndexFormatError(
             f"segment {info.name}: {path} holds {ids.dtype} {ids.shape}, expected int64 ({info.n},); "
@@ -94,6 +108,8 @@ def _load_ids(path: Path, info: SegmentInfo) -> np.ndarray:
         raise IndexFormatError(
             f"segment {info.name}: {path} lists ids outside [{info.lo}, {info.hi}); the index is damaged"
         )
+    if info.n > 1 and (np.diff(ids) <= 0).any():
+        raise IndexFormatError(f"segment {info.name}: {path} does not list increasing ids; the index is damaged")
     return ids
 
 

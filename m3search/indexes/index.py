@@ -16,8 +16,10 @@ without committing discards the uncommitted changes.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import secrets
 import shutil
 import weakref
 from pathlib import Path
@@ -27,7 +29,7 @@ import numpy as np
 
 from m3search.document import Document
 from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError
-from m3search.indexes.docstore import DOCS_DIR, DocStore, open_env, release_env
+from m3search.indexes.docstore import DOCS_DIR, DocStore, begin, guarded, open_env, release_env
 from m3search.indexes.fsutil import fsync_dir, fsync_dirs, tree_bytes
 from m3search.indexes.handles import HandleCache
 from m3search.indexes.locking import WRITER_LOCK_NAME, WriterLock
@@ -44,8 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMPONENT_CONFIGS: dict[str, dict] = {"dense": {}, "sparse": {}, "multivec": {}}
-# what Index.create makes, and so may clear when it finds an interrupted creation
-_CREATED_NAMES = {MANIFEST_NAME, MANIFEST_NAME + ".tmp", DOCS_DIR, SEGMENTS_DIR, COMPONENTS_DIR, WRITER_LOCK_NAME}
+# names only an index folder holds: a folder with any of them but no manifest is a damaged index, not free space
+_INDEX_NAMES = {MANIFEST_NAME + ".tmp", DOCS_DIR, SEGMENTS_DIR, COMPONENTS_DIR, WRITER_LOCK_NAME}
 
 
 class Index:
@@ -70,7 +72,7 @@ class Index:
                     f"{path / SEGMENTS_DIR} is missing: the index is damaged; restore it from a copy"
                 )
             self._store = DocStore.open(self._env, path / DOCS_DIR)
-            with self._env.begin() as txn:
+            with begin(self._env) as txn:
                 self._store.state(txn)  # refuse a damaged state now rather than at the first search
             self._cache = HandleCache(path, components)
             self._writer: IndexWriter | None = None
@@ -112,39 +114,36 @@ class Index:
         comps = make_components(DEFAULT_COMPONENT_CONFIGS if components is None else components, registry)
         if path.exists() and not path.is_dir():
             raise InputError(f"{path} exists and is not a folder; choose another path for the index")
-        if (path / MANIFEST_NAME).exists():
-            raise InputError(
-                f"{path} is already an index; open it with Index.open(path, writable=True) to add documents"
-            )
-        if path.is_dir():
-            foreign = sorted(set(os.listdir(path)) - _CREATED_NAMES)
-            if foreign:
-                raise InputError(
-                    f"{path} exists and holds {foreign[:5]}, which are not an index's; choose a new or empty folder"
-                )
-        path.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(path)
+        check_new_index_path(path)
+        # Built in a hidden sibling folder and renamed into place, so an interrupted creation never leaves a
+        # half-made index at `path` and nothing already at `path` is ever removed.
         try:
-            if (path / MANIFEST_NAME).exists():  # another process finished creating it meanwhile
-                raise InputError(f"{path} is already an index; open it with Index.open(path, writable=True)")
-            _clear_interrupted_creation(path)
-            (path / SEGMENTS_DIR).mkdir()
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"can't create the folder {path.parent} for the index ({e.strerror})") from None
+        tmp = _make_temp_folder(path)
+        lock = WriterLock(tmp)
+        try:
+            (tmp / SEGMENTS_DIR).mkdir()
             for kind in comps:
-                (path / COMPONENTS_DIR / kind).mkdir(parents=True)
-            env = open_env(path, create=True)
+                (tmp / COMPONENTS_DIR / kind).mkdir(parents=True)
+            env = open_env(tmp, create=True)
             try:
-                DocStore.initialize(env, path / DOCS_DIR, CommitState.empty())
+                DocStore.initialize(env, tmp / DOCS_DIR, CommitState.empty())
             finally:
                 release_env(env)
             crash_hook = writer_options.get("crash_hook")
             if crash_hook:
                 crash_hook("create:before-manifest")
             manifest = Manifest.new(identity, model, {kind: c.config for kind, c in comps.items()})
-            fsync_dirs(path / COMPONENTS_DIR)
-            fsync_dir(path)  # the folders above exist before the manifest says the index does
-            write_manifest(path, manifest)
+            fsync_dirs(tmp / COMPONENTS_DIR)
+            fsync_dir(tmp)  # the folders above exist before the manifest says the index does
+            write_manifest(tmp, manifest)
+            _publish_new_index(tmp, path)
         except BaseException:
             lock.release()
+            if tmp.exists():
+                shutil.rmtree(tmp)  # made by this call, never published
             raise
         return cls(path, manifest, comps, lock, writer_options)
 
@@ -197,12 +196,23 @@ class Index:
         return self._committed_state().generation
 
     @property
+    def n_live(self) -> int:
+        """Live documents as of the last commit."""
+        return self._committed_state().n_live
+
+    def last_txnid(self) -> int:
+        """LMDB's id of the last committed write transaction: changes whenever anything is committed; cheap
+        (no transaction), so readers poll it to notice other processes' commits."""
+        self._check_open()
+        return int(self._env.info()["last_txnid"])
+
+    @property
     def has_uncommitted_changes(self) -> bool:
         return self._writer is not None and self._writer.has_changes
 
     def _committed_state(self) -> CommitState:
         self._check_open()
-        with self._env.begin() as txn:
+        with guarded(self._store.path), begin(self._env) as txn:
             return self._store.state(txn)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -347,11 +357,50 @@ def check_encoder(path: Path, manifest: Manifest, identity: EncoderIdentity) -> 
         )
 
 
-def _clear_interrupted_creation(path: Path) -> None:
-    """Remove what an earlier, interrupted Index.create left (only names it creates; never the lock)."""
-    for name in _CREATED_NAMES - {WRITER_LOCK_NAME}:
-        p = path / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+def check_new_index_path(path: Path) -> None:
+    """Refuse to create an index where a folder already holds anything: an index, a damaged index or a
+    partial copy of one (say, without its manifest.json), or files of the user's. Nothing there is touched."""
+    if not path.is_dir():
+        return
+    if (path / MANIFEST_NAME).exists():
+        raise InputError(
+            f"{path} is already an index; open it with Index.open(path, writable=True) to add documents"
+        )
+    names = sorted(os.listdir(path))
+    if not names:
+        return
+    found = [n for n in names if n in _INDEX_NAMES]
+    if found:
+        raise IndexFormatError(
+            f"{path} holds {', '.join(found)} but no {MANIFEST_NAME}: it is a damaged index or a partial copy of "
+            f"one, and m3search will not overwrite or delete it. Restore {MANIFEST_NAME} (copy the whole index "
+            "folder again), or, if you don't need what it holds, remove the folder yourself and build again"
+        )
+    raise InputError(f"{path} exists and holds {names[:5]}, which are not an index's; choose a new or empty folder")
+
+
+def _publish_new_index(tmp: Path, path: Path) -> None:
+    """Rename the finished index folder `tmp` to `path` (absent or an empty folder)."""
+    try:
+        os.rename(tmp, path)  # POSIX: replaces an empty folder, fails on a non-empty one
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            check_new_index_path(path)  # another process created something there meanwhile: say what
+        raise InputError(f"can't move the new index into place at {path} ({e}); choose another path") from e
+    fsync_dir(path.parent)
+
+
+def _make_temp_folder(path: Path) -> Path:
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.creating-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir(0o777)  # the umask applies, as for any folder the user makes
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise InputError(
+                f"can't create the index {path} ({e.strerror}): m3search builds a new index in a temporary folder "
+                f"beside it and renames it into place, so {path.parent} must be writable"
+            ) from None
+    raise InputError(f"can't make a temporary folder beside {path}; clear the .{path.name}.creating-* folders there")

@@ -24,7 +24,10 @@ from m3search.types import EncoderIdentity
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.index"
-FORMAT_VERSION = 1
+# 2: every array file is a checked array with block checksums, document records carry a CRC-32.
+# Version 1 indexes are refused with the advice to rebuild them.
+FORMAT_VERSION = 2
+MIN_FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -56,6 +59,26 @@ class Manifest:
         }
 
 
+def is_index(path) -> bool:
+    """Whether `path` is an index folder (it has a manifest). The one "is this an index?" check: the API and
+    every command use it; `read_manifest` then says what is wrong with one that is damaged."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def not_an_index_message(path) -> str:
+    """Why `path` can't be opened as an index, and the way out (never a command that would overwrite it)."""
+    path = Path(path)
+    if not path.exists():
+        return f"index {str(path)!r} does not exist: build one with `m3search index CORPUS -o {path}`"
+    if not path.is_dir():
+        return f"{str(path)!r} is a file, not an index folder"
+    held = sorted(n for n in ("docs.lmdb", "segments", "components") if (path / n).exists())
+    if held:
+        return (f"{str(path)!r} holds {', '.join(held)} but no {MANIFEST_NAME}: it is a damaged index or a partial "
+                f"copy of one; restore {MANIFEST_NAME} (copy the whole index folder again)")
+    return f"{str(path)!r} is not an m3search index (it has no {MANIFEST_NAME}); give the path of an index folder"
+
+
 def write_manifest(index_dir: Path, manifest: Manifest) -> None:
     data = json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode()
     atomic_write_bytes(index_dir / MANIFEST_NAME, data)
@@ -81,6 +104,12 @@ def read_manifest(index_dir: Path) -> Manifest:
     version = d.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise IndexFormatError(f"{path}: format_version {version!r} is not a positive integer")
+    if version < MIN_FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: index format version {version} (m3search {d.get('m3search_version')}) predates checksummed "
+            f"arrays and documents; this m3search reads version {MIN_FORMAT_VERSION}..{FORMAT_VERSION}: rebuild the "
+            "index from its corpus with `m3search index CORPUS -o NEW_INDEX`"
+        )
     if version > FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: index format version {version} is newer than this m3search reads ({FORMAT_VERSION}); "

@@ -20,7 +20,7 @@ import lmdb
 import numpy as np
 
 from m3search.errors import IndexFormatError, InputError
-from m3search.indexes.docstore import DocRecord, DocStore, int_key, record_ext_id
+from m3search.indexes.docstore import DocRecord, DocStore, begin, guarded, int_key, record_ext_id
 from m3search.indexes.handles import HandleCache, SegmentGone, SegmentHandle
 from m3search.indexes.segments import (
     IndexDenseReader,
@@ -96,7 +96,8 @@ class Snapshot:
         if missing:
             raise InputError(
                 f"internal ids {missing[:5]}{' ...' if len(missing) > 5 else ''} are not live documents of "
-                f"generation {self.generation}; take ids from this snapshot's own results"
+                f"generation {self.generation} (no document record): take ids from this snapshot's own results "
+                "(if they are, the document store is damaged: run `m3search check INDEX`)"
             )
         return out
 
@@ -116,7 +117,8 @@ class Snapshot:
                 pairs = []
                 if cursor.set_range(start):
                     for (k, v), _ in zip(cursor.iternext(), range(_ITER_CHUNK)):
-                        pairs.append((record_ext_id(v), int.from_bytes(k, "big")))
+                        internal = int.from_bytes(k, "big")
+                        pairs.append((record_ext_id(v, internal, self._store.path), internal))
             yield from pairs  # outside the lock: the caller may take its time between items
             if len(pairs) < _ITER_CHUNK:
                 return
@@ -146,7 +148,8 @@ class Snapshot:
         with self._lock:
             if self._closed:
                 raise InputError("this snapshot is closed: take a new one with index.snapshot()")
-            yield self._txn
+            with guarded(self._store.path):
+                yield self._txn
 
 
 def _release(txn: lmdb.Transaction, cache: HandleCache, handles: list[SegmentHandle]) -> None:
@@ -161,13 +164,14 @@ def take_snapshot(store: DocStore, cache: HandleCache, identity: "EncoderIdentit
     """Pin the newest committed generation. If the writer removes a listed segment between our reading
     the segment list and pinning it (it can only do so after committing a newer list), read again."""
     for _ in range(_MAX_RETRIES):
-        txn = store.env.begin(buffers=False)
+        with guarded(store.path):
+            txn = begin(store.env, buffers=False)
         try:
             state = store.state(txn)
             handles = cache.acquire(state.segments)
         except SegmentGone as gone:
             txn.abort()
-            with store.env.begin() as fresh:
+            with guarded(store.path), begin(store.env) as fresh:
                 latest = store.state(fresh)
             if gone.name in {s.name for s in latest.segments}:
                 raise IndexFormatError(

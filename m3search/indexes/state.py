@@ -9,9 +9,13 @@ is ordered by `lo`, which lets readers route an id to its segment with one binar
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from m3search.errors import IndexFormatError
+
+
+SEGMENT_NAME = re.compile(r"seg-\d{12}-[0-9a-f]{8}")  # what the writer names segments; nothing else is read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,9 @@ class SegmentInfo:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise IndexFormatError(f"{where}: a segment record is malformed ({e!r}); the index is damaged") from e
+        if not SEGMENT_NAME.fullmatch(info.name):  # used as a path: never '../x' or '/abs'
+            raise IndexFormatError(f"{where}: segment name {info.name[:80]!r} is not one m3search writes; the index "
+                                   "is damaged or was tampered with")
         if not (0 <= info.n_deleted <= info.n and info.lo + info.n <= info.hi) or (
             not info.id_map and info.hi != info.lo + info.n
         ):

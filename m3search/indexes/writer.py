@@ -54,14 +54,16 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypedDict
 
+import lmdb
 import numpy as np
 
-from m3search.errors import InputError
+from m3search.errors import IndexFormatError, InputError
 from m3search.indexes.base import ComponentType
 from m3search.document import Document
-from m3search.indexes.docstore import DocStore, ext_key, int_key, pack, pack_record
-from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs, fsync_file
-from m3search.indexes.handles import IDS_FILE, HandleCache
+from m3search.indexes.docstore import DocStore, begin, ext_key, grow_map, guarded, id_value, int_key, pack, pack_record
+from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs
+from m3search.indexes.handles import HandleCache, load_ids, write_ids
+from m3search.indexes.inputs import check_values
 from m3search.indexes.locking import SEGMENT_LOCK_NAME, create_segment_lock, try_lock_for_deletion
 from m3search.indexes.merge_policy import TieredMergePolicy, merge_all
 from m3search.indexes.state import CommitState, SegmentInfo
@@ -120,7 +122,7 @@ class IndexWriter:
         self.auto_merge = auto_merge
         self.buffer_bytes = buffer_bytes
         self._crash = crash_hook or (lambda point: None)
-        with store.env.begin() as txn:
+        with guarded(store.path), begin(store.env) as txn:
             self.committed: CommitState = store.state(txn)
         self._reset_pending()
 
@@ -143,7 +145,7 @@ class IndexWriter:
         out = np.full(len(ext_ids), -1, dtype=np.int64)
         unchanged = [i for i, e in enumerate(ext_ids) if e not in self._ext_changes]
         if unchanged:
-            with self.store.env.begin() as txn:
+            with guarded(self.store.path), begin(self.store.env) as txn:
                 out[unchanged] = self.store.lookup(txn, [ext_ids[i] for i in unchanged])
         for i, e in enumerate(ext_ids):
             if e in self._ext_changes:
@@ -161,7 +163,7 @@ class IndexWriter:
             raise InputError(f"{action}: batch must be an EncodedBatch, got {type(batch).__name__}")
         if len(batch) != len(ids):
             raise InputError(f"{action}: {len(ids)} ids but the batch encodes {len(batch)} texts; give one id per row")
-        self._check_batch(batch, ids, action)
+        batch = self._check_batch(batch, ids, action)
         records = [pack_record(e, d) for e, d in zip(ids, _check_docs(docs, ids, action))]
         current = self._lookup(ids)
         if not replace and (current >= 0).any():
@@ -199,8 +201,9 @@ class IndexWriter:
             self._deletes.add(i)
             self._records.pop(i, None)
 
-    def _check_batch(self, batch: EncodedBatch, ids: list[str], action: str) -> None:
-        """The representations of every configured component must match the encoder and be finite."""
+    def _check_batch(self, batch: EncodedBatch, ids: list[str], action: str) -> EncodedBatch:
+        """The representations of every configured component must match the encoder and hold sane values
+        (inputs.check_values); returns the batch with dense rows renormalised."""
         ident = self.identity
         checks = {
             "dense": ("dense", batch.dense.shape[1], ident.dense_dim),
@@ -216,12 +219,7 @@ class IndexWriter:
                     f"{action}: the batch's {label} dimension is {got} but the index's encoder "
                     f"{ident.name!r} has {want}; encode with the encoder the index was built with"
                 )
-            bad_row = _first_non_finite_row(batch, kind)
-            if bad_row is not None:
-                raise InputError(
-                    f"{action}: the {kind} representation of document {ids[bad_row]!r} (position {bad_row}) holds "
-                    "NaN or infinity; fix the encoder output or drop that document"
-                )
+        return check_values(batch, [k for k in self.components if k in checks], ids, action)
 
     # -- commits ------------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -244,15 +242,15 @@ class IndexWriter:
         old = self.committed
         segments = list(old.segments) + self._pending
         store = self.store
-        with store.env.begin(write=True) as txn:
+        def write(txn) -> CommitState:
             masks = self._new_deletion_masks(txn, segments)
-            segments = [
+            listed = [
                 dataclasses.replace(s, n_deleted=int(masks[s.name].sum())) if s.name in masks else s for s in segments
             ]
-            state = CommitState(generation=old.generation + 1, next_id=self._next_id, segments=tuple(segments))
+            state = CommitState(generation=old.generation + 1, next_id=self._next_id, segments=tuple(listed))
             for ext, internal in self._ext_changes.items():
                 if internal >= 0:
-                    txn.put(ext_key(ext), int_key(internal), db=store.ext2int)
+                    txn.put(ext_key(ext), id_value(internal), db=store.ext2int)
                 else:
                     txn.delete(ext_key(ext), db=store.ext2int)
             for internal, record in self._records.items():
@@ -263,6 +261,9 @@ class IndexWriter:
             for name, mask in masks.items():
                 store.put_bitmap(txn, name, mask)
             store.put_state(txn, state)
+            return state
+
+        state = self._transact(write)
         self._committed_now(state)
         self._crash("commit:after-txn")
         self.collect_garbage()
@@ -295,8 +296,21 @@ class IndexWriter:
             masks[s.name] = mask
         return masks
 
+    def _transact(self, write):
+        """Run write(txn) in one write transaction (the commit point); if the map is full, LMDB aborts it:
+        grow the map and run it again."""
+        for _ in range(40):
+            try:
+                with guarded(self.store.path), begin(self.store.env, write=True) as txn:
+                    return write(txn)
+            except IndexFormatError as e:
+                if not isinstance(e.__cause__, lmdb.MapFullError):
+                    raise
+                grow_map(self.store.env)
+        raise IndexFormatError(f"{self.store.path}: the document store can't grow its map; free address space")
+
     def _segment_ids(self, info: SegmentInfo) -> np.ndarray:
-        return np.load(self.segments_dir / info.name / IDS_FILE, mmap_mode="r", allow_pickle=False)
+        return load_ids(self.segments_dir / info.name, info)
 
     def _committed_now(self, state: CommitState) -> None:
         self.committed = state
@@ -325,8 +339,7 @@ class IndexWriter:
                 meta = write(component, seg_dir / kind, self.index_dir / COMPONENTS_DIR / kind)
                 metas[kind] = _checked_meta(kind, meta)
             if ids is not None:
-                np.save(seg_dir / IDS_FILE, np.ascontiguousarray(ids, dtype=np.int64), allow_pickle=False)
-                fsync_file(seg_dir / IDS_FILE)
+                write_ids(seg_dir, ids)
             fsync_dirs(seg_dir)
             fsync_dir(self.segments_dir)
             files = file_sizes(seg_dir, skip=(SEGMENT_LOCK_NAME,))
@@ -364,7 +377,7 @@ class IndexWriter:
         handles = dict(zip((s.name for s in involved), self.cache.acquire(involved)))
         written: list[SegmentInfo] = []
         try:
-            with self.store.env.begin() as txn:
+            with guarded(self.store.path), begin(self.store.env) as txn:
                 keeps = {s.name: np.flatnonzero(~self.store.deleted_bitmap(txn, s.name, s.n)) for s in involved}
             replacement: dict[int, SegmentInfo | None] = {}
             for run in runs:
@@ -381,10 +394,12 @@ class IndexWriter:
                 elif p not in skip:
                     new_segments.append(s)
             state = CommitState(generation=old.generation + 1, next_id=old.next_id, segments=tuple(new_segments))
-            with self.store.env.begin(write=True) as txn:
+            def write(txn) -> None:
                 for s in involved:
                     txn.delete(s.name.encode(), db=self.store.deleted)
                 self.store.put_state(txn, state)
+
+            self._transact(write)
         except BaseException:
             for info in written:  # the transaction did not commit: these folders are ours to remove
                 shutil.rmtree(self.segments_dir / info.name, ignore_errors=True)
@@ -443,22 +458,6 @@ class IndexWriter:
             fsync_dir(self.segments_dir)
 
 
-def _first_non_finite_row(batch: EncodedBatch, kind: str) -> int | None:
-    if kind == "dense":
-        rows = np.flatnonzero(~np.isfinite(batch.dense).all(axis=1))
-        return int(rows[0]) if len(rows) else None
-    values, starts = (
-        (batch.sparse.data, batch.sparse.indptr) if kind == "sparse" else (batch.multivec, batch.offsets)
-    )
-    bad = ~np.isfinite(values)
-    if bad.ndim == 2:
-        bad = bad.any(axis=1)
-    first = np.flatnonzero(bad)
-    if not len(first):
-        return None
-    return int(np.searchsorted(starts, first[0], side="right") - 1)
-
-
 def _batch_bytes(batch: EncodedBatch) -> int:
     s = batch.sparse
     return batch.dense.nbytes + s.data.nbytes + s.indices.nbytes + batch.multivec.nbytes
@@ -484,6 +483,11 @@ def _check_ids(ids: Sequence[str], action: str, allow_duplicates: bool) -> list[
     for i, e in enumerate(ids):
         if not isinstance(e, str) or not e:
             raise InputError(f"{action}: id at position {i} is {e!r}; ids must be non-empty strings")
+        try:
+            e.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InputError(f"{action}: id at position {i} ({e!r}) holds a lone surrogate at character "
+                             f"{err.start}, which is not valid Unicode; fix the id") from None
     if not allow_duplicates and len(set(ids)) != len(ids):
         seen, dup = set(), []
         for e in ids:

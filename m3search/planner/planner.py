@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from m3search.document import Document
 from m3search.errors import ConfigError
 from m3search.indexes.base import DenseReader, MultivecReader, SegmentReader, SparseReader
+from m3search.indexes.inputs import check_values
 from m3search.planner import candidates as cand
 from m3search.planner import fusion as fuse
 from m3search.planner.hits import Hit, MatchedTerm
@@ -44,6 +45,10 @@ class SnapshotLike(Protocol):
     def n_docs(self) -> int: ...
 
     def docs(self, internal_ids: Sequence[int]) -> list[Document]: ...
+
+
+MAX_K = 10_000  # hits per query: more is an export, not a search (iterate the snapshot instead)
+MAX_DEPTH = 100_000  # candidates per source and query
 
 
 class Planner:
@@ -99,6 +104,8 @@ class Planner:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
+        if k > MAX_K:
+            raise ConfigError(f"k={k} is above the limit of {MAX_K} hits per query; ask for fewer")
         if fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
         if fusion == "rrf" and not rrf_k > 0:
@@ -106,7 +113,13 @@ class Planner:
         w = resolve_weights(mode, weights)
         readers = self.readers()
         self._check_components(w, readers)
+        queries = check_values(queries, readers, what="search")  # NaN or out-of-range query values: an error
+        k = min(int(k), max(1, self.snapshot.n_docs))  # never more hits (or memory for them) than documents
         depth_of = cand.resolve_depths(w, depths, int(k), available=[s for s in cand.SOURCES if s in readers])
+        too_deep = {s: d for s, d in depth_of.items() if d > MAX_DEPTH}
+        if too_deep:
+            raise ConfigError(f"depth {too_deep} is above the limit of {MAX_DEPTH} candidates per source and query")
+        depth_of = {s: min(d, max(1, self.snapshot.n_docs)) for s, d in depth_of.items()}
         timings = timings if timings is not None else {}
         m = len(queries)
         if m == 0 or self.snapshot.n_docs == 0:

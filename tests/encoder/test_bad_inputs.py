@@ -59,8 +59,12 @@ def test_unknown_characters_and_literal_special_tokens(tiny_encoder):
 
 
 def test_a_megabyte_string_encodes_in_windows(make_encoder):
-    encoder = make_encoder(batch_tokens=16384)
     text = ("Megabyte strings must not blow up. 大きな文字列。 " * 25000)[:1_000_000]
+    from m3search.encoder.limits import TextTooLongError
+
+    with pytest.raises(TextTooLongError, match="text 1 has .* tokens, more than the limit of 8192"):
+        make_encoder(batch_tokens=16384).encode(["before", text, "after"])  # by default: refused, not 600 s
+    encoder = make_encoder(batch_tokens=16384, max_doc_tokens=10**7)  # raised on purpose: encoded in windows
     batch = encoder.encode(["before", text, "after"])
     n_content = len(encoder.tokenizer.content_ids([text])[0])
     from m3search.encoder.windows import window_spans

@@ -149,7 +149,7 @@ def _built(tmp_path, data, config=None):
     return comp, meta, tmp_path / "seg"
 
 
-@pytest.mark.parametrize("victim", ["vectors.npy", "ivf.faiss"])
+@pytest.mark.parametrize("victim", ["vectors.arr", "ivf.faiss"])
 def test_truncated_file_is_refused(tmp_path, data, victim):
     comp, meta, path = _built(tmp_path, data, {"index": "ivfpqfs", "nlist": 8, "pq_m": 8})
     truncate(path / victim, 100)
@@ -159,9 +159,12 @@ def test_truncated_file_is_refused(tmp_path, data, victim):
 
 def test_flipped_byte_is_refused(tmp_path, data):
     comp, meta, path = _built(tmp_path, data)
-    flip_bits(path / "vectors.npy", 0xFF)
-    with pytest.raises(IndexFormatError, match="checksum"):
-        comp.open(path, meta, tmp_path / "shared")
+    flip_bits(path / "vectors.arr", 0xFF)  # in the data: found when the rows are first read
+    reader = comp.open(path, meta, tmp_path / "shared")
+    with pytest.raises(IndexFormatError, match=r"vectors.arr: bytes \d+\.\.\d+ fail their checksum"):
+        reader.vectors(np.arange(reader.n_docs))
+    with pytest.raises(IndexFormatError, match="checksum"):  # and on every later read: never served
+        reader.search(np.ones((1, reader.d), np.float32), k=3)
 
 
 def test_newer_version_and_missing_header_are_refused(tmp_path, data):

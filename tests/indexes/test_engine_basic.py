@@ -209,15 +209,15 @@ def test_bad_batches_and_docs_are_refused(make_index, hashing_encoder):
         index.add(["a"], hashing_encoder.encode(["x"]), [{"text": "x", "metadata": {"f": object()}}])
     batch = hashing_encoder.encode(["x", "y z", "w"])
     batch.dense[2, 0] = np.nan
-    with pytest.raises(InputError, match="dense representation of document 'c' .position 2. holds NaN"):
+    with pytest.raises(InputError, match="dense vector of document 'c' .row 2. holds NaN"):
         index.add(["a", "b", "c"], batch)
     batch = hashing_encoder.encode(["x", "y z", "w"])
     batch.multivec[batch.offsets[1] + 1, 3] = np.inf
-    with pytest.raises(InputError, match="multivec representation of document 'b'"):
+    with pytest.raises(InputError, match="token vector 1 of document 'b'"):
         index.add(["a", "b", "c"], batch)
     batch = hashing_encoder.encode(["x", "y z", "w"])
     batch.sparse.data[-1] = np.nan
-    with pytest.raises(InputError, match="sparse representation of document 'c'"):
+    with pytest.raises(InputError, match="lexical weight of token .* in document 'c'"):
         index.add(["a", "b", "c"], batch)
     assert not index.has_uncommitted_changes
 

@@ -41,12 +41,12 @@ def test_intact_index_opens(built, engine_registry):
     assert open_and_search(built, engine_registry) == 59 + 5
 
 
-@pytest.mark.parametrize("name", ["dense/vectors.npy", "multivec/vecs.npy", "sparse/indptr.npy", "ids.npy"])
+@pytest.mark.parametrize("name", ["dense/vectors.npy", "multivec/vecs.npy", "sparse/indptr.npy", "ids.arr"])
 def test_truncated_segment_file(built, engine_registry, name):
     target = segment_dirs(built)[0] / name
     with open(target, "r+b") as f:
         f.truncate(os.path.getsize(target) - 8)
-    expected = rf"segment {target.parent.name if name == 'ids.npy' else ''}.*{name}.* bytes but .* were committed"
+    expected = rf"segment {target.parent.name if name == 'ids.arr' else ''}.*{name}.* bytes but .* were committed"
     with pytest.raises(IndexFormatError, match=expected):
         open_and_search(built, engine_registry)
 
@@ -100,6 +100,6 @@ def test_unreadable_manifest(built, engine_registry):
     (built / "manifest.json").write_text("{not json")
     with pytest.raises(IndexFormatError, match="manifest.json is not readable JSON"):
         Index.open(built, registry=engine_registry)
-    (built / "manifest.json").write_text('{"format": "m3search.index", "format_version": 1}')
+    (built / "manifest.json").write_text('{"format": "m3search.index", "format_version": 2}')
     with pytest.raises(IndexFormatError, match="lacks the fields"):
         Index.open(built, registry=engine_registry)

@@ -186,21 +186,21 @@ def _seg(tmp_path, data, compression="pq8"):
 
 def test_truncated_codes_are_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data)
-    truncate(path / "codes.npy", 16)
+    truncate(path / "codes.arr", 16)
     with pytest.raises(IndexFormatError, match="truncated"):
         comp.open(path, meta, tmp_path / "shared")
 
 
 def test_corrupt_offsets_are_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data)
-    flip_bits(path / "offsets.npy", 0x10, at=-3)
+    flip_bits(path / "offsets.arr", 0x10, at=-3)
     with pytest.raises(IndexFormatError, match="checksum"):
         comp.open(path, meta, tmp_path / "shared")
 
 
 def test_missing_or_corrupt_codec_is_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data)
-    flip_bits(tmp_path / "shared" / "codec" / "pq_centroids.npy", 0x01, at=-5)
+    flip_bits(tmp_path / "shared" / "codec" / "pq_centroids.arr", 0x01, at=-5)
     with pytest.raises(IndexFormatError, match="checksum"):
         MultivecComponent(BASE).open(path, meta, tmp_path / "shared")
     with pytest.raises(IndexFormatError, match="codec"):
@@ -210,8 +210,8 @@ def test_missing_or_corrupt_codec_is_refused(tmp_path, data):
 def test_unknown_version_is_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data, "sq8")
     header = json.loads((path / "multivec.json").read_text())
-    (path / "multivec.json").write_text(json.dumps({**header, "version": 2}))
-    with pytest.raises(IndexFormatError, match="version 2"):
+    (path / "multivec.json").write_text(json.dumps({**header, "version": 3}))
+    with pytest.raises(IndexFormatError, match="version 3"):
         comp.open(path, {}, tmp_path / "shared")
     (path / "multivec.json").write_text(json.dumps({**header, "format": "something.else"}))
     with pytest.raises(IndexFormatError, match="format"):

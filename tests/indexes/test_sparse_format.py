@@ -8,7 +8,8 @@ import pytest
 from helpers.components import flip_bits
 
 from m3search.errors import IndexFormatError
-from m3search.indexes.sparse import SparseComponent, storage
+from m3search.indexes import segment_files
+from m3search.indexes.sparse import SparseComponent
 
 
 @pytest.fixture
@@ -23,6 +24,14 @@ def _open(segment):
     return comp.open(path, meta, shared)
 
 
+def _open_and_use(segment):
+    """Open, then touch every array: a search and the stored weights of every document."""
+    reader = _open(segment)
+    q = reader.doc_weights(np.arange(reader.n_docs))
+    reader.search(q[:4], k=5)
+    return reader
+
+
 def _edit_header(path, **changes):
     header = json.loads((path / "sparse.json").read_text())
     header.update(changes)
@@ -32,9 +41,9 @@ def _edit_header(path, **changes):
 def test_segment_is_self_describing_and_sized(segment):
     comp, path, meta, shared = segment
     header = json.loads((path / "sparse.json").read_text())
-    assert header["format"] == "m3search.sparse.segment" and header["version"] == 1
+    assert header["format"] == "m3search.sparse.segment" and header["version"] == 2
     files = {p.name for p in path.iterdir()}
-    assert files == {"sparse.json"} | {f"{name}.bin" for name in header["arrays"]}
+    assert files == {"sparse.json"} | {f"{name}.arr" for name in header["arrays"]}
     reader = _open(segment)
     assert reader.nbytes() == sum(p.stat().st_size for p in path.iterdir()) == meta["nbytes"]
     assert meta["n_docs"] == reader.n_docs == 1500
@@ -42,7 +51,7 @@ def test_segment_is_self_describing_and_sized(segment):
 
 @pytest.mark.parametrize("name", ["postings", "term_ptr", "fwd_weights", "dense_max"])
 def test_truncated_file_is_refused(segment, name):
-    path = segment[1] / f"{name}.bin"
+    path = segment[1] / f"{name}.arr"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 3])
     with pytest.raises(IndexFormatError, match="truncated"):
@@ -50,42 +59,42 @@ def test_truncated_file_is_refused(segment, name):
 
 
 def test_appended_bytes_are_refused(segment):
-    path = segment[1] / "postings.bin"
+    path = segment[1] / "postings.arr"
     path.write_bytes(path.read_bytes() + b"\0")
-    with pytest.raises(IndexFormatError, match="truncated or corrupt"):
+    with pytest.raises(IndexFormatError, match="truncated or overwritten"):
         _open(segment)
 
 
 @pytest.mark.parametrize("name", ["postings", "fwd_ids", "term_ids"])
 def test_flipped_byte_is_refused(segment, name):
-    flip_bits(segment[1] / f"{name}.bin", 0x5A)
-    with pytest.raises(IndexFormatError, match="checksum"):
-        _open(segment)
+    flip_bits(segment[1] / f"{name}.arr", 0x5A)
+    with pytest.raises(IndexFormatError, match=f"{name}.arr.*checksum"):
+        _open_and_use(segment)
 
 
-def test_large_files_get_edge_checks_and_full_verify_on_request(tmp_path, sparse_batch, sparse_docs, monkeypatch):
-    monkeypatch.setattr(storage, "FULL_CRC_MAX_BYTES", 64)
-    monkeypatch.setattr(storage, "EDGE_BYTES", 256)
+def test_every_byte_is_checked_lazily_by_block(tmp_path, sparse_batch, sparse_docs, monkeypatch):
+    """A flipped bit anywhere in a big array passes the open (cheap) and is caught the first time the
+    array is used; `verify="full"` catches it at open."""
+    monkeypatch.setattr(segment_files, "BLOCK_BYTES", 256)
     comp = SparseComponent()
     path, shared = tmp_path / "big", tmp_path / "shared"
     meta = comp.build(path, sparse_batch(sparse_docs), shared)
     segment = (comp, path, meta, shared)
-    file = path / "postings.bin"
+    file = path / "postings.arr"
+    nbytes = json.loads((path / "sparse.json").read_text())["arrays"]["postings"]["nbytes"]
+    assert nbytes > 2048
     data = bytearray(file.read_bytes())
-    assert len(data) > 2048
-    data[len(data) // 2] ^= 0x01  # in the middle: only a full verify sees it
+    data[nbytes // 2] ^= 0x01  # in the middle, where the old edge checks never looked
     file.write_bytes(bytes(data))
-    _open(segment)
+    reader = _open(segment)
+    with pytest.raises(IndexFormatError, match=r"postings.arr: bytes \d+\.\.\d+ fail their checksum"):
+        reader.search(reader.doc_weights(np.arange(20)), k=5)
     with pytest.raises(IndexFormatError, match="checksum"):
         SparseComponent({"verify": "full"}).open(path, meta, shared)
-    data[-1] ^= 0x01  # at an edge: always seen
-    file.write_bytes(bytes(data))
-    with pytest.raises(IndexFormatError, match="checksum"):
-        _open(segment)
 
 
 def test_missing_file_or_header_is_refused(segment):
-    (segment[1] / "group_ptr.bin").unlink()
+    (segment[1] / "group_ptr.arr").unlink()
     with pytest.raises(IndexFormatError, match="missing"):
         _open(segment)
     (segment[1] / "sparse.json").unlink()
@@ -94,10 +103,13 @@ def test_missing_file_or_header_is_refused(segment):
 
 
 def test_newer_or_unknown_versions_are_refused(segment):
-    _edit_header(segment[1], version=2)
+    _edit_header(segment[1], version=3)
     with pytest.raises(IndexFormatError, match="newer.*upgrade"):
         _open(segment)
-    _edit_header(segment[1], version=1, format="something.else")
+    _edit_header(segment[1], version=1)
+    with pytest.raises(IndexFormatError, match="older m3search.*rebuild"):
+        _open(segment)
+    _edit_header(segment[1], version=2, format="something.else")
     with pytest.raises(IndexFormatError, match="format"):
         _open(segment)
     _edit_header(segment[1], format="m3search.sparse.segment", version="1")
@@ -121,9 +133,9 @@ def test_structural_damage_with_matching_checksums_is_refused(segment):
     """A pointer array that is wrong but internally consistent (re-checksummed) still fails the checks."""
     comp, path, meta, shared = segment
     header = json.loads((path / "sparse.json").read_text())
-    ptr = np.fromfile(path / "term_ptr.bin", dtype=np.int64)
+    ptr = np.array(segment_files.open_array(path, "term_ptr.arr", header["arrays"]["term_ptr"]))
     ptr[5], ptr[6] = ptr[6], ptr[5]
-    header["arrays"]["term_ptr"] = storage.write_array(path, "term_ptr", ptr)
+    header["arrays"]["term_ptr"] = segment_files.write_array(path, "term_ptr.arr", ptr)
     (path / "sparse.json").write_text(json.dumps(header))
     with pytest.raises(IndexFormatError, match="monotone"):
         _open(segment)

@@ -167,5 +167,5 @@ def test_input_validation(build_sparse, sparse_docs, sparse_queries, sparse_batc
         reader.doc_weights(np.array([50]))
     bad = sparse_docs[:5].copy()
     bad.data[2] = np.nan
-    with pytest.raises(InputError, match="row 1, token"):
+    with pytest.raises(InputError, match="token 119 in row 1"):
         SparseComponent().build(tmp_path / "x", sparse_batch(bad), tmp_path / "shared")

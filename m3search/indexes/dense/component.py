@@ -2,7 +2,8 @@
 
 A segment folder holds:
   dense.json    header: format, version, n, d, structure, file sizes and checksums
-  vectors.npy   (n, d) float16, the refinement store: exact scores, re-ranking, merges (memory-mapped)
+  vectors.arr   (n, d) float16, the refinement store: exact scores, re-ranking, merges (a checked array,
+                memory-mapped, see segment_files.py)
   ivf.faiss     IVF segments only: FAISS's own index file (IVF-PQ fast-scan by default)
 Everything is built from the fp16 store, so merging segments gives exactly what building from the kept
 documents would.
@@ -23,15 +24,15 @@ from m3search.indexes.dense.config import Structure, choose_structure, validate_
 from m3search.indexes.dense.reader import _ROWS, DenseSegmentReader
 from m3search.indexes.faiss_support import faiss_threads, quiet_training
 from m3search.indexes.fsutil import fsync_dir, fsync_file, write_json
-from m3search.indexes.inputs import check_ids
+from m3search.indexes.inputs import check_dense, check_ids
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.dense"
-VERSION = 1
+VERSION = 2  # 2: vectors in the checked array format (1: .npy, sample-checked; no longer read)
 HEADER = "dense.json"
-STORE = "vectors.npy"
+STORE = "vectors.arr"
 IVF = "ivf.faiss"
 
 
@@ -46,9 +47,7 @@ class DenseComponent(ComponentType):
         return validate_config(config)
 
     def build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
-        x = batch.dense
-        if x.size and not np.isfinite(x).all():
-            raise InputError("dense vectors contain NaN or infinity; re-encode those documents")
+        x = check_dense(batch.dense, what="dense segment", unit=False)
         path = Path(path)
         chunks = (x[lo : lo + _ROWS] for lo in range(0, len(x), _ROWS))
         return self._write(path, len(x), x.shape[1], chunks)
@@ -70,11 +69,11 @@ class DenseComponent(ComponentType):
 
     def open(self, path: Path, meta: dict, shared: Path) -> DenseSegmentReader:
         path = Path(path)
-        header = sf.read_header(path / HEADER, FORMAT, VERSION)
+        header = sf.read_header(path / HEADER, FORMAT, VERSION, min_version=2)
         if meta and any(meta.get(key) != header.get(key) for key in ("n", "d", "nbytes", "files")):
             raise IndexFormatError(f"{path / HEADER} does not match the segment metadata recorded by the index")
         files = header["files"]
-        store = sf.open_array(path, STORE, files[STORE])
+        store = sf.open_checked(path, STORE, files[STORE])
         if store.shape != (header["n"], header["d"]) or store.dtype != np.float16:
             raise IndexFormatError(f"{path / STORE} holds {store.dtype}{store.shape}, not the recorded float16 store")
         ivf = None
@@ -97,7 +96,7 @@ class DenseComponent(ComponentType):
         files = {STORE: store}
         if structure.kind != "flat":
             with faiss_threads(self.config["threads"]):
-                files[IVF] = self._write_ivf(path, structure, np.load(path / STORE, mmap_mode="r"))
+                files[IVF] = self._write_ivf(path, structure, sf.open_checked(path, STORE, store).verify_all().raw)
         header = {
             "format": FORMAT,
             "version": VERSION,

@@ -224,13 +224,13 @@ class Codec:
     # -- persistence ------------------------------------------------------------------------------
     def save(self, folder: Path) -> dict:
         """Write the arrays into folder; return the header describing them."""
-        files = {f"{key}.npy": sf.write_array(folder, f"{key}.npy", arr) for key, arr in self.arrays.items()}
+        files = {f"{key}.arr": sf.write_array(folder, f"{key}.arr", arr) for key, arr in self.arrays.items()}
         return {"name": self.name, "dim": self.dim, "codec_id": self.codec_id, "fidelity": self.fidelity,
                 "files": files}
 
     @classmethod
     def load(cls, folder: Path, header: dict) -> "Codec":
-        arrays = {name[: -len(".npy")]: np.asarray(sf.open_array(folder, name, entry, mmap=False))
+        arrays = {name[: -len(".arr")]: np.array(sf.open_array(folder, name, entry))
                   for name, entry in header["files"].items()}
         codec = cls(header["name"], int(header["dim"]), arrays, header.get("fidelity", {}))
         if codec.codec_id != header["codec_id"]:

@@ -2,10 +2,11 @@
 
 Segment folder:
   multivec.json   header: format, version, counts, codec name and id, file sizes and checksums, fidelity
-  offsets.npy     (n + 1,) int64 token offsets per document
-  codes.npy       (T, code_size) uint8 token codes (memory-mapped)
+  offsets.arr     (n + 1,) int64 token offsets per document
+  codes.arr       (T, code_size) uint8 token codes (memory-mapped; blocks checked on first read)
+All arrays are checked arrays (segment_files.py).
 Shared folder (index-wide, written once, atomically, never changed):
-  codec/codec.json + codec/*.npy   the trained codec every later segment is encoded with
+  codec/codec.json + codec/*.arr   the trained codec every later segment is encoded with
 Segments written before a codec exists (too few tokens to train one) store fp16 codes; merges re-encode
 them with the codec, and copy the codes of segments that already use it.
 """
@@ -24,7 +25,7 @@ from m3search.indexes import segment_files as sf
 from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.fsutil import fsync_dir, write_json
-from m3search.indexes.inputs import check_ids
+from m3search.indexes.inputs import check_ids, check_tokens
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec.config import validate_config
 from m3search.indexes.multivec.reader import MultivecSegmentReader
@@ -33,10 +34,10 @@ from m3search.types import EncodedBatch
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.multivec"
-VERSION = 1
+VERSION = 2  # 2: checked arrays (1: .npy, sample-checked; no longer read)
 CODEC_FORMAT = "m3search.multivec.codec"
-CODEC_VERSION = 1
-HEADER, OFFSETS, CODES, CODEC_DIR = "multivec.json", "offsets.npy", "codes.npy", "codec"
+CODEC_VERSION = 2
+HEADER, OFFSETS, CODES, CODEC_DIR = "multivec.json", "offsets.arr", "codes.arr", "codec"
 _CHUNK_TOKENS = 65536
 _FIDELITY_TOKENS = 2048
 
@@ -66,8 +67,7 @@ class MultivecComponent(ComponentType):
 
     def _build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
         x, lengths = batch.multivec, batch.multivec_lengths
-        if x.size and not np.isfinite(x).all():
-            raise InputError("token vectors contain NaN or infinity; re-encode those documents")
+        check_tokens(x, lengths, what="multivec segment")
         rng = np.random.default_rng(self.config["seed"])
 
         def sample() -> np.ndarray:
@@ -131,13 +131,13 @@ class MultivecComponent(ComponentType):
 
     def open(self, path: Path, meta: dict, shared: Path) -> MultivecSegmentReader:
         path = Path(path)
-        header = sf.read_header(path / HEADER, FORMAT, VERSION)
+        header = sf.read_header(path / HEADER, FORMAT, VERSION, min_version=2)
         if meta and any(meta.get(key) != header.get(key) for key in ("n", "n_tokens", "codec_id", "files")):
             raise IndexFormatError(f"{path / HEADER} does not match the segment metadata recorded by the index")
         codec = self._segment_codec(Path(shared), header)
         files = header["files"]
-        offsets = np.asarray(sf.open_array(path, OFFSETS, files[OFFSETS], mmap=False))
-        codes = sf.open_array(path, CODES, files[CODES])
+        offsets = np.array(sf.open_array(path, OFFSETS, files[OFFSETS]))
+        codes = sf.open_checked(path, CODES, files[CODES])
         n, t = header["n"], header["n_tokens"]
         if (offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != t or np.any(np.diff(offsets) < 0)
                 or codes.shape != (t, codec.code_size)):
@@ -171,7 +171,7 @@ class MultivecComponent(ComponentType):
         folder = shared / CODEC_DIR
         if not folder.is_dir():
             return None
-        header = sf.read_header(folder / "codec.json", CODEC_FORMAT, CODEC_VERSION)
+        header = sf.read_header(folder / "codec.json", CODEC_FORMAT, CODEC_VERSION, min_version=2)
         key = (str(folder.resolve()), header["codec_id"])
         if key not in self._codecs:
             self._codecs[key] = Codec.load(folder, header)

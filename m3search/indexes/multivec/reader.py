@@ -88,6 +88,7 @@ class MultivecSegmentReader(MultivecReader):
             return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
 
     def _score(self, q_vecs, q_lengths, q_index, ids, use_lut):
+        codes = self._verified_codes(ids)
         q_off = np.zeros(len(q_lengths) + 1, np.int64)
         np.cumsum(q_lengths, out=q_off[1:])
         out = np.zeros(len(ids), np.float32)
@@ -100,11 +101,20 @@ class MultivecSegmentReader(MultivecReader):
                 continue  # a query without tokens scores 0, as in m3search.scoring.maxsim
             if use_lut:
                 tables, coarse = self.codec.lut_tables(q)
-                out[pairs] = maxsim_lut(tables, coarse, self.codes, self.offsets, ids[pairs],
+                out[pairs] = maxsim_lut(tables, coarse, codes, self.offsets, ids[pairs],
                                         self.codec.spec["residual"], self._sq_norms)
             else:
-                out[pairs] = maxsim_decoded(q, self.codes, self.offsets, ids[pairs], self._decode)
+                out[pairs] = maxsim_decoded(q, codes, self.offsets, ids[pairs], self._decode)
         return out
+
+    def _verified_codes(self, ids: np.ndarray) -> np.ndarray:
+        """The codes array for a compiled kernel, after checking the blocks that hold these documents'
+        tokens (a checked array, see segment_files.py; a plain array passes as it is)."""
+        verify = getattr(self.codes, "verify_spans", None)
+        if verify is None:
+            return self.codes
+        verify(self.offsets[ids], self.offsets[ids + 1])
+        return self.codes.raw
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         x = self.codec.decode(codes)

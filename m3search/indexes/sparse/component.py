@@ -20,7 +20,8 @@ from m3search.indexes.sparse.segment import (
     SEGMENT_VERSION,
     load_segment,
 )
-from m3search.indexes.sparse.storage import write_array
+from m3search.indexes.inputs import check_lexical
+from m3search.indexes.segment_files import write_array
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ DEFAULTS: dict = {
     "dense_fraction": 0.25,
     # stored (forward) weights, used by score_pairs, doc_weights and merges; impacts derive from them
     "forward_dtype": "float16",
-    # "fast": sizes, structure and small/edge checksums at open; "full": every byte's checksum
+    # "fast": sizes, structure and the small arrays' checksums at open, each big array's on first use;
+    # "full": every byte's checksum at open
     "verify": "fast",
 }
 _CHOICES = {"block_docs": (16, 32, 64, 128), "forward_dtype": ("float16", "float32"), "verify": ("fast", "full")}
@@ -143,7 +145,7 @@ class SparseComponent(ComponentType):
             "fwd_weights": stored,
         }
         path.mkdir(parents=True, exist_ok=True)
-        records = {name: write_array(path, name, arr) for name, arr in arrays.items()}
+        records = {name: write_array(path, f"{name}.arr", arr) for name, arr in arrays.items()}
         header = {
             "format": SEGMENT_FORMAT,
             "version": SEGMENT_VERSION,
@@ -162,7 +164,7 @@ class SparseComponent(ComponentType):
         }
         write_json(path / HEADER_FILE, header)
         fsync_file(path)
-        nbytes = sum(r["nbytes"] for r in records.values()) + (path / HEADER_FILE).stat().st_size
+        nbytes = sum(r["bytes"] for r in records.values()) + (path / HEADER_FILE).stat().st_size
         return {
             "format": SEGMENT_FORMAT,
             "version": SEGMENT_VERSION,
@@ -194,15 +196,7 @@ class SparseComponent(ComponentType):
 def _canonical_weights(x) -> sp.csr_matrix:
     """float32 CSR with sorted, unique indices and no explicit zeros; refuses negative or non-finite weights."""
     x = sp.csr_matrix(x, dtype=np.float32)
-    if len(x.data):
-        bad = ~np.isfinite(x.data) | (x.data < 0)
-        if bad.any():
-            p = int(np.flatnonzero(bad)[0])
-            row = int(np.searchsorted(x.indptr, p, side="right") - 1)
-            raise InputError(
-                f"lexical weights must be finite and >= 0, but row {row}, token {int(x.indices[p])} has "
-                f"{float(x.data[p])}; check the encoder's sparse head (BGE-M3 applies relu)"
-            )
+    check_lexical(x, what="sparse segment")
     if not x.has_canonical_format or (len(x.data) and (x.data == 0).any()):
         x = x.copy()
         x.sum_duplicates()

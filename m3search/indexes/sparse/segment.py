@@ -14,10 +14,13 @@ import numpy as np
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.sparse.encode import GROUP_BLOCKS
-from m3search.indexes.sparse.storage import read_array
+from m3search.indexes.segment_files import CheckedArray, open_checked
 
 SEGMENT_FORMAT = "m3search.sparse.segment"
-SEGMENT_VERSION = 1
+SEGMENT_VERSION = 2  # 2: checked arrays (<name>.arr); 1 (<name>.bin, edge-checked) is no longer read
+# Read whole by the structure checks at open, so verified then; the others (the big streams) are
+# verified the first time a search or a re-scoring touches them.
+EAGER = ("term_ids", "term_ptr", "term_dense", "term_entries", "group_ptr", "fwd_wptr", "fwd_bptr")
 HEADER_FILE = "sparse.json"
 ARRAYS = (
     "term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max", "group_ptr",
@@ -32,12 +35,16 @@ class Segment:
     path: Path
     header: dict
     arrays: dict[str, np.ndarray]
+    unverified: dict[str, CheckedArray] = dataclasses.field(default_factory=dict)
 
     def __getattr__(self, name: str):
-        try:
-            return self.__dict__["arrays"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        arrays = self.__dict__["arrays"]
+        if name not in arrays:
+            checked = self.__dict__["unverified"].pop(name, None)
+            if checked is None:
+                raise AttributeError(name)
+            arrays[name] = checked.verify_all().raw  # first touch: check every block once
+        return arrays[name]
 
     @property
     def n_docs(self) -> int:
@@ -53,7 +60,7 @@ class Segment:
 
     @property
     def nbytes(self) -> int:
-        return sum(r["nbytes"] for r in self.header["arrays"].values()) + (self.path / HEADER_FILE).stat().st_size
+        return sum(r["bytes"] for r in self.header["arrays"].values()) + (self.path / HEADER_FILE).stat().st_size
 
 
 def _fail(path: Path, what: str) -> IndexFormatError:
@@ -74,6 +81,11 @@ def _read_header(path: Path) -> dict:
     version = header.get("version")
     if not isinstance(version, int) or version < 1:
         raise _fail(file, f"version {version!r} is not a positive integer")
+    if version < SEGMENT_VERSION:
+        raise IndexFormatError(
+            f"{file}: sparse segment version {version} was written by an older m3search (its arrays carry no "
+            f"full checksums); this one reads version {SEGMENT_VERSION}: rebuild the index"
+        )
     if version > SEGMENT_VERSION:
         raise IndexFormatError(
             f"{file}: sparse segment version {version} is newer than this m3search reads ({SEGMENT_VERSION}); "
@@ -136,7 +148,15 @@ def _check_structure(path: Path, h: dict, a: dict[str, np.ndarray]) -> None:
 
 
 def load_segment(path: Path, verify: str = "fast") -> Segment:
+    """verify: "fast" checks the small arrays now and each big one on first use; "full" checks all now."""
     header = _read_header(path)
-    arrays = {name: read_array(path, name, header["arrays"][name], verify) for name in ARRAYS}
-    _check_structure(path, header, arrays)
-    return Segment(path=path, header=header, arrays=arrays)
+    checked = {}
+    for name in ARRAYS:
+        entry = header["arrays"][name]
+        if not isinstance(entry, dict):
+            raise _fail(path / HEADER_FILE, f"the entry of array {name!r} is malformed")
+        checked[name] = open_checked(path, f"{name}.arr", entry)
+    arrays = {name: c.verify_all().raw for name, c in checked.items() if name in EAGER or verify == "full"}
+    _check_structure(path, header, {**checked, **arrays})
+    return Segment(path=path, header=header, arrays=arrays,
+                   unverified={n: c for n, c in checked.items() if n not in arrays})
