@@ -42,7 +42,7 @@ def test_empty_texts_are_skipped_and_counted_in_cli_and_api(run, tmp_path):
         {"id": "b", "text": "beta text"}]))
     result = run(["index", corpus, "-o", tmp_path / "cli"])
     assert result.exit_code == 0, result.output
-    assert "Skipped 2 records (the text is empty; the first at" in result.stderr
+    assert "Skipped 2 records (no text: missing, empty or only whitespace; the first at" in result.stderr
     api = m3search.build_index(tmp_path / "api", model=MODEL)
     added = api.add([("a", "alpha text"), ("e1", ""), ("e2", "   "), ("b", "beta text")])
     assert (added.added, added.skipped_empty) == (2, 2) and len(api) == 2
