@@ -65,6 +65,7 @@ def build_index(
     max_length: int | None = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     progress: bool = False,
+    shards: int | None = None,
 ) -> "SearchIndex":
     """Create an index at `path` (or open the one already there) and add `docs` to it.
 
@@ -79,9 +80,12 @@ def build_index(
     components: per-component configs, e.g. {'dense': {...}, 'sparse': {...}, 'multivec': {...}}
            (default: all three with their defaults). Only used when the index is created.
     encoder_options: passed to `load_encoder` (e.g. {'batch_tokens': 8192} for an M3 model).
+    shards: create a sharded index of that many shards (`m3search.sharding.ShardedIndex`, same surface).
     """
     path = Path(path)
-    if _is_index(path):
+    if _is_sharded(path) or (shards and not _is_index(path)):
+        index = _sharded(path, model, device, encoder_options, components, shards)
+    elif _is_index(path):
         index = open_index(path, model, device=device, encoder_options=encoder_options)
     else:
         encoder = _load_encoder(model, device, encoder_options)
@@ -108,6 +112,8 @@ def open_index(
     """Open an existing index. Its encoder is loaded on first use from the model reference it stores,
     unless `model` is given (it must match the index's encoder identity)."""
     path = Path(path)
+    if _is_sharded(path):
+        return _sharded(path, model, device, encoder_options)
     if not _is_index(path):
         what = "does not exist" if not path.exists() else "is not an m3search index (no manifest.json)"
         raise IndexFormatError(f"index {str(path)!r} {what}: build one with `m3search index CORPUS -o {path}`")
@@ -361,6 +367,24 @@ def _is_index(path: Path) -> bool:
     from m3search.indexes.manifest import MANIFEST_NAME
 
     return (path / MANIFEST_NAME).is_file()
+
+
+def _is_sharded(path: Path) -> bool:
+    from m3search.sharding.layout import is_sharded
+
+    return is_sharded(path)
+
+
+def _sharded(path: Path, model, device, encoder_options, components=None, shards=None):
+    """Open (or create, given `shards`) a sharded index: `m3search.sharding.ShardedIndex`."""
+    from m3search.sharding import ShardedIndex
+
+    if _is_sharded(path):
+        encoder = _load_encoder(model, device, encoder_options) if model is not None else None
+        return ShardedIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
+    encoder = _load_encoder(model, device, encoder_options)
+    ShardedIndex.create(path, encoder.identity, _model_reference(model, encoder), shards, _components(components))
+    return ShardedIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
 
 
 def _components(components: Mapping[str, dict] | None) -> dict[str, dict]:

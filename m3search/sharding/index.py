@@ -1,0 +1,364 @@
+"""ShardedIndex: N complete indexes behind the SearchIndex surface (search, search_many, add, upsert,
+delete, info, len, close), documents assigned by a stable hash of their id.
+
+Writes route each document to its shard; each shard commits on its own, so an interrupted write leaves
+every shard at a commit of its own and rerunning it resumes (ids already present are skipped).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from m3search.errors import EncoderMismatchError, IndexFormatError, InputError, ModelError
+from m3search.planner.hits import Hit
+from m3search.sharding import router
+from m3search.sharding.layout import (FORMAT, HASH, HEADER, VERSION, read_header, read_order, shard_name, shards_of,
+                                      write_json_atomic, write_order)
+from m3search.sharding.shard import ShardSearcher
+from m3search.types import EncodedBatch, EncoderIdentity
+
+log = logging.getLogger(__name__)
+
+
+class ShardedIndex:
+    """A sharded index on disk with its encoder. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path, encoder=None, device: str | None = None,
+                 encoder_options: Mapping[str, Any] | None = None):
+        self.path = Path(path)
+        self.header = read_header(self.path)
+        self.n_shards = int(self.header["n_shards"])
+        self.shard_names: list[str] = list(self.header["shards"])
+        self._identity = EncoderIdentity.from_dict(self.header["encoder"])
+        self.model: str | None = self.header.get("model")
+        self._device, self._encoder_options = device, encoder_options
+        self._encoder = None
+        if encoder is not None:
+            self._check_identity(encoder)
+            self._encoder = encoder
+        self._searchers: list[ShardSearcher] | None = None
+        self._warned_untrained = False
+
+    # -- creation -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, identity: EncoderIdentity, model: str | None, n_shards: int,
+               components: Mapping[str, dict]) -> "ShardedIndex":
+        """Create N empty shards in a temporary folder and publish it with one rename."""
+        from m3search import __version__
+        from m3search.indexes.index import Index
+
+        if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+            raise InputError(f"shards must be a positive integer, got {n_shards!r}")
+        path = Path(path)
+        if path.exists():
+            raise InputError(f"{path} exists: give a new folder for the sharded index")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.creating-{secrets.token_hex(4)}")
+        tmp.mkdir()
+        try:
+            names = [shard_name(i) for i in range(n_shards)]
+            for name in names:
+                Index.create(tmp / name, identity, model, {k: dict(v) for k, v in components.items()}).close()
+            write_json_atomic(tmp / HEADER, {"format": FORMAT, "version": VERSION, "n_shards": n_shards, "hash": HASH,
+                                             "shards": names, "encoder": identity.to_dict(), "model": model,
+                                             "m3search_version": __version__})
+            os.rename(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)  # the temporary folder this call made
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path, encoder=None, **options: Any) -> "ShardedIndex":
+        return cls(path, encoder=encoder, **options)
+
+    @property
+    def identity(self) -> EncoderIdentity:
+        return self._identity
+
+    # -- encoder (as SearchIndex) ---------------------------------------------------------------
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            if self.model is None:
+                raise ModelError(f"the sharded index at {self.path} records no model: open it with model=...")
+            from m3search.api import _load_encoder
+
+            encoder = _load_encoder(self.model, self._device, self._encoder_options)
+            self._check_identity(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    def _check_identity(self, encoder) -> None:
+        problems = encoder.identity.mismatches(self._identity)
+        if problems:
+            raise EncoderMismatchError(f"the encoder {encoder.identity.name!r} does not match the one the index at "
+                                       f"{self.path} was built with ({'; '.join(problems)})")
+
+    @property
+    def default_mode(self) -> str:
+        from m3search.planner import DEFAULT_MODE
+
+        if getattr(self.encoder, "heads_trained", True):
+            return DEFAULT_MODE
+        if not self._warned_untrained:
+            log.warning("the model's sparse and multi-vector heads are untrained: searching in 'dense' mode")
+            self._warned_untrained = True
+        return "dense"
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def searchers(self) -> list[ShardSearcher]:
+        if self._searchers is None:
+            strings = self._token_strings
+            self._searchers = [ShardSearcher(self.path, name, i, strings) for i, name in enumerate(self.shard_names)]
+        return self._searchers
+
+    def _token_strings(self, ids: Sequence[int]) -> list[str]:
+        return self.encoder.token_strings(ids)
+
+    def __len__(self) -> int:
+        return sum(s.n_docs() for s in self.searchers())
+
+    def search(self, query, **options: Any):
+        """As SearchIndex.search: a string gives list[Hit], a list of strings one list per query."""
+        if isinstance(query, str):
+            return self.search_many([query], **options)[0]
+        return self.search_many(query, **options)
+
+    def search_many(self, queries: Sequence[str], *, max_length: int | None = None, **options: Any) -> list[list[Hit]]:
+        from m3search.api import _query_list
+
+        texts = _query_list(queries)
+        if not texts:
+            return []
+        batch = self.encoder.encode(texts, kind="query", max_length=max_length)
+        if options.get("mode") is None and options.get("weights") is None:
+            options["mode"] = self.default_mode
+        return self.search_encoded(batch, **options)
+
+    def search_encoded(self, queries: EncodedBatch, **options: Any) -> list[list[Hit]]:
+        shards = self.searchers()
+        return router.search_encoded(router.local_fan(shards), self.n_shards, shards[0].components(), len(self),
+                                     queries, **options)
+
+    def info(self) -> dict[str, Any]:
+        from m3search.indexes.index import Index
+
+        infos = []
+        for name in self.shard_names:
+            with Index.open(self.path / name, writable=False) as idx:
+                infos.append(idx.info())
+        return {"path": str(self.path), "format": FORMAT, "format_version": VERSION, "sharded": True,
+                "n_shards": self.n_shards, "hash": HASH, "encoder": self._identity.to_dict(), "model": self.model,
+                "n_docs": sum(i["n_docs"] for i in infos), "n_deleted": sum(i["n_deleted"] for i in infos),
+                "total_bytes": sum(i["total_bytes"] for i in infos), "shards": infos}
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def add(self, docs: Iterable[Any], *, batch_size: int = 128, max_length: int | None = None,
+            progress: bool = False, **_: Any):
+        return self._write(docs, replace=False, batch_size=batch_size, max_length=max_length, progress=progress)
+
+    def upsert(self, docs: Iterable[Any], *, batch_size: int = 128, max_length: int | None = None,
+               progress: bool = False, **_: Any):
+        return self._write(docs, replace=True, batch_size=batch_size, max_length=max_length, progress=progress)
+
+    def _write(self, docs, *, replace: bool, batch_size: int, max_length: int | None, progress: bool):
+        from m3search.api import AddResult, _as_documents, _chunks
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        encoder = self.encoder
+        added = skipped = replaced = 0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(unit=" docs", desc="indexing", dynamic_ncols=True)
+        try:
+            with _Writers(self) as writers:
+                for chunk in _chunks(_as_documents(docs), batch_size):
+                    ids = [d.id for d in chunk]
+                    present = writers.contains(ids)
+                    todo = list(range(len(chunk))) if replace else [j for j in range(len(chunk)) if not present[j]]
+                    if todo:
+                        batch = encoder.encode([chunk[j].text for j in todo], kind="passage", max_length=max_length)
+                        writers.write([ids[j] for j in todo], batch, [chunk[j].record() for j in todo], replace)
+                    n_present = int(present.sum())
+                    added += len(todo) - (n_present if replace else 0)
+                    replaced += n_present if replace else 0
+                    skipped += 0 if replace else n_present
+                    if bar is not None:
+                        bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+            self._refresh()
+        return AddResult(added=added, skipped=skipped, replaced=replaced)
+
+    def add_encoded(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict], replace: bool = False):
+        """Add precomputed representations (an ENCODED part); returns (added, skipped, replaced)."""
+        ids = list(ids)
+        try:
+            with _Writers(self) as writers:
+                present = writers.contains(ids)
+                n_present = int(present.sum())
+                if replace:
+                    writers.write(ids, batch, list(docs), True)
+                    return len(ids) - n_present, 0, n_present
+                keep = np.flatnonzero(~present)
+                if len(keep):
+                    writers.write([ids[j] for j in keep], batch.select(keep), [docs[j] for j in keep], False)
+                return len(keep), n_present, 0
+        finally:
+            self._refresh()
+
+    def delete(self, ids: Iterable[str]) -> int:
+        ids = [str(i) for i in ([ids] if isinstance(ids, str) else ids)]
+        try:
+            with _Writers(self) as writers:
+                return writers.delete(ids)
+        finally:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        for s in self._searchers or []:
+            s.refresh()
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for s in self._searchers or []:
+            s.close()
+        self._searchers = None
+
+    def __enter__(self) -> "ShardedIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ShardedIndex({str(self.path)!r}, shards={self.n_shards}, model={self.model!r})"
+
+
+class _Writers:
+    """Every shard open for writing for one operation; each shard commits after each write call."""
+
+    def __init__(self, sharded: ShardedIndex):
+        self.s = sharded
+
+    def __enter__(self) -> "_Writers":
+        from m3search.indexes.index import Index
+
+        self.indexes = []
+        try:
+            for name in self.s.shard_names:
+                self.indexes.append(Index.open(self.s.path / name, writable=True, identity=self.s.identity))
+            self.orders = [np.array(read_order(self.s.path, n)) for n in self.s.shard_names]
+            self._repair_orders()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for idx in self.indexes:
+            idx.close()
+
+    def _next_key(self) -> int:
+        return max((int(o.max()) + 1 for o in self.orders if len(o)), default=0)
+
+    def _repair_orders(self) -> None:
+        """Documents a crash left without an insertion number get the next ones, by shard and local id."""
+        for s, (idx, name) in enumerate(zip(self.indexes, self.s.shard_names)):
+            with idx.snapshot() as snap:
+                space = int(snap.id_space)
+                if len(self.orders[s]) >= space:
+                    continue
+                order = np.concatenate([self.orders[s], np.full(space - len(self.orders[s]), -1, np.int64)])
+                live = sorted(i for _, i in snap.iter_ids() if order[i] < 0)
+            nxt = self._next_key()
+            for j, i in enumerate(live):
+                order[i] = nxt + j
+            log.warning("shard %s: %d documents had no insertion number (an interrupted write); numbered now",
+                        name, len(live))
+            write_order(self.s.path, name, order)
+            self.orders[s] = order
+
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        owner = shards_of(ids, self.s.n_shards)
+        out = np.zeros(len(ids), dtype=bool)
+        for s, idx in enumerate(self.indexes):
+            p = np.flatnonzero(owner == s)
+            if len(p):
+                out[p] = idx.contains([ids[j] for j in p])
+        return out
+
+    def write(self, ids: list[str], batch: EncodedBatch, docs: list[dict], replace: bool) -> None:
+        """Route rows to their shards, commit each, and record their insertion numbers (in input order)."""
+        self._fix_quantizer(batch)
+        owner = shards_of(ids, self.s.n_shards)
+        first = self._next_key()
+        for s, (idx, name) in enumerate(zip(self.indexes, self.s.shard_names)):
+            p = np.flatnonzero(owner == s)
+            if not len(p):
+                continue
+            sub_ids = [ids[j] for j in p]
+            (idx.upsert if replace else idx.add)(sub_ids, batch.select(p), [docs[j] for j in p])
+            idx.commit()
+            with idx.snapshot() as snap:
+                local = snap.internal_ids(sub_ids)
+                space = int(snap.id_space)
+            order = self.orders[s]
+            if len(order) < space:
+                order = np.concatenate([order, np.full(space - len(order), -1, np.int64)])
+            order[local] = first + p
+            write_order(self.s.path, name, order)
+            self.orders[s] = order
+
+    def delete(self, ids: list[str]) -> int:
+        owner = shards_of(ids, self.s.n_shards)
+        n = 0
+        for s, idx in enumerate(self.indexes):
+            sub = [ids[j] for j in np.flatnonzero(owner == s)]
+            if sub:
+                n += int(idx.delete(sub))
+                idx.commit()
+        return n
+
+    def _fix_quantizer(self, batch: EncodedBatch) -> None:
+        """Every shard quantizes lexical weights on one scale (as one index would), chosen at the first write."""
+        from m3search.indexes.sparse.quantize import read_quantizer, shared_quantizer
+        from m3search.indexes.writer import COMPONENTS_DIR
+
+        if "sparse" not in self.indexes[0].components:
+            return
+        shared = [self.s.path / n / COMPONENTS_DIR / "sparse" for n in self.s.shard_names]
+        found = [read_quantizer(p) for p in shared]
+        if all(q is not None for q in found):
+            return
+        known = next((q for q in found if q is not None), None)
+        if known is not None:
+            value = known.max_weight
+        else:
+            config = self.indexes[0].components["sparse"]
+            configured = config.get("max_weight", "auto")
+            # as the component does: the largest weight as stored (forward_dtype), in float32
+            stored = batch.sparse.data.astype(config.get("forward_dtype", "float16")).astype("float32")
+            batch_max = float(stored.max()) if len(stored) else 0.0
+            q = shared_quantizer(shared[0], configured, batch_max)
+            if q is None:
+                return
+            value = q.max_weight
+        for p in shared:
+            shared_quantizer(p, value, 0.0)
