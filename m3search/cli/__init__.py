@@ -19,6 +19,8 @@ COMMANDS = {
     "info": "m3search.cli.info:info_command",
     "train": "m3search.cli.train:train",
     "bench": "m3search.cli.bench:bench",
+    "encode": "m3search.cli.encode:encode_command",
+    "shard": "m3search.cli.shard:shard_command",
 }
 
 

@@ -123,7 +123,7 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
 def _split_args(args: tuple[str, ...], queries_file: str | None) -> tuple[str, list[str]]:
     """[INDEX] [TEXT]...: the first argument is the index unless M3SEARCH_INDEX is set and it is not an index."""
     env_index = os.environ.get(INDEX_ENV)
-    if args and (not env_index or Path(args[0], "manifest.json").is_file()):
+    if args and (not env_index or Path(args[0], "manifest.json").is_file() or Path(args[0], "sharded.json").is_file()):
         return args[0], list(args[1:])
     if env_index:
         return env_index, list(args)

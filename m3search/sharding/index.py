@@ -157,9 +157,14 @@ class ShardedIndex:
         for name in self.shard_names:
             with Index.open(self.path / name, writable=False) as idx:
                 infos.append(idx.info())
+        components = {kind: {"config": c["config"], "bytes": sum(i["components"][kind]["bytes"] for i in infos)}
+                      for kind, c in infos[0]["components"].items()}
         return {"path": str(self.path), "format": FORMAT, "format_version": VERSION, "sharded": True,
                 "n_shards": self.n_shards, "hash": HASH, "encoder": self._identity.to_dict(), "model": self.model,
+                "m3search_version": self.header.get("m3search_version"),
                 "n_docs": sum(i["n_docs"] for i in infos), "n_deleted": sum(i["n_deleted"] for i in infos),
+                "n_segments": sum(i["n_segments"] for i in infos), "components": components,
+                "docstore_bytes": sum(i["docstore_bytes"] for i in infos),
                 "total_bytes": sum(i["total_bytes"] for i in infos), "shards": infos}
 
     # -- writing --------------------------------------------------------------------------------
@@ -205,19 +210,24 @@ class ShardedIndex:
             self._refresh()
         return AddResult(added=added, skipped=skipped, replaced=replaced)
 
-    def add_encoded(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict], replace: bool = False):
-        """Add precomputed representations (an ENCODED part); returns (added, skipped, replaced)."""
+    def add_encoded(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict], replace: bool = False,
+                    keys: np.ndarray | None = None):
+        """Add precomputed representations (an ENCODED part); returns (added, skipped, replaced).
+        keys: the documents' insertion numbers (default: the next ones), e.g. a source index's internal ids."""
         ids = list(ids)
+        if keys is not None:
+            keys = np.asarray(keys, dtype=np.int64)
         try:
             with _Writers(self) as writers:
                 present = writers.contains(ids)
                 n_present = int(present.sum())
                 if replace:
-                    writers.write(ids, batch, list(docs), True)
+                    writers.write(ids, batch, list(docs), True, keys)
                     return len(ids) - n_present, 0, n_present
                 keep = np.flatnonzero(~present)
                 if len(keep):
-                    writers.write([ids[j] for j in keep], batch.select(keep), [docs[j] for j in keep], False)
+                    writers.write([ids[j] for j in keep], batch.select(keep), [docs[j] for j in keep], False,
+                                  None if keys is None else keys[keep])
                 return len(keep), n_present, 0
         finally:
             self._refresh()
@@ -304,11 +314,15 @@ class _Writers:
                 out[p] = idx.contains([ids[j] for j in p])
         return out
 
-    def write(self, ids: list[str], batch: EncodedBatch, docs: list[dict], replace: bool) -> None:
-        """Route rows to their shards, commit each, and record their insertion numbers (in input order)."""
+    def write(self, ids: list[str], batch: EncodedBatch, docs: list[dict], replace: bool,
+              keys: np.ndarray | None = None) -> None:
+        """Route rows to their shards, commit each, and record their insertion numbers (default: the next
+        ones, in input order)."""
         self._fix_quantizer(batch)
+        self._share_codec(batch)
         owner = shards_of(ids, self.s.n_shards)
-        first = self._next_key()
+        if keys is None:
+            keys = self._next_key() + np.arange(len(ids), dtype=np.int64)
         for s, (idx, name) in enumerate(zip(self.indexes, self.s.shard_names)):
             p = np.flatnonzero(owner == s)
             if not len(p):
@@ -322,7 +336,7 @@ class _Writers:
             order = self.orders[s]
             if len(order) < space:
                 order = np.concatenate([order, np.full(space - len(order), -1, np.int64)])
-            order[local] = first + p
+            order[local] = keys[p]
             write_order(self.s.path, name, order)
             self.orders[s] = order
 
@@ -362,3 +376,44 @@ class _Writers:
             value = q.max_weight
         for p in shared:
             shared_quantizer(p, value, 0.0)
+
+    def _share_codec(self, batch: EncodedBatch) -> None:
+        """Every shard compresses token vectors with one codec, trained as one index would train it: from
+        the first write's token vectors, with the component's own sampling and seed."""
+        from m3search.indexes.multivec.component import CODEC_DIR, MultivecComponent
+        from m3search.indexes.segment_files import publish_dir
+        from m3search.indexes.writer import COMPONENTS_DIR
+
+        if "multivec" not in self.indexes[0].components:
+            return
+        config = self.indexes[0].components["multivec"]
+        if config.get("compression", "fp16") == "fp16":
+            return
+        component = MultivecComponent(config)
+        shared = [self.s.path / n / COMPONENTS_DIR / "multivec" for n in self.s.shard_names]
+        have = [component.shared_codec(p) is not None for p in shared]
+        if all(have):
+            return
+        if not any(have):
+            x = batch.multivec
+            rng = np.random.default_rng(component.config["seed"])
+
+            def sample() -> np.ndarray:  # as MultivecComponent.build samples a segment's tokens
+                take = np.sort(rng.choice(len(x), size=min(len(x), component.config["train_tokens"]), replace=False))
+                return x[take]
+
+            component.codec(shared[0], x.shape[1], len(x), sample)  # publishes it once there are enough tokens
+            have[0] = component.shared_codec(shared[0]) is not None
+            if not have[0]:
+                return
+        source = shared[have.index(True)] / CODEC_DIR
+        for p, ok in zip(shared, have):
+            if not ok:
+                p.mkdir(parents=True, exist_ok=True)
+                tmp = p / f".codec-copy-{secrets.token_hex(4)}"
+                try:
+                    shutil.copytree(source, tmp)
+                    publish_dir(tmp, p / CODEC_DIR)
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp)  # our own copy, when another writer published first

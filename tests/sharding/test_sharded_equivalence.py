@@ -22,7 +22,9 @@ def _docs():
 
 
 def _apply_writes(index, docs):
-    index.add(docs[:180], batch_size=64)
+    # the first add is one chunk, so the sharded index trains its shared token-vector codec on the same
+    # tokens as the unsharded index's first segment
+    index.add(docs[:180], batch_size=180)
     index.add(docs[150:], batch_size=50)  # overlaps: the first 30 are skipped
     index.upsert([{**d, "text": d["text"] + " updated column"} for d in docs[10:20]], batch_size=7)
     assert index.delete([d["id"] for d in docs[40:60]] + ["no-such-id"]) == 20
@@ -31,7 +33,8 @@ def _apply_writes(index, docs):
 @pytest.fixture(scope="module", params=[2, 3], ids=["2-shards", "3-shards"])
 def pair(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"sharded{request.param}")
-    components = {"dense": {}, "sparse": {}, "multivec": {}}
+    # a trained (lossy) token-vector codec, shared by the shards
+    components = {"dense": {}, "sparse": {}, "multivec": {"compression": "sq8", "min_train_tokens": 500}}
     docs = _docs()
     plain = m3search.build_index(folder / "plain", model=MODEL, components=components)
     sharded = m3search.build_index(folder / "sharded", model=MODEL, components=components, shards=request.param)
@@ -96,3 +99,23 @@ def test_weights_and_deleted_documents_never_returned(pair):
     for e, g in zip(plain.search(QUERIES, **opts), sharded.search_many(QUERIES, **opts)):
         _same(e, g)
         assert not {h.docid for h in g} & {d["id"] for d in _docs()[40:60]}
+
+
+def test_codec_is_shared_and_trained(pair):
+    plain, sharded = pair
+    fid = [i["components"]["multivec"]["fidelity"] for i in sharded.info()["shards"]]
+    assert {f["compression"] for f in fid} == {"sq8"}
+    # one codec, the very one the unsharded index trained
+    assert {f["codec_id"] for f in fid} == {plain.info()["components"]["multivec"]["fidelity"]["codec_id"]}
+
+
+def test_shard_command_copies_an_index_exactly(pair, tmp_path):
+    from m3search.sharding.reshard import shard_index
+
+    plain, _ = pair
+    assert shard_index(plain.path, tmp_path / "copy", 2) == len(plain)
+    with m3search.open_index(tmp_path / "copy") as copy:
+        for fusion in ("weighted", "rrf"):
+            opts = dict(k=10, mode="all", fusion=fusion, depths=12)
+            for e, g in zip(plain.search(QUERIES, **opts), copy.search_many(QUERIES, **opts)):
+                _same(e, g)
