@@ -34,6 +34,7 @@ def shard_index(source: str | Path, out: str | Path, n_shards: int, *, progress:
             components["sparse"]["max_weight"] = quantizer.max_weight  # the same 8-bit scale in every shard
         with src.snapshot() as snap:
             sharded = ShardedIndex.create(out, src.identity, src.model, n_shards, components)
+            _copy_codec(Path(source), sharded)
             bar = None
             if progress:
                 from tqdm import tqdm
@@ -77,3 +78,27 @@ def _export(snap, identity) -> Iterator[tuple[list[str], EncodedBatch, list[dict
         docs = [{k: v for k, v in (("text", r.text), ("title", r.title), ("metadata", r.metadata)) if v is not None}
                 for r in records]
         yield [e for e, _ in chunk], batch, docs, internal
+
+
+def _copy_codec(source: Path, sharded: ShardedIndex) -> None:
+    """The source's trained token-vector codec goes into every shard: decoded vectors re-encode to the
+    same codes, and the shards score exactly as the source does."""
+    import secrets
+    import shutil
+
+    from m3search.indexes.multivec.component import CODEC_DIR
+    from m3search.indexes.segment_files import publish_dir
+
+    codec = source / COMPONENTS_DIR / "multivec" / CODEC_DIR
+    if not codec.is_dir():
+        return
+    for name in sharded.shard_names:
+        shared = sharded.path / name / COMPONENTS_DIR / "multivec"
+        shared.mkdir(parents=True, exist_ok=True)
+        tmp = shared / f".codec-copy-{secrets.token_hex(4)}"
+        try:
+            shutil.copytree(codec, tmp)
+            publish_dir(tmp, shared / CODEC_DIR)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)  # our own copy
