@@ -43,7 +43,7 @@ VERSION = 1
 HEADER = "encoded.json"
 PART_HEADER = "part.json"
 DOCS_FILE = "docs.msgpack"
-DEFAULT_PART_SIZE = 4096
+DEFAULT_PART_SIZE = 1024
 _PART_RE = re.compile(r"^part-(\d{6,})$")
 
 
