@@ -60,7 +60,7 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
         return [[] for _ in range(m)]
 
     # (1) per-source candidates from every shard, merged to the global top-depth of each source
-    found = fan("candidates", [(queries, depth_of, params)] * n_shards)
+    gens, found = zip(*fan("candidates", [(queries, depth_of, params)] * n_shards))
     parts_q, parts_shard, parts_id, parts_key = [], [], [], []
     for source, depth in depth_of.items():
         D = np.concatenate([f[source][0] for f in found], axis=1)
@@ -88,7 +88,7 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
     # (2) exact scores, each shard for its own documents
     scored = [c for c in COMPONENTS if c in components and (all_scores or c in w)]
     members = [np.flatnonzero(shard_ix == s) for s in range(n_shards)]
-    got = fan("score", [(queries, q_index[p], ids[p], scored) for p in members])
+    got = fan("score", [(gens[s], queries, q_index[p], ids[p], scored) for s, p in enumerate(members)])
     scores = {c: np.zeros(len(ids), dtype=np.float32) for c in scored}
     for p, shard_scores in zip(members, got):
         for c in scored:
@@ -101,8 +101,9 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
         fused = fuse.weighted_sum(scores, w)
     top = fuse.top_k_per_query(q_index, keys, fused, int(k))
     positions = [top[shard_ix[top] == s] for s in range(n_shards)]
-    shard_hits = fan("hits", [(queries, q_index[p], ids[p], keys[p], fused[p], {c: v[p] for c, v in scores.items()},
-                               explain, with_text) for p in positions])
+    shard_hits = fan("hits", [(gens[s], queries, q_index[p], ids[p], keys[p], fused[p],
+                               {c: v[p] for c, v in scores.items()}, explain, with_text)
+                              for s, p in enumerate(positions)])
     by_pos: dict[int, Hit] = {}
     for p, hits in zip(positions, shard_hits):
         by_pos.update(zip(p.tolist(), hits))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,7 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class ShardSearcher:
-    """Searches the last commit of shard number `number` of the sharded index at `root`."""
+    """Searches shard number `number` of the sharded index at `root`.
+
+    `candidates` searches the shard's latest commit and returns its generation; `score` and `hits` take
+    that generation back, so the three steps of one search read one snapshot even when the shard commits
+    in between (the last few snapshots are kept for that).
+    """
+
+    KEEP = 4  # snapshots kept for searches in flight
 
     def __init__(self, root: str | Path, name: str, number: int,
                  token_strings: Callable[[Sequence[int]], list[str]] | None = None):
@@ -32,37 +40,52 @@ class ShardSearcher:
         self.root, self.name, self.number = Path(root), name, number
         self._index = Index.open(self.root / name, writable=False)
         self._token_strings = token_strings
-        self._snapshot = None
-        self._planner: Planner | None = None
-        self._order = None
+        self._views: dict[int, tuple[Planner, np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     @property
     def identity(self):
         return self._index.identity
 
-    def _planner_now(self) -> Planner:
-        if self._planner is None:
-            self._snapshot = self._index.snapshot()
-            self._order = read_order(self.root, self.name)
-            self._planner = Planner(self._snapshot, token_strings=self._token_strings)
-        return self._planner
+    def _latest(self) -> tuple[int, Planner, np.ndarray]:
+        with self._lock:
+            gen = int(self._index.generation)
+            if gen not in self._views:
+                snapshot = self._index.snapshot()
+                gen = int(snapshot.generation)
+                if gen not in self._views:
+                    self._views[gen] = (Planner(snapshot, token_strings=self._token_strings),
+                                        read_order(self.root, self.name))
+                    for old in sorted(self._views)[: -self.KEEP]:
+                        self._views.pop(old)[0].snapshot.close()
+                else:
+                    snapshot.close()
+            return (gen, *self._views[gen])
+
+    def _view(self, generation: int | None) -> tuple[Planner, np.ndarray]:
+        with self._lock:
+            if generation in self._views:
+                return self._views[generation]
+        return self._latest()[1:]
 
     def refresh(self) -> None:
-        """See the shard's latest commit on the next call."""
-        if self._snapshot is not None:
-            self._snapshot.close()
-        self._snapshot = self._planner = self._order = None
+        """Forget the snapshots taken: the next search reads the latest commit."""
+        with self._lock:
+            for planner, _ in self._views.values():
+                planner.snapshot.close()
+            self._views = {}
 
     def n_docs(self) -> int:
-        return int(self._planner_now().snapshot.n_docs)
+        return int(self._latest()[1].snapshot.n_docs)
 
     def components(self) -> list[str]:
-        return list(self._planner_now().readers())
+        return list(self._latest()[1].readers())
 
     def candidates(self, queries: EncodedBatch, depths: Mapping[str, int],
-                   params: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, tuple[np.ndarray, ...]]:
-        """Per source: (scores, local ids, global keys), each (m, depth); rows padded with (-inf, -1, -1)."""
-        planner = self._planner_now()
+                   params: Mapping[str, Mapping[str, Any]] | None = None):
+        """(generation, {source: (scores, local ids, global keys)}), each (m, depth); rows padded with
+        (-inf, -1, -1)."""
+        generation, planner, order = self._latest()
         readers = planner.readers()
         params = params or {}
         m = len(queries)
@@ -75,21 +98,21 @@ class ShardSearcher:
                 D, I = readers[source].search(query_input, depth, **dict(params.get(source, {})))
             D = np.asarray(D, dtype=np.float32).reshape(m, -1)
             I = np.asarray(I, dtype=np.int64).reshape(m, -1)
-            keys = np.where(I >= 0, global_keys(self._order, self.number, I), -1)
+            keys = np.where(I >= 0, global_keys(order, self.number, I), -1)
             out[source] = (D, I, keys)
-        return out
+        return generation, out
 
-    def score(self, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray,
+    def score(self, generation: int, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray,
               components: Sequence[str]) -> dict[str, np.ndarray]:
         """Exact scores of (query, local id) pairs on each component asked for."""
-        planner = self._planner_now()
+        planner, _ = self._view(generation)
         readers = planner.readers()
         return {c: Planner._score(readers[c], c, queries, q_index, ids) for c in components}
 
-    def hits(self, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray, keys: np.ndarray, fused: np.ndarray,
-             scores: Mapping[str, np.ndarray], explain: bool, with_text: bool) -> list[Hit]:
+    def hits(self, generation: int, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray, keys: np.ndarray,
+             fused: np.ndarray, scores: Mapping[str, np.ndarray], explain: bool, with_text: bool) -> list[Hit]:
         """Hits for the given pairs, in the order given; internal_id is the global insertion number."""
-        planner = self._planner_now()
+        planner, _ = self._view(generation)
         if len(ids) == 0:
             return []
         per_query = planner._hits(queries, q_index, ids, fused, scores, len(queries), explain, with_text)
@@ -99,6 +122,10 @@ class ShardSearcher:
             flat.append(per_query[qi][cursor[qi]])
             cursor[qi] += 1
         return [dataclasses.replace(h, internal_id=int(k)) for h, k in zip(flat, keys.tolist())]
+
+    def live_ids(self) -> list[str]:
+        """External ids of the live documents (tests, exports)."""
+        return [e for e, _ in self._latest()[1].snapshot.iter_ids()]
 
     def close(self) -> None:
         self.refresh()
