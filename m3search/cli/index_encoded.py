@@ -5,7 +5,7 @@ import time
 
 import click
 
-from m3search.cli.common import show_progress, status
+from m3search.cli.common import MODEL_ENV, show_progress, status
 
 
 def index_encoded_command(sources: list[str], index_path: str, model: str | None, replace: bool,
@@ -16,7 +16,12 @@ def index_encoded_command(sources: list[str], index_path: str, model: str | None
     if len(sources) != 1 or not is_encoded(sources[0]):
         raise click.UsageError("give one ENCODED folder (made by `m3search encode`), not a mix with corpus files")
     if model is not None:
-        raise click.UsageError("an ENCODED folder records its encoder: leave out --model")
+        from m3search.encoded import EncodedCorpus
+
+        recorded = EncodedCorpus.open(sources[0]).model
+        if model != recorded:
+            raise click.UsageError(f"{sources[0]} was encoded with {recorded!r} and records its encoder: leave out "
+                                   f"--model {model!r} (and {MODEL_ENV})")
     started = time.perf_counter()
     result = index_encoded(sources[0], index_path, shards=shards, replace=replace, progress=show_progress(quiet))
     lines = [f"Indexed {result.added} precomputed documents from {sources[0]} into {index_path} in "
