@@ -169,3 +169,22 @@ def deploy(path: str | Path, *, address: str | None = None, replicas: int = 1, a
         .bind(str(path), header.get("model"), dict(encoder_options or {}) or None, *shard_apps)
     handle = serve.run(app, name=app_name, route_prefix=None)
     return RayServedIndex(path, handle, app_name, deployed_here=True)
+
+
+def serve_http(path: str | Path, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+               replicas: int = 1) -> None:
+    """What `m3search serve INDEX --ray ADDRESS` runs: the single-node server's HTTP app (`create_app`,
+    from `m3search.server`) over the index deployed on Ray Serve, so both speak the same HTTP API."""
+    try:
+        from m3search.server.app import create_app
+    except ImportError as e:  # the HTTP app lives in m3search.server (the `serve` command's package)
+        from m3search.errors import ConfigError
+
+        raise ConfigError(f"the HTTP server needs m3search.server.app.create_app ({e})") from e
+    import uvicorn
+
+    index = deploy(path, address=address, replicas=replicas)
+    try:
+        uvicorn.run(create_app(index), host=host, port=port, log_level="warning")
+    finally:
+        index.close()
