@@ -83,7 +83,7 @@ def build_index(
     shards: create a sharded index of that many shards (`m3search.sharding.ShardedIndex`, same surface).
     """
     path = Path(path)
-    if _is_sharded(path) or (shards and not _is_index(path)):
+    if _is_sharded(path) or shards:
         index = _sharded(path, model, device, encoder_options, components, shards)
     elif _is_index(path):
         index = open_index(path, model, device=device, encoder_options=encoder_options)
@@ -380,8 +380,16 @@ def _sharded(path: Path, model, device, encoder_options, components=None, shards
     from m3search.sharding import ShardedIndex
 
     if _is_sharded(path):
-        encoder = _load_encoder(model, device, encoder_options) if model is not None else None
-        return ShardedIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
+        index = ShardedIndex(path, device=device, encoder_options=encoder_options,
+                             encoder=_load_encoder(model, device, encoder_options) if model is not None else None)
+        if shards and shards != index.n_shards:
+            index.close()
+            raise ConfigError(f"the index at {path} has {index.n_shards} shards, not {shards}: re-split it with "
+                              f"`m3search shard {path} -o NEW --shards {shards}`")
+        return index
+    if _is_index(path):
+        raise ConfigError(f"the index at {path} is not sharded: split it with `m3search shard {path} -o NEW "
+                          f"--shards {shards}`")
     encoder = _load_encoder(model, device, encoder_options)
     ShardedIndex.create(path, encoder.identity, _model_reference(model, encoder), shards, _components(components))
     return ShardedIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)

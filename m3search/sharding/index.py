@@ -170,14 +170,21 @@ class ShardedIndex:
     # -- writing --------------------------------------------------------------------------------
 
     def add(self, docs: Iterable[Any], *, batch_size: int = 128, max_length: int | None = None,
-            progress: bool = False, **_: Any):
-        return self._write(docs, replace=False, batch_size=batch_size, max_length=max_length, progress=progress)
+            commit_interval: float = 120.0, progress: bool = False):
+        """As SearchIndex.add: ids already indexed are skipped; every shard commits every `commit_interval`
+        seconds and at the end."""
+        return self._write(docs, replace=False, batch_size=batch_size, max_length=max_length,
+                           commit_interval=commit_interval, progress=progress)
 
     def upsert(self, docs: Iterable[Any], *, batch_size: int = 128, max_length: int | None = None,
-               progress: bool = False, **_: Any):
-        return self._write(docs, replace=True, batch_size=batch_size, max_length=max_length, progress=progress)
+               commit_interval: float = 120.0, progress: bool = False):
+        return self._write(docs, replace=True, batch_size=batch_size, max_length=max_length,
+                           commit_interval=commit_interval, progress=progress)
 
-    def _write(self, docs, *, replace: bool, batch_size: int, max_length: int | None, progress: bool):
+    def _write(self, docs, *, replace: bool, batch_size: int, max_length: int | None, commit_interval: float,
+               progress: bool):
+        import time
+
         from m3search.api import AddResult, _as_documents, _chunks
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -191,6 +198,7 @@ class ShardedIndex:
             bar = tqdm(unit=" docs", desc="indexing", dynamic_ncols=True)
         try:
             with _Writers(self) as writers:
+                last_commit = time.monotonic()
                 for chunk in _chunks(_as_documents(docs), batch_size):
                     ids = [d.id for d in chunk]
                     present = writers.contains(ids)
@@ -204,6 +212,10 @@ class ShardedIndex:
                     skipped += 0 if replace else n_present
                     if bar is not None:
                         bar.update(len(chunk))
+                    if time.monotonic() - last_commit >= commit_interval:
+                        writers.commit()
+                        last_commit = time.monotonic()
+                writers.commit()
         finally:
             if bar is not None:
                 bar.close()
@@ -223,11 +235,13 @@ class ShardedIndex:
                 n_present = int(present.sum())
                 if replace:
                     writers.write(ids, batch, list(docs), True, keys)
+                    writers.commit()
                     return len(ids) - n_present, 0, n_present
                 keep = np.flatnonzero(~present)
                 if len(keep):
                     writers.write([ids[j] for j in keep], batch.select(keep), [docs[j] for j in keep], False,
                                   None if keys is None else keys[keep])
+                    writers.commit()
                 return len(keep), n_present, 0
         finally:
             self._refresh()
@@ -236,7 +250,9 @@ class ShardedIndex:
         ids = [str(i) for i in ([ids] if isinstance(ids, str) else ids)]
         try:
             with _Writers(self) as writers:
-                return writers.delete(ids)
+                n = writers.delete(ids)
+                writers.commit()
+                return n
         finally:
             self._refresh()
 
@@ -262,10 +278,14 @@ class ShardedIndex:
 
 
 class _Writers:
-    """Every shard open for writing for one operation; each shard commits after each write call."""
+    """Every shard open for writing for one operation. Writes are buffered by each shard's writer until
+    `commit()`, which commits every shard and then records the insertion numbers of what it wrote; closing
+    without a commit discards the uncommitted writes (each shard stays at its last commit)."""
 
     def __init__(self, sharded: ShardedIndex):
         self.s = sharded
+        self.pending: list[list[tuple[list[str], np.ndarray]]] = [[] for _ in sharded.shard_names]
+        self.written_keys = 0  # insertion numbers handed out since the last commit
 
     def __enter__(self) -> "_Writers":
         from m3search.indexes.index import Index
@@ -286,7 +306,7 @@ class _Writers:
             idx.close()
 
     def _next_key(self) -> int:
-        return max((int(o.max()) + 1 for o in self.orders if len(o)), default=0)
+        return max((int(o.max()) + 1 for o in self.orders if len(o)), default=0) + self.written_keys
 
     def _repair_orders(self) -> None:
         """Documents a crash left without an insertion number get the next ones, by shard and local id."""
@@ -316,29 +336,38 @@ class _Writers:
 
     def write(self, ids: list[str], batch: EncodedBatch, docs: list[dict], replace: bool,
               keys: np.ndarray | None = None) -> None:
-        """Route rows to their shards, commit each, and record their insertion numbers (default: the next
-        ones, in input order)."""
+        """Route rows to their shards (buffered until `commit`), with their insertion numbers (default: the
+        next ones, in input order)."""
         self._fix_quantizer(batch)
         self._share_codec(batch)
         owner = shards_of(ids, self.s.n_shards)
         if keys is None:
             keys = self._next_key() + np.arange(len(ids), dtype=np.int64)
-        for s, (idx, name) in enumerate(zip(self.indexes, self.s.shard_names)):
+            self.written_keys += len(ids)
+        for s, idx in enumerate(self.indexes):
             p = np.flatnonzero(owner == s)
             if not len(p):
                 continue
             sub_ids = [ids[j] for j in p]
             (idx.upsert if replace else idx.add)(sub_ids, batch.select(p), [docs[j] for j in p])
+            self.pending[s].append((sub_ids, keys[p]))
+
+    def commit(self) -> None:
+        """Commit every shard, then save the insertion numbers of the documents each commit added."""
+        for s, (idx, name) in enumerate(zip(self.indexes, self.s.shard_names)):
             idx.commit()
+            if not self.pending[s]:
+                continue
             with idx.snapshot() as snap:
-                local = snap.internal_ids(sub_ids)
                 space = int(snap.id_space)
-            order = self.orders[s]
-            if len(order) < space:
-                order = np.concatenate([order, np.full(space - len(order), -1, np.int64)])
-            order[local] = keys[p]
+                order = self.orders[s]
+                if len(order) < space:
+                    order = np.concatenate([order, np.full(space - len(order), -1, np.int64)])
+                for sub_ids, keys in self.pending[s]:
+                    order[snap.internal_ids(sub_ids)] = keys
             write_order(self.s.path, name, order)
-            self.orders[s] = order
+            self.orders[s], self.pending[s] = order, []
+        self.written_keys = 0
 
     def delete(self, ids: list[str]) -> int:
         owner = shards_of(ids, self.s.n_shards)
@@ -347,7 +376,6 @@ class _Writers:
             sub = [ids[j] for j in np.flatnonzero(owner == s)]
             if sub:
                 n += int(idx.delete(sub))
-                idx.commit()
         return n
 
     def _fix_quantizer(self, batch: EncodedBatch) -> None:
