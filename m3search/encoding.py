@@ -12,7 +12,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from m3search.data.corpus import Document
 from m3search.encoded import DEFAULT_PART_SIZE, EncodedCorpus, check_part_ids, plan_parts
 from m3search.encoder import Encoder
 from m3search.errors import EncoderMismatchError
@@ -147,11 +146,6 @@ class _PlainTarget:
 
     def close(self) -> None:
         self.index.close()
-
-
-def documents_from_part(ids: Sequence[str], docs: Sequence[Mapping[str, Any]]) -> list[Document]:
-    return [Document(id=i, text=d.get("text"), title=d.get("title"), metadata=d.get("metadata"))
-            for i, d in zip(ids, docs)]
 
 
 def _bar(enabled: bool, desc: str):

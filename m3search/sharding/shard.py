@@ -16,7 +16,6 @@ import numpy as np
 
 from m3search.planner import Planner
 from m3search.planner.hits import Hit
-from m3search.planner.weights import COMPONENTS
 from m3search.sharding.layout import global_keys, read_order
 from m3search.types import EncodedBatch
 
@@ -130,7 +129,3 @@ class ShardSearcher:
     def close(self) -> None:
         self.refresh()
         self._index.close()
-
-
-def all_components() -> tuple[str, ...]:
-    return COMPONENTS

@@ -56,3 +56,19 @@ def test_ray_encoding_equals_local_bit_for_bit_despite_a_killed_worker_and_resum
     # a complete rerun has nothing left to do
     again = encode_corpus_ray(docs, tmp_path / "ray", MODEL, part_size=PART)
     assert (again.parts_skipped, again.parts_written) == (5, 0)
+
+
+def test_encode_command_with_ray(ray_cluster, tmp_path):
+    """`m3search encode --ray` on the cluster this process is connected to, then `index ENCODED`."""
+    from click.testing import CliRunner
+
+    from m3search.cli import main
+    from m3search.data import SAMPLE_CORPUS
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["encode", str(SAMPLE_CORPUS), "-o", str(tmp_path / "enc"), "--model", MODEL,
+                             "--part-size", "100", "--ray", "auto", "--workers", "1"], catch_exceptions=False)
+    assert r.exit_code == 0 and "Encoded 300 documents into 3 parts" in r.output, r.output
+    r = runner.invoke(main, ["index", str(tmp_path / "enc"), "-o", str(tmp_path / "idx"), "--shards", "2"],
+                      catch_exceptions=False)
+    assert r.exit_code == 0 and "Indexed 300 precomputed documents" in r.output, r.output
