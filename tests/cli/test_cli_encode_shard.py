@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
 
 from m3search.encoded import EncodedCorpus
 

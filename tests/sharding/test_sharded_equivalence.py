@@ -3,7 +3,6 @@ internal ids (insertion numbers), scores to 1e-5, in every mode, with weighted a
 upserts and deletes."""
 from __future__ import annotations
 
-import itertools
 
 import pytest
 
