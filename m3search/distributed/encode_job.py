@@ -27,6 +27,7 @@ from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WINDOW = 256  # parts whose text the driver holds at once (one Ray Data run each)
 _ARRAYS = ("dense", "sparse_data", "sparse_indices", "sparse_indptr", "multivec", "multivec_lengths")
 
 
@@ -59,9 +60,12 @@ def encode_corpus_ray(docs: Iterable[Any], out: str | Path, model: str | None = 
                       workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
                       part_size: int = DEFAULT_PART_SIZE, max_length: int | None = None,
                       encoder_options: Mapping[str, Any] | None = None, progress: bool = False,
-                      crash_marker: str | None = None) -> EncodeResult:
+                      window: int = DEFAULT_WINDOW, crash_marker: str | None = None) -> EncodeResult:
     """Encode `docs` into the ENCODED folder `out` on the Ray cluster at `address` (or the one this process
-    is already connected to). Same parts, same bytes as `m3search.encoding.encode_corpus`."""
+    is already connected to). Same parts, same bytes as `m3search.encoding.encode_corpus`.
+
+    The driver reads the corpus and holds the text of at most `window` parts at a time: each window is one
+    Ray Data run (its actors load the model once per window), so memory stays bounded on any corpus size."""
     ray = require_ray()
     from m3search.api import _as_documents
 
@@ -72,42 +76,54 @@ def encode_corpus_ray(docs: Iterable[Any], out: str | Path, model: str | None = 
         identity, reference = ray.get(_identity.remote(model, encoder_options))
         enc = EncodedCorpus.create_or_open(out, identity, reference, part_size)
         done = enc.done_parts()
-        todo, skipped = [], 0
-        for index, chunk in plan_parts(_as_documents(docs), part_size):
-            if index in done:
-                check_part_ids(enc, index, [d.id for d in chunk])
-                skipped += 1
-                continue
-            rows = [[d.id, d.text, d.title, d.metadata] for d in chunk]
-            todo.append({"part": index, "docs": msgpack.packb(rows, use_bin_type=True)})
-        written = n_docs = 0
-        if todo:
-            import ray.data
-
-            ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-            ds = ds.map_batches(
-                PartEncoder, batch_size=1, batch_format="numpy",
-                fn_constructor_kwargs={"model": model, "encoder_options": dict(encoder_options or {}) or None,
-                                       "max_length": max_length, "crash_marker": crash_marker},
-                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
-                num_gpus=gpus_per_worker or None)
-            bar = _bar(progress, sum(1 for _ in todo))
-            for row in ds.iter_rows():
-                rows = msgpack.unpackb(row["docs"], raw=False)
-                ids = [r[0] for r in rows]
-                records = [{k: v for k, v in (("text", r[1]), ("title", r[2]), ("metadata", r[3])) if v is not None}
-                           for r in rows]
-                if enc.write_part(int(row["part"]), ids, records, _unpack_batch(row["encoded"])):
-                    written += 1
-                    n_docs += len(ids)
-                if bar is not None:
-                    bar.update(1)
+        options = {"model": model, "encoder_options": dict(encoder_options or {}) or None, "max_length": max_length,
+                   "crash_marker": crash_marker}
+        resources = {"workers": workers, "num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker or None}
+        todo, skipped, written, n_docs = [], 0, 0, 0
+        bar = _bar(progress)
+        try:
+            for index, chunk in plan_parts(_as_documents(docs), part_size):
+                if index in done:
+                    check_part_ids(enc, index, [d.id for d in chunk])
+                    skipped += 1
+                    continue
+                rows = [[d.id, d.text, d.title, d.metadata] for d in chunk]
+                todo.append({"part": index, "docs": msgpack.packb(rows, use_bin_type=True)})
+                if len(todo) == window:
+                    w, n = _run_window(enc, todo, options, resources, bar)
+                    written, n_docs, todo = written + w, n_docs + n, []
+            if todo:
+                w, n = _run_window(enc, todo, options, resources, bar)
+                written, n_docs = written + w, n_docs + n
+        finally:
             if bar is not None:
                 bar.close()
         return EncodeResult(parts_written=written, parts_skipped=skipped, documents=n_docs)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _run_window(enc: EncodedCorpus, todo: list[dict], options: dict, resources: dict, bar) -> tuple[int, int]:
+    """One Ray Data run over `todo` parts; the driver writes each part as it streams back."""
+    import ray.data
+
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+    ds = ds.map_batches(PartEncoder, batch_size=1, batch_format="numpy", fn_constructor_kwargs=options,
+                        compute=ray.data.ActorPoolStrategy(size=resources["workers"]),
+                        num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"])
+    written = n_docs = 0
+    for row in ds.iter_rows():
+        rows = msgpack.unpackb(row["docs"], raw=False)
+        ids = [r[0] for r in rows]
+        records = [{k: v for k, v in (("text", r[1]), ("title", r[2]), ("metadata", r[3])) if v is not None}
+                   for r in rows]
+        if enc.write_part(int(row["part"]), ids, records, _unpack_batch(row["encoded"])):
+            written += 1
+            n_docs += len(ids)
+        if bar is not None:
+            bar.update(len(ids))
+    return written, n_docs
 
 
 def _identity_fn(model, encoder_options):
@@ -169,9 +185,9 @@ def _has_gpu() -> bool:
         return False
 
 
-def _bar(enabled: bool, total: int):
+def _bar(enabled: bool):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=" parts", desc="encoding on Ray", dynamic_ncols=True)
+    return tqdm(unit=" docs", desc="encoding on Ray", dynamic_ncols=True)
