@@ -14,7 +14,7 @@ import numpy as np
 
 from m3search.encoded import DEFAULT_PART_SIZE, EncodedCorpus, check_part_ids, plan_parts
 from m3search.encoder import Encoder
-from m3search.errors import EncoderMismatchError
+from m3search.errors import ConfigError, EncoderMismatchError
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,13 @@ def index_encoded(encoded: str | Path, index_path: str | Path, *, shards: int | 
     path = Path(index_path)
     if is_sharded(path):
         target: Any = ShardedIndex.open(path)
+        if shards and shards != target.n_shards:
+            target.close()
+            raise ConfigError(f"the index at {path} has {target.n_shards} shards, not {shards}")
     elif _is_index(path):
+        if shards:
+            raise ConfigError(f"the index at {path} is not sharded: split it with `m3search shard {path} -o NEW "
+                              f"--shards {shards}`")
         from m3search.indexes.index import Index
 
         target = _PlainTarget(Index.open(path, writable=True, identity=enc.identity))
