@@ -50,6 +50,7 @@ def build_index(
     max_length: int | None = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     progress: bool = False,
+    shards: int | None = None,
 ) -> "SearchIndex":
     """Create an index at `path` (or open the one already there) and add `docs` to it.
 
@@ -64,9 +65,12 @@ def build_index(
     components: per-component configs, e.g. {'dense': {...}, 'sparse': {...}, 'multivec': {...}}
            (default: all three with their defaults). Only used when the index is created.
     encoder_options: passed to `load_encoder` (e.g. {'batch_tokens': 8192} for an M3 model).
+    shards: create a sharded index of that many shards (`m3search.sharding.ShardedIndex`, same surface).
     """
     path = Path(path)
-    if _is_index(path):
+    if _is_sharded(path) or shards:
+        index = _sharded(path, model, device, encoder_options, components, shards)
+    elif _is_index(path):
         index = open_index(path, model, device=device, encoder_options=encoder_options)
     else:
         encoder = _load_encoder(model, device, encoder_options)
@@ -93,6 +97,8 @@ def open_index(
     """Open an existing index. Its encoder is loaded on first use from the model reference it stores,
     unless `model` is given (it must match the index's encoder identity)."""
     path = Path(path)
+    if _is_sharded(path):
+        return _sharded(path, model, device, encoder_options)
     if not _is_index(path):
         from m3search.indexes.manifest import not_an_index_message
 
@@ -347,6 +353,32 @@ def _is_index(path: Path) -> bool:
     from m3search.indexes.manifest import is_index
 
     return is_index(path)
+
+
+def _is_sharded(path: Path) -> bool:
+    from m3search.sharding.layout import is_sharded
+
+    return is_sharded(path)
+
+
+def _sharded(path: Path, model, device, encoder_options, components=None, shards=None):
+    """Open (or create, given `shards`) a sharded index: `m3search.sharding.ShardedIndex`."""
+    from m3search.sharding import ShardedIndex
+
+    if _is_sharded(path):
+        index = ShardedIndex(path, device=device, encoder_options=encoder_options,
+                             encoder=_load_encoder(model, device, encoder_options) if model is not None else None)
+        if shards and shards != index.n_shards:
+            index.close()
+            raise ConfigError(f"the index at {path} has {index.n_shards} shards, not {shards}: re-split it with "
+                              f"`m3search shard {path} -o NEW --shards {shards}`")
+        return index
+    if _is_index(path):
+        raise ConfigError(f"the index at {path} is not sharded: split it with `m3search shard {path} -o NEW "
+                          f"--shards {shards}`")
+    encoder = _load_encoder(model, device, encoder_options)
+    ShardedIndex.create(path, encoder.identity, _model_reference(model, encoder), shards, _components(components))
+    return ShardedIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
 
 
 def _components(components: Mapping[str, dict] | None) -> dict[str, dict]:

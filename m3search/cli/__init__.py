@@ -20,6 +20,8 @@ COMMANDS = {
     "check": "m3search.cli.check:check_command",
     "train": "m3search.cli.train:train",
     "bench": "m3search.cli.bench:bench",
+    "encode": "m3search.cli.encode:encode_command",
+    "shard": "m3search.cli.shard:shard_command",
 }
 
 

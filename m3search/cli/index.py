@@ -11,7 +11,7 @@ import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress, status
 from m3search.errors import IndexLockedError, InputError, M3SearchError
-from m3search.indexes.manifest import is_index
+from m3search.indexes.manifest import is_any_index
 
 if TYPE_CHECKING:  # imported lazily in the command, so `--help` stays fast
     from m3search.data import CorpusReader
@@ -37,9 +37,11 @@ if TYPE_CHECKING:  # imported lazily in the command, so `--help` stays fast
               "(default: skip them, which is how an interrupted run resumes).")
 @click.option("--commit-interval", type=click.FloatRange(min=0), default=120.0, show_default=True,
               metavar="SECONDS", help="Commit at least this often, so an interrupted run loses little.")
+@click.option("--shards", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Build a sharded index of N shards (documents assigned by a stable hash of their id).")
 @quiet_option
 def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, max_doc_tokens,
-                  batch_size, replace, commit_interval, quiet):
+                  batch_size, replace, commit_interval, shards, quiet):
     """Index CORPUS (files, folders, or - for stdin) into the folder INDEX.
 
     \b
@@ -48,6 +50,7 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
       TSV (.tsv, .tsv.gz)             id<TAB>text[<TAB>title]
       a folder                        every .txt/.md file inside; its path is the id
       -                               stdin, JSON lines or TSV (see --format)
+      an ENCODED folder               precomputed by `m3search encode`: indexed without loading a model
 
     If INDEX exists, documents are added to it; ids it already holds are skipped, so running the same
     command again after an interruption resumes. A malformed record stops the run with its file and
@@ -69,6 +72,12 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     if not sample and not corpus:
         raise click.UsageError("give a CORPUS to index (files, folders, or - for stdin), or --sample")
     sources = [str(SAMPLE_CORPUS)] if sample else list(corpus)
+    from m3search.encoded import is_encoded
+
+    if any(is_encoded(s) for s in sources):
+        from m3search.cli.index_encoded import index_encoded_command
+
+        return index_encoded_command(sources, index_path, model, replace, shards, quiet)
     if sources.count("-") > 1:
         raise click.UsageError("stdin (-) can be read only once")
     reader = CorpusReader(sources, format=corpus_format)
@@ -84,11 +93,11 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
 
     started = time.perf_counter()
     folder = Path(index_path)
-    was_index, folder_existed = is_index(folder), folder.exists()
+    was_index, folder_existed = is_any_index(folder), folder.exists()
     model = explicit_model(model, existing_index=was_index)
     encoder_options = {key: value for key, value in (("batch_tokens", batch_tokens), ("max_doc_tokens", max_doc_tokens))
                        if value} or None
-    index = api.build_index(index_path, model=model, encoder_options=encoder_options)
+    index = api.build_index(index_path, model=model, encoder_options=encoder_options, shards=shards)
     failure = None
     try:
         write = index.upsert if replace else index.add

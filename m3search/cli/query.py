@@ -10,7 +10,7 @@ import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress
 from m3search.errors import ConfigError, InputError
-from m3search.indexes.manifest import is_index
+from m3search.indexes.manifest import is_any_index
 from m3search.planner import FUSIONS
 from m3search.planner.weights import mode_signals
 
@@ -131,11 +131,11 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
 def _split_args(args: tuple[str, ...], queries_file: str | None) -> tuple[str, list[str]]:
     """[INDEX] [TEXT]...: the first argument is the index unless M3SEARCH_INDEX is set and it is not an index."""
     env_index = os.environ.get(INDEX_ENV)
-    if len(args) == 1 and not env_index and not queries_file and not is_index(args[0]):
+    if len(args) == 1 and not env_index and not queries_file and not is_any_index(args[0]):
         raise click.UsageError(
             f"{args[0]!r} is not an index folder: give the INDEX to search, then the query TEXT (or set {INDEX_ENV})"
         )
-    if args and (not env_index or is_index(args[0])):
+    if args and (not env_index or is_any_index(args[0])):
         return args[0], list(args[1:])
     if env_index:
         return env_index, list(args)

@@ -65,6 +65,13 @@ def is_index(path) -> bool:
     return (Path(path) / MANIFEST_NAME).is_file()
 
 
+def is_any_index(path) -> bool:
+    """Whether `path` is an index folder or a sharded index (m3search.sharding: a header and N indexes)."""
+    from m3search.sharding.layout import is_sharded
+
+    return is_index(path) or is_sharded(path)
+
+
 def not_an_index_message(path) -> str:
     """Why `path` can't be opened as an index, and the way out (never a command that would overwrite it)."""
     path = Path(path)
