@@ -70,7 +70,7 @@ def answers(path: Path) -> dict:
     with m3search.open_index(path) as index:
         out = {}
         for mode in MODES:
-            hits = index.search(QUERIES, k=10, mode=mode, depths=200)
+            hits = index.search_many(QUERIES, k=10, mode=mode, depths=200)
             out[mode] = [[(h.docid, round(float(h.score), 4), h.text) for h in q] for q in hits]
         return json.loads(json.dumps(out))
 

@@ -183,44 +183,16 @@ class ShardedIndex:
 
     def _write(self, docs, *, replace: bool, batch_size: int, max_length: int | None, commit_interval: float,
                progress: bool):
-        import time
+        from m3search.ingest import encode_documents, ingest
 
-        from m3search.api import AddResult, _as_documents, _chunks
-
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         encoder = self.encoder
-        added = skipped = replaced = 0
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(unit=" docs", desc="indexing", dynamic_ncols=True)
         try:
             with ShardWriters(self) as writers:
-                last_commit = time.monotonic()
-                for chunk in _chunks(_as_documents(docs), batch_size):
-                    ids = [d.id for d in chunk]
-                    present = writers.contains(ids)
-                    todo = list(range(len(chunk))) if replace else [j for j in range(len(chunk)) if not present[j]]
-                    if todo:
-                        batch = encoder.encode([chunk[j].text for j in todo], kind="passage", max_length=max_length)
-                        writers.write([ids[j] for j in todo], batch, [chunk[j].record() for j in todo], replace)
-                    n_present = int(present.sum())
-                    added += len(todo) - (n_present if replace else 0)
-                    replaced += n_present if replace else 0
-                    skipped += 0 if replace else n_present
-                    if bar is not None:
-                        bar.update(len(chunk))
-                    if time.monotonic() - last_commit >= commit_interval:
-                        writers.commit()
-                        last_commit = time.monotonic()
-                writers.commit()
+                return ingest(writers, docs, lambda chunk: encode_documents(encoder, chunk, max_length),
+                              replace=replace, batch_size=batch_size, commit_interval=commit_interval,
+                              progress=progress)
         finally:
-            if bar is not None:
-                bar.close()
             self._refresh()
-        return AddResult(added=added, skipped=skipped, replaced=replaced)
 
     def add_encoded(self, ids: Sequence[str], batch: EncodedBatch, docs: Sequence[dict], replace: bool = False,
                     keys: np.ndarray | None = None):

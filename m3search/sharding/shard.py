@@ -106,7 +106,7 @@ class ShardSearcher:
         """Exact scores of (query, local id) pairs on each component asked for."""
         planner, _ = self._view(generation)
         readers = planner.readers()
-        return {c: Planner._score(readers[c], c, queries, q_index, ids) for c in components}
+        return {c: Planner._score(readers[c], queries, q_index, ids) for c in components}
 
     def hits(self, generation: int, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray, keys: np.ndarray,
              fused: np.ndarray, scores: Mapping[str, np.ndarray], explain: bool, with_text: bool) -> list[Hit]:

@@ -93,10 +93,26 @@ class ShardWriters:
             (idx.upsert if replace else idx.add)(sub_ids, batch.select(p), [docs[j] for j in p])
             self.pending[s].append((sub_ids, keys[p]))
 
-    def commit(self) -> None:
-        """Commit every shard, then save the insertion numbers of the documents each commit added."""
+    # the writer surface `m3search.ingest.ingest` drives
+    def add(self, ids: list[str], batch: EncodedBatch, docs: list) -> None:
+        self.write(list(ids), batch, list(docs), False)
+
+    def upsert(self, ids: list[str], batch: EncodedBatch, docs: list) -> None:
+        self.write(list(ids), batch, list(docs), True)
+
+    def rollback(self) -> None:
+        """Drop what was written since the last commit: every shard stays at its last commit."""
+        for idx in self.indexes:
+            idx.rollback()
+        self.pending = [[] for _ in self.s.shard_names]
+        self.written_keys = 0
+
+    def commit(self) -> int:
+        """Commit every shard, then save the insertion numbers of the documents each commit added; returns
+        the newest shard generation."""
+        generation = 0
         for s, (idx, name) in enumerate(zip(self.indexes, self.s.shard_names)):
-            idx.commit()
+            generation = max(generation, int(idx.commit()))
             if not self.pending[s]:
                 continue
             with idx.snapshot() as snap:
@@ -109,6 +125,7 @@ class ShardWriters:
             write_order(self.s.path, name, order)
             self.orders[s], self.pending[s] = order, []
         self.written_keys = 0
+        return generation
 
     def delete(self, ids: list[str]) -> int:
         owner = shards_of(ids, self.s.n_shards)

@@ -39,7 +39,7 @@ def test_served_sharded_index_answers_like_the_local_ones(ray_cluster, tmp_path)
         for mode in MODES:
             for fusion in ("weighted", "rrf"):
                 opts = dict(k=8, mode=mode, fusion=fusion, depths=15, all_scores=True)
-                want = plain.search(QUERIES, **opts)
+                want = plain.search_many(QUERIES, **opts)
                 for e, g, l in zip(want, served.search_many(QUERIES, **opts), local.search_many(QUERIES, **opts)):
                     _same(e, g)
                     _same(e, l)
@@ -51,7 +51,7 @@ def test_served_sharded_index_answers_like_the_local_ones(ray_cluster, tmp_path)
             assert index.delete([d["id"] for d in docs[:30]]) == 30
         assert len(served) == len(plain) == 270
         opts = dict(k=10, mode="all", fusion="rrf")
-        for e, g in zip(plain.search(QUERIES, **opts), served.search_many(QUERIES, **opts)):
+        for e, g in zip(plain.search_many(QUERIES, **opts), served.search_many(QUERIES, **opts)):
             _same(e, g)
         assert served.info()["n_docs"] == 270
     finally:

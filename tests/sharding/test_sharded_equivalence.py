@@ -74,7 +74,7 @@ def test_layout_and_routing(pair):
 def test_same_results_as_unsharded(pair, mode, fusion, depths):
     plain, sharded = pair
     opts = dict(k=10, mode=mode, fusion=fusion, depths=depths, all_scores=True)
-    expected = plain.search(QUERIES, **opts)
+    expected = plain.search_many(QUERIES, **opts)
     got = sharded.search_many(QUERIES, **opts)
     assert len(got) == len(QUERIES)
     assert sum(len(h) for h in got) > 0
@@ -94,7 +94,7 @@ def test_explain_and_single_query(pair):
 def test_weights_and_deleted_documents_never_returned(pair):
     plain, sharded = pair
     opts = dict(k=30, weights="dense=0.5,multivec=2", fusion="rrf", rrf_k=10)
-    for e, g in zip(plain.search(QUERIES, **opts), sharded.search_many(QUERIES, **opts)):
+    for e, g in zip(plain.search_many(QUERIES, **opts), sharded.search_many(QUERIES, **opts)):
         _same(e, g)
         assert not {h.docid for h in g} & {d["id"] for d in _docs()[40:60]}
 
@@ -115,7 +115,7 @@ def test_trained_codec_is_shared(tmp_path):
         assert {f["compression"] for f in fid} == {"sq8"}
         assert {f["codec_id"] for f in fid} == {plain.info()["components"]["multivec"]["fidelity"]["codec_id"]}
         opts = dict(k=10, mode="all", depths=12, all_scores=True)
-        for e, g in zip(plain.search(QUERIES, **opts), sharded.search_many(QUERIES, **opts)):
+        for e, g in zip(plain.search_many(QUERIES, **opts), sharded.search_many(QUERIES, **opts)):
             assert [h.score for h in g] == pytest.approx([h.score for h in e], abs=1e-5)
             groups = lambda hits: {round(h.score, 5): set() for h in hits}  # noqa: E731
             ge, gg = groups(e), groups(g)
@@ -135,5 +135,5 @@ def test_shard_command_copies_an_index_exactly(pair, tmp_path):
     with m3search.open_index(tmp_path / "copy") as copy:
         for fusion in ("weighted", "rrf"):
             opts = dict(k=10, mode="all", fusion=fusion, depths=12)
-            for e, g in zip(plain.search(QUERIES, **opts), copy.search_many(QUERIES, **opts)):
+            for e, g in zip(plain.search_many(QUERIES, **opts), copy.search_many(QUERIES, **opts)):
                 _same(e, g)
