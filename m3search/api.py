@@ -55,7 +55,7 @@ def build_index(
     """Create an index at `path` (or open the one already there) and add `docs` to it.
 
     docs:  dicts with an id (`id`, `docid` or `_id`), a `text` and optionally a `title` and `metadata`;
-           `(id, text)` tuples; or `m3search.data.Document`s. Ids already in the index are skipped, so
+           `(id, text)` tuples; or `m3search.Document`s. Ids already in the index are skipped, so
            calling this again after an interruption resumes where the last commit left off.
     model: None for the bundled default ('m3search-small'), a folder in BGE-M3's layout, 'hashing:dim=..'
            for the deterministic test encoder, or an Encoder. The index records the name or folder so that

@@ -87,10 +87,11 @@ class DocumentStream:
     """Documents from any iterable of DocLike, read lazily: duplicate ids are an InputError naming the
     place; documents without text are skipped and counted (`skipped_empty`, `first_empty` names one)."""
 
-    def __init__(self, docs: Iterable[DocLike]):
+    def __init__(self, docs: Iterable[DocLike], check_ids: bool = True):
         if isinstance(docs, (str, bytes, Mapping, Document)):
             raise InputError("docs must be a list (or iterable) of documents, not a single " + type(docs).__name__)
         self._docs = docs
+        self._check_ids = check_ids  # False for documents another DocumentStream has already checked
         self.skipped_empty = 0
         self.first_empty: str | None = None
 
@@ -99,7 +100,8 @@ class DocumentStream:
         for i, item in enumerate(self._docs):
             where = getattr(item, "source", None) or f"docs[{i}]"
             doc = to_document(item, where)
-            ids.check(doc, where)
+            if self._check_ids:
+                ids.check(doc, where)
             if not has_text(doc):
                 self.skipped_empty += 1
                 if self.first_empty is None:

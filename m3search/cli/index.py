@@ -101,7 +101,8 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     failure = None
     try:
         write = index.upsert if replace else index.add
-        result = write(itertools.chain([first], docs), batch_size=batch_size, max_length=max_length,
+        checked = DocumentStream(itertools.chain([first], docs), check_ids=False)  # `stream` checks the ids
+        result = write(checked, batch_size=batch_size, max_length=max_length,
                        commit_interval=commit_interval, progress=show_progress(quiet))
         total = len(index)
     except (M3SearchError, KeyboardInterrupt) as e:

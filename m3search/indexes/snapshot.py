@@ -20,7 +20,8 @@ import lmdb
 import numpy as np
 
 from m3search.errors import IndexFormatError, InputError
-from m3search.indexes.docstore import DocRecord, DocStore, begin, guarded, int_key, record_ext_id
+from m3search.document import Document
+from m3search.indexes.docstore import DocStore, begin, guarded, int_key, record_ext_id
 from m3search.indexes.handles import HandleCache, SegmentGone, SegmentHandle
 from m3search.indexes.segments import (
     IndexDenseReader,
@@ -83,7 +84,7 @@ class Snapshot:
         self._finalizer = weakref.finalize(self, _release, txn, cache, handles)
 
     # -- documents
-    def docs(self, internal_ids: Sequence[int] | np.ndarray) -> list[DocRecord]:
+    def docs(self, internal_ids: Sequence[int] | np.ndarray) -> list[Document]:
         """The stored records (id, text, title, metadata) of live documents, in the order asked."""
         ids = np.asarray(internal_ids, dtype=np.int64).ravel()
         out, missing = [], []

@@ -58,6 +58,7 @@ def test_unknown_characters_and_literal_special_tokens(tiny_encoder):
     assert batch.multivec_lengths[0] == len(ids) - 1
 
 
+@pytest.mark.slow
 def test_a_megabyte_string_encodes_in_windows(make_encoder):
     text = ("Megabyte strings must not blow up. 大きな文字列。 " * 25000)[:1_000_000]
     from m3search.encoder.limits import TextTooLongError

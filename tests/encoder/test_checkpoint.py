@@ -56,6 +56,7 @@ def test_heads_are_loaded_from_the_pt_files(tiny_loaded, tiny_model_dir):
     assert torch.equal(tiny_loaded.model.sparse_linear.bias, sparse["bias"])
 
 
+@pytest.mark.slow
 def test_save_and_reload_round_trip(tiny_loaded, tiny_encoder, tmp_path):
     spec = ModelSpec(name="tiny-saved", pooling="cls", max_positions=200, heads_trained=False)
     out = save_m3_model(tiny_loaded.model, tiny_loaded.tokenizer, tmp_path / "saved", spec)
@@ -149,6 +150,7 @@ def test_pytorch_model_bin_with_prefixed_keys_loads_the_same(tiny_model_dir, tin
     np.testing.assert_array_equal(a.multivec, b.multivec)
 
 
+@pytest.mark.slow
 def test_backbone_weights_that_do_not_fit_the_config_are_refused(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -158,6 +158,7 @@ def fake_packages(monkeypatch, synthetic_e5s1):
     return synthetic_e5s1[1]
 
 
+@pytest.mark.slow
 def test_conversion_matches_a_numpy_bert(fake_packages, tmp_path, caplog):
     from m3search.encoder.m3 import M3Encoder
 
@@ -198,6 +199,7 @@ def test_a_failed_conversion_leaves_no_folder(fake_packages, tmp_path, monkeypat
     assert list((tmp_path / "models").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_packaged_heads_are_used_and_marked_trained(fake_packages, tmp_path, monkeypatch):
     from safetensors.numpy import save_file
 

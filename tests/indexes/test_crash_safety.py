@@ -138,6 +138,7 @@ def recover(path: Path, real: bool = False) -> tuple[set[str], set[str]]:
     return before, after
 
 
+@pytest.mark.slow
 def test_random_kills_leave_the_last_commit(tmp_path):
     path = tmp_path / "ix"
     rng = np.random.default_rng(20240611)
@@ -196,6 +197,7 @@ def test_kill_while_creating(tmp_path):
     assert committed_state(path) == 1
 
 
+@pytest.mark.slow
 def test_real_components_survive_kills(tmp_path):
     """The same checks with the real components (fewer rounds: they start slower)."""
     components = real_components()

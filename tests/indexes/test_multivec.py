@@ -252,6 +252,7 @@ def test_bad_score_inputs_are_refused(segment, data):
         r.score_pairs(q, q_lengths, one, one, scorer="lut")
 
 
+@pytest.mark.slow
 def test_codec_save_load_round_trip(tmp_path, data):
     docs, *_ = data
     codec = Codec.train("ropq4", docs[:1500], coarse_k=16)  # every kind of learned array

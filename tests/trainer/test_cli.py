@@ -26,6 +26,7 @@ def invoke(*args):
     return result
 
 
+@pytest.mark.slow
 def test_mine_fit_resume_plot(tmp_path, data_file, tiny_checkpoint):
     mined = tmp_path / "mined.jsonl"
     invoke("mine-negatives", "--data", data_file, "--out", mined, "--model", tiny_checkpoint, "--negatives", 3,

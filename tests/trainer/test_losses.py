@@ -169,6 +169,7 @@ def test_multivec_scores(batch, chunk):
     np.testing.assert_allclose(got.detach().numpy(), hand_maxsim(q, p), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_multivec_gradient_matches_finite_differences(batch):
     q, p = batch
 
