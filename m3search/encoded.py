@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import msgpack
 
+from m3search.document import Document
 from m3search.errors import EncoderMismatchError, IndexFormatError, InputError
 from m3search.types import EncodedBatch, EncoderIdentity
 
@@ -140,7 +141,7 @@ class EncodedCorpus:
                 out.add(int(m.group(1)))
         return out
 
-    def write_part(self, index: int, ids: Sequence[str], docs: Sequence[dict[str, Any]], batch: EncodedBatch) -> bool:
+    def write_part(self, index: int, ids: Sequence[str], docs: Sequence[Document], batch: EncodedBatch) -> bool:
         """Write part `index` atomically; returns False (writing nothing) when it is already there."""
         final = self.path / part_name(index)
         if (final / PART_HEADER).is_file():
@@ -150,7 +151,7 @@ class EncodedCorpus:
         tmp = self.path / f".tmp-{part_name(index)}-{secrets.token_hex(4)}"
         try:
             batch.save(tmp)
-            rows = [[i, d.get("text"), d.get("title"), d.get("metadata")] for i, d in zip(ids, docs)]
+            rows = [[i, d.text, d.title, d.metadata] for i, d in zip(ids, docs)]
             with open(tmp / DOCS_FILE, "wb") as f:
                 f.write(msgpack.packb(rows, use_bin_type=True))
             files = {p.name: {"bytes": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(tmp.iterdir())}
@@ -203,8 +204,7 @@ class EncodedCorpus:
         ids = [r[0] for r in rows]
         if len(ids) != header["n"] or len(batch) != header["n"] or ids_digest(ids) != header["ids_digest"]:
             raise IndexFormatError(f"{folder}: the documents do not match part.json; the part is damaged")
-        docs = [{k: v for k, v in (("text", r[1]), ("title", r[2]), ("metadata", r[3])) if v is not None}
-                for r in rows]
+        docs = [Document(*r) for r in rows]
         return EncodedPart(index=index, ids=ids, docs=docs, batch=batch)
 
     def parts(self) -> list[int]:

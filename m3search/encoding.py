@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from m3search.document import Document
 from m3search.encoded import DEFAULT_PART_SIZE, EncodedCorpus, check_part_ids, plan_parts
 from m3search.encoder import Encoder
 from m3search.errors import ConfigError, EncoderMismatchError
@@ -27,9 +28,12 @@ class EncodeResult:
     documents: int  # documents in the parts written
 
 
-def encode_part(encoder: Encoder, texts: Sequence[str], max_length: int | None = None) -> EncodedBatch:
-    """One part's representations: the same call for the local and the Ray path (bit-identical output)."""
-    return encoder.encode(list(texts), kind="passage", max_length=max_length)
+def encode_part(encoder: Encoder, docs: Sequence[Document], max_length: int | None = None) -> EncodedBatch:
+    """One part's representations: the same call for the local and the Ray path (bit-identical output), and
+    the same text as `m3search index` embeds (`m3search.ingest.passage_text`: title and text)."""
+    from m3search.ingest import encode_documents
+
+    return encode_documents(encoder, docs, max_length)
 
 
 def open_output(out: str | Path, encoder: Encoder, model: Any, part_size: int) -> EncodedCorpus:
@@ -46,7 +50,8 @@ def encode_corpus(docs: Iterable[Any], out: str | Path, model: str | Path | Enco
     Parts already complete are skipped after checking they hold the same documents, so rerunning an
     interrupted command resumes it.
     """
-    from m3search.api import _as_documents, _load_encoder
+    from m3search.api import _load_encoder
+    from m3search.ingest import DocumentStream
 
     encoder = model if isinstance(model, Encoder) else _load_encoder(model, device, encoder_options)
     enc = open_output(out, encoder, model, part_size)
@@ -54,14 +59,14 @@ def encode_corpus(docs: Iterable[Any], out: str | Path, model: str | Path | Enco
     written = skipped = n_docs = 0
     bar = _bar(progress, "encoding")
     try:
-        for index, chunk in plan_parts(_as_documents(docs), part_size):
+        for index, chunk in plan_parts(DocumentStream(docs), part_size):
             ids = [d.id for d in chunk]
             if index in done:
                 check_part_ids(enc, index, ids)
                 skipped += 1
             else:
-                batch = encode_part(encoder, [d.text for d in chunk], max_length)
-                if enc.write_part(index, ids, [d.record() for d in chunk], batch):
+                batch = encode_part(encoder, chunk, max_length)
+                if enc.write_part(index, ids, chunk, batch):
                     written += 1
                     n_docs += len(chunk)
             if bar is not None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from m3search.distributed import require_ray
 from m3search.encoded import DEFAULT_PART_SIZE, EncodedCorpus, check_part_ids, plan_parts
+from m3search.document import Document
 from m3search.encoding import EncodeResult, encode_part
 from m3search.types import EncodedBatch
 
@@ -50,7 +51,7 @@ class PartEncoder:
             if self.crash_marker and not os.path.exists(self.crash_marker):
                 Path(self.crash_marker).touch()
                 os._exit(1)  # a killed worker process
-            encoded = encode_part(self.encoder, [r[1] for r in rows], self.max_length)
+            encoded = encode_part(self.encoder, [Document(*r) for r in rows], self.max_length)
             payloads.append(_pack_batch(encoded))
         return {"part": np.asarray(batch["part"]), "docs": batch["docs"],
                 "encoded": np.array(payloads, dtype=object)}
@@ -67,7 +68,7 @@ def encode_corpus_ray(docs: Iterable[Any], out: str | Path, model: str | None = 
     The driver reads the corpus and holds the text of at most `window` parts at a time: each window is one
     Ray Data run (its actors load the model once per window), so memory stays bounded on any corpus size."""
     ray = require_ray()
-    from m3search.api import _as_documents
+    from m3search.ingest import DocumentStream
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -82,7 +83,7 @@ def encode_corpus_ray(docs: Iterable[Any], out: str | Path, model: str | None = 
         todo, skipped, written, n_docs = [], 0, 0, 0
         bar = _bar(progress)
         try:
-            for index, chunk in plan_parts(_as_documents(docs), part_size):
+            for index, chunk in plan_parts(DocumentStream(docs), part_size):
                 if index in done:
                     check_part_ids(enc, index, [d.id for d in chunk])
                     skipped += 1
@@ -116,9 +117,7 @@ def _run_window(enc: EncodedCorpus, todo: list[dict], options: dict, resources: 
     for row in ds.iter_rows():
         rows = msgpack.unpackb(row["docs"], raw=False)
         ids = [r[0] for r in rows]
-        records = [{k: v for k, v in (("text", r[1]), ("title", r[2]), ("metadata", r[3])) if v is not None}
-                   for r in rows]
-        if enc.write_part(int(row["part"]), ids, records, _unpack_batch(row["encoded"])):
+        if enc.write_part(int(row["part"]), ids, [Document(*r) for r in rows], _unpack_batch(row["encoded"])):
             written += 1
             n_docs += len(ids)
         if bar is not None:

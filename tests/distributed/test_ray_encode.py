@@ -54,7 +54,7 @@ def test_ray_encoding_equals_local_bit_for_bit_despite_a_killed_worker_and_resum
     enc = EncodedCorpus.open(tmp_path / "ray")
     assert len(enc) == 300
     assert [i for p in enc for i in p.ids] == [d["id"] for d in docs]
-    assert enc.read_part(4).docs[0]["metadata"] == {"n": 256}
+    assert enc.read_part(4).docs[0].metadata == {"n": 256}
     # a complete rerun has nothing left to do
     again = encode_corpus_ray(docs, tmp_path / "ray", MODEL, part_size=PART)
     assert (again.parts_skipped, again.parts_written) == (5, 0)
