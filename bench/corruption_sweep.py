@@ -195,7 +195,7 @@ def kind_of(rel: str) -> str:
 
 
 def sweep(work: Path, flips: int, seed: int, timeout: float = 120.0, one_file_per_kind: bool = False,
-          mutations_kept: tuple[str, ...] | None = None) -> dict:
+          mutations_kept: tuple[str, ...] | None = None, only: str | None = None) -> dict:
     """one_file_per_kind / mutations_kept (label prefixes): the small version the test suite runs."""
     import m3search.indexes.check  # noqa: F401  imported (not run) here, so each child starts at once
     import m3search.indexes.index  # noqa: F401
@@ -217,8 +217,8 @@ def sweep(work: Path, flips: int, seed: int, timeout: float = 120.0, one_file_pe
     cases = []
     for rel in files:
         for label, mutate in mutations(pristine, rel, flips, rng):
-            if mutations_kept and not label.startswith(mutations_kept):
-                continue
+            if (mutations_kept and not label.startswith(mutations_kept)) or (only and only not in rel):
+                continue  # (after drawing its random bytes, so --only reproduces the full run's cases)
             case = work / "case"
             if case.exists():
                 shutil.rmtree(case)
@@ -262,10 +262,11 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=20, help="random byte flips per file (x4 for data.mdb)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write a markdown report here (and .json beside)")
+    parser.add_argument("--only", default=None, help="run only the files whose path contains this (e.g. data.mdb)")
     args = parser.parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="m3s-sweep-") as tmp:
-        result = sweep(Path(tmp), args.flips, args.seed)
+        result = sweep(Path(tmp), args.flips, args.seed, only=args.only)
     summary, table = summarise(result)
     bad = [c for c in result["cases"] if c["outcome"] in ("garbage", "traceback", "crash")
            or (c["outcome"] == "error" and not c.get("one_line", True))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,7 +67,7 @@ def check_index(path: str | Path, progress: Callable[[str], None] | None = None,
         report.problems.append(str(e))
         return report
     say("document store")
-    state = _check_docstore(path, report)
+    state = _check_docstore_isolated(path, report)
     if state is not None:
         for info in state.segments:
             say(f"segment {info.name}")
@@ -77,6 +78,43 @@ def check_index(path: str | Path, progress: Callable[[str], None] | None = None,
         say("opening a snapshot")
         _check_open(path, report, registry)
     return report
+
+
+def _check_docstore_isolated(path: Path, report: CheckReport) -> CommitState | None:
+    """Run the LMDB scan in a forked child where fork exists: LMDB trusts its page headers, so a damaged
+    one can make it read past the end of the file (SIGBUS); that becomes a finding instead of a crash."""
+    if not hasattr(os, "fork"):
+        return _check_docstore(path, report)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: scan, send the findings, exit without running any parent cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            child = CheckReport(report.path)
+            state = _check_docstore(path, child)
+            payload = {"problems": child.problems, "documents": child.documents,
+                       "state": state.to_dict() if state is not None else None}
+            data = json.dumps(payload).encode()
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(data)
+        except BaseException:  # noqa: BLE001 (reported by the parent as an unreadable store)
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        raw = f.read()
+    _, status = os.waitpid(pid, 0)
+    where = path / DOCS_DIR
+    if os.WIFSIGNALED(status) or not raw:
+        why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else "an internal error"
+        report.problems.append(f"{where}: reading it crashed the reader ({why}): its LMDB pages are damaged; "
+                               "restore the index from a copy")
+        return None
+    payload = json.loads(raw)
+    report.problems.extend(payload["problems"])
+    report.documents += payload["documents"]
+    return CommitState.from_dict(payload["state"], where=str(where)) if payload["state"] is not None else None
 
 
 def _check_docstore(path: Path, report: CheckReport) -> CommitState | None:

@@ -87,9 +87,10 @@ class SparseSegmentReader(SparseReader):
             return D, I
         dmask = self._deleted_mask(deleted)
         s = self._seg
+        postings, dense_max = self._verified_streams(qt)
         args = (qptr, qt, qw, s.term_max, k, np.float32(opts["alpha"]), float(opts["beta"]), int(opts["warmup"]),
                 dmask, self.n_docs, s.shift, s.header["n_blocks"], s.term_ptr, s.term_dense, s.term_entries,
-                s.postings, s.dense_max, s.group_ptr, D, I)
+                postings, dense_max, s.group_ptr, D, I)
         threads = min(opts["threads"], m)
         counters = np.zeros((threads, 4), np.int64)
         if threads > 1:
@@ -99,6 +100,24 @@ class SparseSegmentReader(SparseReader):
         self.last_search_counters = dict(zip(("blocks_above_threshold", "blocks_fully_scored", "entries_decoded",
                                               "queries"), counters.sum(axis=0).tolist()))
         return D, I
+
+    def _verified_streams(self, qt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """postings and dense_max with the blocks of the query tokens' spans checked (segment_files.py)."""
+        s = self._seg
+        qt = np.unique(qt)
+        postings = s.verified("postings", s.term_ptr[qt], s.term_ptr[qt + 1])
+        dense = s.term_dense[qt]
+        dense = dense[dense >= 0].astype(np.int64)
+        n_blocks = s.header["n_blocks"]
+        dense_max = s.verified("dense_max", dense * n_blocks, (dense + 1) * n_blocks)
+        return postings, dense_max
+
+    def _verified_forward(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """fwd_ids and fwd_weights with the blocks of these documents' spans checked."""
+        s = self._seg
+        fwd_ids = s.verified("fwd_ids", s.fwd_bptr[ids], s.fwd_bptr[ids + 1])
+        fwd_weights = s.verified("fwd_weights", s.fwd_wptr[ids], s.fwd_wptr[ids + 1])
+        return fwd_ids, fwd_weights
 
     def _search_options(self, params: dict) -> dict:
         unknown = sorted(set(params) - set(_PARAMS))
@@ -160,18 +179,19 @@ class SparseSegmentReader(SparseReader):
         if len(q_index) and (q_index.min() < 0 or q_index.max() >= q.shape[0]):
             raise InputError(f"q_index has entries outside 0..{q.shape[0] - 1}")
         s = self._seg
+        fwd_ids, fwd_weights = self._verified_forward(ids)
         return forward.score_pairs(q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data, q_index, ids,
-                                   s.fwd_wptr, s.fwd_bptr, s.fwd_ids,
-                                   forward.as_kernel_weights(s.fwd_weights))
+                                   s.fwd_wptr, s.fwd_bptr, fwd_ids, forward.as_kernel_weights(fwd_weights))
 
     def doc_weights(self, ids: np.ndarray) -> sp.csr_matrix:
         ids = self._check_ids(ids)
         s = self._seg
+        fwd_ids, fwd_weights = self._verified_forward(ids)
         try:
-            indptr, indices = forward.decode_ids(ids, s.fwd_wptr, s.fwd_bptr, s.fwd_ids, self.vocab_size)
+            indptr, indices = forward.decode_ids(ids, s.fwd_wptr, s.fwd_bptr, fwd_ids, self.vocab_size)
         except ValueError as e:
             raise IndexFormatError(f"{s.path}: {e}; rebuild the segment or restore it from a backup") from e
-        data = forward.gather_weights(ids, s.fwd_wptr, forward.as_kernel_weights(s.fwd_weights), indptr)
+        data = forward.gather_weights(ids, s.fwd_wptr, forward.as_kernel_weights(fwd_weights), indptr)
         return sp.csr_matrix((data, indices, indptr), shape=(len(ids), self.vocab_size))
 
     def quantized_weights(self, ids: np.ndarray) -> sp.csr_matrix:

@@ -18,9 +18,9 @@ from m3search.indexes.segment_files import CheckedArray, open_checked
 
 SEGMENT_FORMAT = "m3search.sparse.segment"
 SEGMENT_VERSION = 2  # 2: checked arrays (<name>.arr); 1 (<name>.bin, edge-checked) is no longer read
-# Read whole by the structure checks at open, so verified then; the others (the big streams) are
-# verified the first time a search or a re-scoring touches them.
-EAGER = ("term_ids", "term_ptr", "term_dense", "term_entries", "group_ptr", "fwd_wptr", "fwd_bptr")
+# Read whole by the structure checks at open (or tiny), so verified then; the big streams are verified
+# block by block as searches and re-scoring reach them (`Segment.verified`), or whole on attribute access.
+EAGER = ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "group_ptr", "fwd_wptr", "fwd_bptr")
 HEADER_FILE = "sparse.json"
 ARRAYS = (
     "term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max", "group_ptr",
@@ -45,6 +45,16 @@ class Segment:
                 raise AttributeError(name)
             arrays[name] = checked.verify_all().raw  # first touch: check every block once
         return arrays[name]
+
+    def verified(self, name: str, starts, ends) -> np.ndarray:
+        """Array `name` for a kernel that will read elements [starts[i], ends[i]) only, after checking the
+        blocks that hold them."""
+        arrays = self.__dict__["arrays"]
+        if name in arrays:
+            return arrays[name]
+        checked = self.__dict__["unverified"][name]
+        checked.verify_spans(starts, ends)
+        return checked.raw
 
     @property
     def n_docs(self) -> int:
