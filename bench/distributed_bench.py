@@ -62,7 +62,7 @@ def bench_encoding(args, work: Path) -> list[dict]:
         print(f"  {label:<12} {sec:7.2f} s  {len(docs) / sec:7.1f} docs/s", flush=True)
 
     run("local", lambda out: encode_corpus(docs, out, args.model, part_size=args.part_size, max_length=args.max_length))
-    ray.init(num_cpus=args.ray_cpus, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
+    ray.init(address="local", num_cpus=args.ray_cpus, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
     try:
         for w in (1, 2, 4):
@@ -88,7 +88,7 @@ def bench_queries(args, work: Path) -> list[dict]:
     sharded = m3search.build_index(work / "sharded4", docs, model=model, batch_size=1024, shards=4)
     queries = [d["title"] + " " + d["text"][:40] for d in docs[: args.queries]]
     rows = []
-    ray.init(num_cpus=args.ray_cpus, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
+    ray.init(address="local", num_cpus=args.ray_cpus, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
     served = deploy(work / "sharded4")
     try:
