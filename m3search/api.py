@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from itertools import islice
 from pathlib import Path
@@ -33,6 +34,7 @@ from m3search.data.corpus import Document, document_from_mapping
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
 from m3search.errors import ConfigError, EncoderMismatchError, IndexFormatError, InputError, ModelError
 from m3search.planner import DEFAULT_MODE, Hit, Planner
+from m3search.planner.filters import Filter
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ class SearchIndex:
             self._encoder = encoder
         self._snapshot = None
         self._planner: Planner | None = None
+        self._planner_lock = threading.Lock()
         self._warned_untrained = False
 
     # -- encoder ------------------------------------------------------------------------------
@@ -177,11 +180,16 @@ class SearchIndex:
 
     @property
     def planner(self) -> Planner:
-        if self._planner is None:
-            self._snapshot = self._index.snapshot()
-            strings = self._encoder.token_strings if self._encoder is not None else self._lazy_token_strings
-            self._planner = Planner(self._snapshot, token_strings=strings)
-        return self._planner
+        """A planner over the last commit: a commit made since (by this or any process) gets a new one."""
+        with self._planner_lock:
+            planner = self._planner
+            if planner is not None and planner.snapshot.generation != self._index.generation:
+                planner = None  # the old snapshot closes once no search uses it any more
+            if planner is None:
+                self._snapshot = self._index.snapshot()
+                strings = self._encoder.token_strings if self._encoder is not None else self._lazy_token_strings
+                planner = self._planner = Planner(self._snapshot, token_strings=strings)
+            return planner
 
     def _lazy_token_strings(self, token_ids: Sequence[int]) -> list[str]:
         return self.encoder.token_strings(token_ids)
@@ -194,17 +202,20 @@ class SearchIndex:
     def search(self, query: str, *, k: int = ..., mode: str | None = ..., weights: Mapping[str, float] | str | None = ...,
                depths: int | Mapping[str, int] | None = ..., fusion: str = ..., rrf_k: float = ...,
                explain: bool = ..., all_scores: bool = ..., with_text: bool = ...,
-               max_length: int | None = ..., params: Mapping[str, Mapping[str, Any]] | None = ...) -> list[Hit]: ...
+               max_length: int | None = ..., params: Mapping[str, Mapping[str, Any]] | None = ...,
+               filter: Any = ..., offset: int = ..., fields: Sequence[str] | None = ...) -> list[Hit]: ...
 
     @overload
     def search(self, query: Sequence[str], *, k: int = ..., mode: str | None = ...,
                weights: Mapping[str, float] | str | None = ..., depths: int | Mapping[str, int] | None = ...,
                fusion: str = ..., rrf_k: float = ..., explain: bool = ..., all_scores: bool = ...,
                with_text: bool = ..., max_length: int | None = ...,
-               params: Mapping[str, Mapping[str, Any]] | None = ...) -> list[list[Hit]]: ...
+               params: Mapping[str, Mapping[str, Any]] | None = ...,
+               filter: Any = ..., offset: int = ..., fields: Sequence[str] | None = ...) -> list[list[Hit]]: ...
 
     def search(self, query, *, k=10, mode=None, weights=None, depths=None, fusion="weighted", rrf_k=60,
-               explain=False, all_scores=False, with_text=True, max_length=None, params=None):
+               explain=False, all_scores=False, with_text=True, max_length=None, params=None, filter=None,
+               offset=0, fields=None):
         """Search with one query (a string: returns list[Hit]) or many (a list of strings: returns one
         list[Hit] per query, in order; they share one encoder pass and one scan of each index).
 
@@ -215,18 +226,23 @@ class SearchIndex:
                  {'dense': n, 'sparse': n}). fusion: 'weighted' (default) or 'rrf' (with rrf_k, default 60).
         explain: attach each hit's matched lexical terms. all_scores: score all three components even when
                  the mode uses fewer. with_text: fetch each hit's text and title.
+        filter:  a metadata filter such as {'lang': 'de', 'year': {'$gte': 2020}} (see
+                 m3search.planner.filters); only matching documents are searched, in every index.
+        offset:  skip this many of the best hits (paging). fields: which of text, title, metadata,
+                 scores to return (default all).
         Every candidate is scored exactly on every signal asked for, whichever index found it.
         """
         single = isinstance(query, str)
         texts = [query] if single else _query_list(query)
         if not texts:
             return []
+        filter = Filter.parse(filter)  # once, before the encoder runs: a bad filter fails fast
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
         if mode is None and weights is None:
             mode = self.default_mode
         hits = self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
-                                   params=params)
+                                   params=params, filter=filter, offset=offset, fields=fields)
         return hits[0] if single else hits
 
     @property
@@ -317,15 +333,18 @@ class SearchIndex:
         return _index_class().open(self.path, writable=True, identity=self._identity)
 
     def _refresh(self) -> None:
-        """Drop the snapshot so the next search sees the latest commit."""
-        if self._snapshot is not None and hasattr(self._snapshot, "close"):
-            self._snapshot.close()
-        self._snapshot, self._planner = None, None
+        """Drop the snapshot so the next search sees the latest commit. It is not closed here: a search
+        on another thread may still use it; it closes when collected (or when the index closes)."""
+        with self._planner_lock:
+            self._snapshot, self._planner = None, None
 
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
+        snapshot = self._snapshot
         self._refresh()
+        if snapshot is not None and hasattr(snapshot, "close"):
+            snapshot.close()
         self._index.close()
 
     def __enter__(self) -> "SearchIndex":

@@ -57,6 +57,7 @@ from typing import Any, Callable, Mapping, Sequence, TypedDict
 import numpy as np
 
 from m3search.errors import InputError
+from m3search.indexes import fields
 from m3search.indexes.base import ComponentType
 from m3search.indexes.docstore import DocStore, ext_key, int_key, pack, pack_record
 from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs, fsync_file
@@ -121,6 +122,7 @@ class IndexWriter:
         self._crash = crash_hook or (lambda point: None)
         with store.env.begin() as txn:
             self.committed: CommitState = store.state(txn)
+        fields.ensure_table(store)
         self._reset_pending()
 
     # -- the uncommitted changes -------------------------------------------------------------------
@@ -254,6 +256,7 @@ class IndexWriter:
                     txn.put(ext_key(ext), int_key(internal), db=store.ext2int)
                 else:
                     txn.delete(ext_key(ext), db=store.ext2int)
+            fields.update(txn, store, self._records, (i for i in self._deletes if i < old.next_id))
             for internal, record in self._records.items():
                 txn.put(int_key(internal), record, db=store.docs)
             for internal in self._deletes:

@@ -63,15 +63,19 @@ def gather(
     queries: EncodedBatch,
     depths: Mapping[str, int],
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id."""
+    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id.
+    exclude: (id_space,) bool mask of documents no source may return (e.g. those a filter rejects),
+    passed to each source's search as its `deleted` mask, so filtering happens inside the search."""
     params = params or {}
     q_parts, id_parts = [], []
     m = len(queries)
     for source, depth in depths.items():
         reader = readers[source]
         query_input = queries.dense if source == "dense" else queries.sparse
-        _, found = reader.search(query_input, depth, **dict(params.get(source, {})))
+        extra = {} if exclude is None else {"deleted": exclude}
+        _, found = reader.search(query_input, depth, **extra, **dict(params.get(source, {})))
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
         q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
         id_parts.append(found.ravel())
