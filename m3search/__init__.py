@@ -22,12 +22,14 @@ _LAZY = {
     "open_index": "m3search.api",
     "SearchIndex": "m3search.api",
     "Hit": "m3search.planner",
+    "connect": "m3search.client",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from m3search.api import SearchIndex, build_index, open_index  # noqa: F401
+    from m3search.client import connect  # noqa: F401
     from m3search.encoder import Encoder, load_encoder  # noqa: F401
     from m3search.planner import Hit  # noqa: F401
     from m3search.types import EncodedBatch, EncoderIdentity  # noqa: F401
