@@ -196,7 +196,8 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
             fields = sorted(hit_fields(body.fields)) if body.fields is not None else None
         except (InputError, ConfigError) as e:
             m = _FIELD_PREFIX.match(str(e))
-            raise ApiError(400, m.group(1) if m else "fields", str(e)) from None
+            raise ApiError(400, m.group(1) if m else "fields", str(e) if m else f"fields: {e}",
+                           type(e).__name__) from None
         options: dict[str, Any] = dict(k=body.k, offset=body.offset, explain=body.explain, fusion=body.fusion,
                                        rrf_k=body.rrf_k, all_scores=body.all_scores, with_text=body.with_text)
         for name in ("mode", "weights", "depths"):
