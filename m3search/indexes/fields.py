@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-import threading
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping
 
 import lmdb
@@ -219,23 +218,9 @@ class MemoryFieldReader(FieldReader):
         return BitMap.union(*parts) if parts else BitMap()
 
 
-_db_lock = threading.Lock()
-
-
-def fields_db(store: DocStore, create: bool):
-    """The `fields` table's handle (cached on the store), or None when it does not exist (yet)."""
-    db = getattr(store, "_fields_db", None)
-    if db is not None:
-        return db
-    with _db_lock:
-        db = getattr(store, "_fields_db", None)
-        if db is None:
-            try:
-                db = store.env.open_db(DB_FIELDS, create=create)
-            except (lmdb.NotFoundError, lmdb.ReadonlyError):
-                return None
-            store._fields_db = db
-    return db
+def fields_db(store: DocStore, create: bool = False):
+    """The `fields` table's handle, opened with the store (None on a read-only copy that lacks it)."""
+    return getattr(store, "fields", None)
 
 
 def open_reader(store: DocStore, txn: lmdb.Transaction,
