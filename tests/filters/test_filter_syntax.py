@@ -60,3 +60,12 @@ def test_json_text_parses_like_the_object():
     a = Filter.parse('{"lang": "de", "y": {"$gte": 3}}')
     assert a.to_json() == {"lang": "de", "y": {"$gte": 3}}
     assert a.matches("x", {"lang": "de", "y": 3}) and not a.matches("x", {"lang": "de", "y": 2})
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import m3search.planner.filters
+
+    result = doctest.testmod(m3search.planner.filters, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
