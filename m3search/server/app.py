@@ -47,6 +47,7 @@ class ServerSettings:
     max_body_bytes: int = 32 << 20
     max_k: int = 1000
     max_offset: int = 10_000
+    max_depth: int = 10_000  # candidates per source and query
     max_queries: int = 1024  # per request
     max_documents: int = 10_000  # per request
     max_query_chars: int = 20_000
@@ -187,6 +188,9 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
         _limit(len(body.queries), settings.max_queries, "queries", "queries")
         _limit(body.k, settings.max_k, "k", "hits asked for")
         _limit(body.offset, settings.max_offset, "offset", "hits skipped")
+        depths = body.depths if isinstance(body.depths, dict) else {"all": body.depths or 0}
+        for name, depth in depths.items():
+            _limit(depth, settings.max_depth, "depths" if name == "all" else f"depths.{name}", "candidates")
         for i, q in enumerate(body.queries):
             _limit(len(q), settings.max_query_chars, f"queries.{i}", "characters")
         if body.mode is not None and body.weights is not None:

@@ -71,6 +71,8 @@ def test_search_answers_like_query_json(server, index):
     ({"queries": ["x"], "fields": ["txt"]}, 400, "fields"),
     ({"queries": ["x"], "mode": "dense", "weights": {"dense": 1}}, 400, "mode"),
     ({"queries": ["x"], "mode": "nonsense"}, 400, None),
+    ({"queries": ["x"], "depths": 10**9}, 400, "depths"),
+    ({"queries": ["x"], "depths": {"sparse": 10**9}}, 400, "depths.sparse"),
 ])
 def test_bad_requests_name_the_field(server, body, status, field):
     r = server.post("/v1/search", json=body)
