@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
@@ -187,7 +188,9 @@ class SearchIndex:
                 planner = None  # the old snapshot closes once no search uses it any more
             if planner is None:
                 self._snapshot = self._index.snapshot()
-                strings = self._encoder.token_strings if self._encoder is not None else self._lazy_token_strings
+                # no reference back to self: a replaced planner (and its snapshot) is freed as soon as the
+                # last search using it returns, not at the next cyclic garbage collection
+                strings = self._encoder.token_strings if self._encoder is not None else _lazy_strings(weakref.ref(self))
                 planner = self._planner = Planner(self._snapshot, token_strings=strings)
             return planner
 
@@ -358,6 +361,13 @@ class SearchIndex:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _lazy_strings(ref: "weakref.ref[SearchIndex]"):
+    def token_strings(token_ids: Sequence[int]) -> list[str]:
+        return ref().encoder.token_strings(token_ids)
+
+    return token_strings
 
 
 def _load_encoder(model: str | Path | Encoder | None, device: str | None,

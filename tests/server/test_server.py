@@ -248,6 +248,13 @@ def test_serve_command_runs_a_server(index, tmp_path):
             time.sleep(0.2)
         with m3search.connect(url, api_key="k1") as client:
             assert client.search("delete an entire column", k=1)[0].docid == "en-3"
+            # another process commits to the index: the running server's next search sees it
+            extra = tmp_path / "extra.jsonl"
+            extra.write_text('{"id": "cross", "text": "freeze panes while scrolling"}\n', encoding="utf-8")
+            done = subprocess.run([sys.executable, "-m", "m3search", "index", str(extra), "-o", str(tmp_path / "idx"),
+                                   "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert client.search("freeze panes while scrolling", k=1)[0].docid == "cross"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
