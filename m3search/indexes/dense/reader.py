@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 _ROWS = 65536  # rows of the fp16 store converted to float32 at a time
 _GPU_MAX_K = 2048  # the largest k GPU FAISS searches
 REFINE_PER_K = 4  # re-rank at least this many candidates per result asked for
-EXACT_LIVE_WORK = 1 << 23  # live docs x dim below which a filtered IVF search scores every live doc exactly
+EXACT_LIVE_WORK = 1 << 20  # live docs x dim below which a filtered IVF search scores every live doc exactly
 
 
 def check_queries(xq: np.ndarray, d: int) -> np.ndarray:
