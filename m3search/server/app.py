@@ -176,7 +176,8 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     # -- endpoints --------------------------------------------------------------------------------------
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "version": __version__, "batches": batcher.batches, "queries": batcher.queries}
+        return {"status": "ok", "version": __version__, "batches": batcher.batches, "queries": batcher.queries,
+                "search_busy_s": round(batcher.busy_s, 3)}
 
     @app.get("/v1/info")
     async def info() -> dict:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -48,6 +49,7 @@ class SearchBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-search")
         self.batches = 0  # counters, reported by /health
         self.queries = 0
+        self.busy_s = 0.0  # seconds the search thread spent on batches
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -90,6 +92,7 @@ class SearchBatcher:
 
     async def _run_group(self, loop, reqs: list[_Request]) -> None:
         texts = [q for r in reqs for q in r.queries]
+        started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self._run, self.index, texts, reqs[0].options)
         except Exception as e:  # every request of the group asked for the same options: same answer
@@ -99,6 +102,7 @@ class SearchBatcher:
             return
         self.batches += 1
         self.queries += len(texts)
+        self.busy_s += time.perf_counter() - started
         pos = 0
         for r in reqs:
             if not r.future.done():  # the client may have gone away
