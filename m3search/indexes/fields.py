@@ -19,6 +19,7 @@ the same bitmaps in memory from the records (`MemoryFieldReader`).
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import struct
@@ -205,8 +206,6 @@ class MemoryFieldReader(FieldReader):
         return self._table.get(exists_key(field), BitMap())
 
     def between(self, field, lo, hi, lo_incl, hi_incl):
-        import bisect
-
         start, end, skip, stop = _number_range(field, lo, hi, lo_incl, hi_incl)
         parts = []
         for key in self._keys[bisect.bisect_left(self._keys, start):]:
@@ -218,7 +217,7 @@ class MemoryFieldReader(FieldReader):
         return BitMap.union(*parts) if parts else BitMap()
 
 
-def fields_db(store: DocStore, create: bool = False):
+def fields_db(store: DocStore):
     """The `fields` table's handle, opened with the store (None on a read-only copy that lacks it)."""
     return getattr(store, "fields", None)
 
@@ -226,7 +225,7 @@ def fields_db(store: DocStore, create: bool = False):
 def open_reader(store: DocStore, txn: lmdb.Transaction,
                 reading: Callable[[], ContextManager[lmdb.Transaction]]) -> FieldReader:
     """A reader over the snapshot's transaction: the table if this generation has one, else in memory."""
-    db = fields_db(store, create=False)
+    db = fields_db(store)
     if db is not None:
         with reading() as t:
             has_table = t.get(KEY_FORMAT, db=db) is not None
@@ -242,7 +241,7 @@ def open_reader(store: DocStore, txn: lmdb.Transaction,
 
 def ensure_table(store: DocStore) -> None:
     """Create the table and fill it from the stored records if this index predates it (writer only)."""
-    db = fields_db(store, create=True)
+    db = fields_db(store)
     if db is None:
         return
     with store.env.begin(write=True) as txn:
@@ -264,7 +263,7 @@ def ensure_table(store: DocStore) -> None:
 def update(txn: lmdb.Transaction, store: DocStore, added: Mapping[int, bytes], deleted: Iterable[int]) -> None:
     """Index the `added` records (internal id -> packed record) and un-index the committed documents
     `deleted` (their records are read here, so call this before they are removed)."""
-    db = fields_db(store, create=True)
+    db = fields_db(store)
     if db is None:
         return
     old = {}
