@@ -211,7 +211,13 @@ def main(argv=None) -> dict:
     p.add_argument("--models", default="hashing,m3search-small")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "server_load.json")
+    p.add_argument("--replot", action="store_true", help="only redraw the plot and table from --out's JSON")
     args = p.parse_args(argv)
+    if args.replot:
+        report = json.loads(args.out.read_text())
+        plot(report, args.out.with_suffix(".png"))
+        args.out.with_suffix(".md").write_text(markdown(report) + "\n")
+        return report
     args.work_dir.mkdir(parents=True, exist_ok=True)
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
               "n": args.n, "seconds": args.seconds, "write_batch": args.write_batch, "k": args.k,
@@ -262,7 +268,8 @@ def plot(report: dict, out: Path) -> None:
         a.axhline(m["baseline"]["batched_qps"], ls=":", color=a.lines[-1].get_color(), label=f"{name} encoder alone")
         b.plot(cs, [r["p99_ms"] for r in m["rows"]], "o-", label=f"{name} p99")
         b.plot(cs, [r["p50_ms"] for r in m["rows"]], "x--", label=f"{name} p50")
-    a.set_xlabel("concurrent clients"); a.set_ylabel("queries/s"); a.set_xscale("log", base=2); a.legend(fontsize=7)
+    a.set_xlabel("concurrent clients"); a.set_ylabel("queries/s"); a.set_xscale("log", base=2); a.set_yscale("log")
+    a.legend(fontsize=7)
     b.set_xlabel("concurrent clients"); b.set_ylabel("latency (ms)"); b.set_xscale("log", base=2); b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
