@@ -159,7 +159,7 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     async def _validation_error(request: Request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        field = ".".join(loc) or None
+        field = "body" if first.get("type") == "json_invalid" else (".".join(loc) or None)
         return _error(422, "ValidationError", f"{field or 'body'}: {first.get('msg')}", field)
 
     @app.exception_handler(M3SearchError)

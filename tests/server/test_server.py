@@ -86,6 +86,7 @@ def test_bad_requests_name_the_field(server, body, status, field):
 def test_bad_json_and_bad_documents(server):
     r = server.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["type"] == "ValidationError"
+    assert r.json()["error"]["field"] == "body" and "JSON" in r.json()["error"]["message"]
     r = server.post("/v1/documents", json={"documents": [{"id": "a"}]})
     assert r.status_code == 422 and r.json()["error"]["field"] == "documents.0.text"
     r = server.post("/v1/documents", json={"documents": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]})
