@@ -23,6 +23,7 @@ _LAZY = {
     "SearchIndex": "m3search.api",
     "Hit": "m3search.planner",
     "Document": "m3search.document",
+    "connect": "m3search.client",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -30,6 +31,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from m3search.api import SearchIndex, build_index, open_index  # noqa: F401
     from m3search.document import Document  # noqa: F401
+    from m3search.client import connect  # noqa: F401
     from m3search.encoder import Encoder, load_encoder  # noqa: F401
     from m3search.planner import Hit  # noqa: F401
     from m3search.types import EncodedBatch, EncoderIdentity  # noqa: F401

@@ -23,7 +23,9 @@ An index remembers the model it was built with, so `m3search.open_index(path)` n
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -31,6 +33,7 @@ from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encode
 from m3search.errors import ConfigError, IndexFormatError, InputError, ModelError
 from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResult, DocLike, encode_documents, ingest
 from m3search.planner import DEFAULT_MODE, Hit, Planner
+from m3search.planner.filters import Filter
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,7 @@ class SearchIndex:
         self._snapshot = None
         self._planner: Planner | None = None
         self._seen_txnid = -1
+        self._planner_lock = threading.Lock()
         self._warned_untrained = False
 
     # -- encoder ------------------------------------------------------------------------------
@@ -169,14 +173,17 @@ class SearchIndex:
     @property
     def planner(self) -> Planner:
         """A planner over the newest commit (re-taken when another process or object has committed since)."""
-        if self._planner is None or self._stale():
-            self._refresh()
-            self._snapshot = self._index.snapshot()
-            self._planner = self._new_planner(self._snapshot)
-        return self._planner
+        with self._planner_lock:
+            if self._planner is None or self._stale():
+                # the old snapshot is not closed here: a search on another thread may still use it
+                self._snapshot = self._index.snapshot()
+                self._planner = self._new_planner(self._snapshot)
+            return self._planner
 
     def _new_planner(self, snapshot) -> Planner:
-        strings = self._encoder.token_strings if self._encoder is not None else self._lazy_token_strings
+        # no reference back to self: a replaced planner (and its snapshot) is freed as soon as the last
+        # search using it returns, not at the next cyclic garbage collection
+        strings = self._encoder.token_strings if self._encoder is not None else _lazy_strings(weakref.ref(self))
         return Planner(snapshot, token_strings=strings)
 
     def _stale(self) -> bool:
@@ -193,9 +200,6 @@ class SearchIndex:
         self._refresh()
         return self._index.generation
 
-    def _lazy_token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        return self.encoder.token_strings(token_ids)
-
     def __len__(self) -> int:
         """Live documents as of the last commit."""
         return int(self._index.n_live)
@@ -204,7 +208,8 @@ class SearchIndex:
                weights: Mapping[str, float] | str | None = None, depths: int | Mapping[str, int] | None = None,
                fusion: str = "weighted", rrf_k: float = 60, explain: bool = False, all_scores: bool = False,
                with_text: bool = True, max_length: int | None = None,
-               params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Hit]:
+               params: Mapping[str, Mapping[str, Any]] | None = None, filter: Any = None, offset: int = 0,
+               fields: Sequence[str] | None = None) -> list[Hit]:
         """Search with one query; returns its hits, best first. For several queries use `search_many`.
 
         mode:    'dense', 'sparse', 'multivec', 'dense+sparse' or 'all' (the default: dense 1, sparse 0.3,
@@ -214,11 +219,16 @@ class SearchIndex:
                  {'dense': n, 'sparse': n}). fusion: 'weighted' (default) or 'rrf' (with rrf_k, default 60).
         explain: attach each hit's matched lexical terms. all_scores: score all three components even when
                  the mode uses fewer. with_text: fetch each hit's text and title.
+        filter:  a metadata filter such as {'lang': 'de', 'year': {'$gte': 2020}} (see
+                 m3search.planner.filters); only matching documents are searched, in every index.
+        offset:  skip this many of the best hits (paging). fields: which of text, title, metadata,
+                 scores to return (default all).
         Every candidate is scored exactly on every signal asked for, whichever index found it.
         An empty or whitespace-only query is an InputError (it has nothing to match).
         """
         options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
-                       all_scores=all_scores, with_text=with_text, max_length=max_length, params=params)
+                       all_scores=all_scores, with_text=with_text, max_length=max_length, params=params,
+                       filter=filter, offset=offset, fields=fields)
         if not isinstance(query, str):
             # the old shape-by-input call: kept for one release
             warnings.warn("SearchIndex.search(list of queries) is deprecated: use search_many(queries), which "
@@ -231,18 +241,20 @@ class SearchIndex:
                     depths: int | Mapping[str, int] | None = None, fusion: str = "weighted", rrf_k: float = 60,
                     explain: bool = False, all_scores: bool = False, with_text: bool = True,
                     max_length: int | None = None,
-                    params: Mapping[str, Mapping[str, Any]] | None = None) -> list[list[Hit]]:
+                    params: Mapping[str, Mapping[str, Any]] | None = None, filter: Any = None, offset: int = 0,
+                    fields: Sequence[str] | None = None) -> list[list[Hit]]:
         """Search with many queries at once: one list of hits per query, in order. They share one encoder
         pass, one search call per index and one re-scoring call per component. Options as in `search`."""
         texts = _query_list(queries)
         if not texts:
             return []
+        filter = Filter.parse(filter)  # once, before the encoder runs: a bad filter fails fast
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
         if mode is None and weights is None:
             mode = self.default_mode
         return self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
-                                   params=params)
+                                   params=params, filter=filter, offset=offset, fields=fields)
 
     @property
     def default_mode(self) -> str:
@@ -309,15 +321,18 @@ class SearchIndex:
         return _index_class().open(self.path, writable=True, identity=self._identity)
 
     def _refresh(self) -> None:
-        """Drop the snapshot so the next search sees the latest commit."""
-        if self._snapshot is not None and hasattr(self._snapshot, "close"):
-            self._snapshot.close()
-        self._snapshot, self._planner = None, None
+        """Drop the snapshot so the next search sees the latest commit. It is not closed here: a search
+        on another thread may still use it; it closes when collected (or when the index closes)."""
+        with self._planner_lock:
+            self._snapshot, self._planner = None, None
 
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
+        snapshot = self._snapshot
         self._refresh()
+        if snapshot is not None and hasattr(snapshot, "close"):
+            snapshot.close()
         self._index.close()
 
     def __enter__(self) -> "SearchIndex":
@@ -331,6 +346,13 @@ class SearchIndex:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _lazy_strings(ref: "weakref.ref[SearchIndex]"):
+    def token_strings(token_ids: Sequence[int]) -> list[str]:
+        return ref().encoder.token_strings(token_ids)
+
+    return token_strings
 
 
 def _load_encoder(model: str | Path | Encoder | None, device: str | None,

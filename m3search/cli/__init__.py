@@ -18,6 +18,7 @@ COMMANDS = {
     "query": "m3search.cli.query:query_command",
     "info": "m3search.cli.info:info_command",
     "check": "m3search.cli.check:check_command",
+    "serve": "m3search.cli.serve:serve_command",
     "train": "m3search.cli.train:train",
     "bench": "m3search.cli.bench:bench",
     "encode": "m3search.cli.encode:encode_command",

@@ -37,10 +37,11 @@ def write_table(out: IO[str], qid: str, query: str, hits: Sequence[Hit], explain
     click.echo("", file=out)
 
 
-def json_record(qid: str, query: str, hits: Sequence[Hit], text: bool) -> str:
-    """{"qid", "query", "hits": [{"rank", "docid", "score", "scores": {...}, ...}]} as one line."""
+def json_record(qid: str, query: str, hits: Sequence[Hit], text: bool, start: int = 1) -> str:
+    """{"qid", "query", "hits": [{"rank", "docid", "score", "scores": {...}, ...}]} as one line; ranks count
+    from `start` (offset + 1 when paging)."""
     rows = []
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=start):
         rows.append({"rank": rank, **hit.to_dict(text=text)})
     return json.dumps({"qid": qid, "query": query, "hits": rows}, ensure_ascii=False)
 

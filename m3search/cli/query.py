@@ -38,6 +38,14 @@ QUERY_BATCH = 256  # queries encoded and searched together
               help="Candidates from the dense index (0: none).")
 @click.option("--sparse-depth", type=click.IntRange(min=0), default=None, metavar="N",
               help="Candidates from the sparse index (0: none).")
+@click.option("--filter", "filter_json", default=None, metavar="JSON",
+              help='Only documents whose metadata passes, e.g. \'{"lang": "de", "year": {"$gte": 2020}}\' '
+              "($eq $ne $in $nin $gt $gte $lt $lte $exists, $and $or $not, $id for document ids).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Skip this many of the best hits (paging).")
+@click.option("--fields", default=None, metavar="LIST",
+              help="With --json: the hit fields to return, from text,title,metadata,scores (default: scores, "
+              "metadata; --text adds title and text).")
 @click.option("--explain", is_flag=True, help="Show the lexical terms each hit shares with the query, with weights.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query on stdout.")
 @click.option("--text", "with_text", is_flag=True, help="With --json: include each hit's title and text.")
@@ -47,8 +55,8 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @model_option
 @max_length_option
 @quiet_option
-def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, dense_depth, sparse_depth, explain,
-                  as_json, with_text, trec_file, run_name, model, max_length, quiet):
+def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, dense_depth, sparse_depth, filter_json,
+                  offset, fields, explain, as_json, with_text, trec_file, run_name, model, max_length, quiet):
     """Search INDEX with TEXT (one or more queries) or a --queries file.
 
     INDEX may be left out when M3SEARCH_INDEX names it. Results come as a table, as JSON lines (--json),
@@ -90,8 +98,16 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
     if empty is not None:
         raise InputError(f"query {empty} is empty: give it some text")
     depths = _depths(depth, dense_depth, sparse_depth)
+    from m3search.planner.filters import Filter
+    from m3search.planner.planner import hit_fields
+
+    if fields is not None and not as_json:
+        raise click.UsageError("--fields goes with --json (the table always shows scores and the passage)")
     options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
-                   max_length=max_length)
+                   max_length=max_length, filter=Filter.parse(filter_json, where="--filter"), offset=offset)
+    if fields is not None:
+        options["fields"] = sorted(hit_fields(fields))
+        with_text = with_text or bool({"text", "title"} & set(options["fields"]))
     table = not as_json and trec_file is None
     # JSON and the table show all three scores; a TREC run needs only the fused one
     options["all_scores"] = as_json or table
@@ -114,7 +130,8 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
                     if trec_out is not None:
                         trec_out.writelines(line + "\n" for line in trec_lines(q.qid, hits, run_name))
                     if as_json:
-                        click.echo(json_record(q.qid, q.text, hits, text=with_text), file=stdout)
+                        click.echo(json_record(q.qid, q.text, hits, text=with_text, start=offset + 1),
+                                   file=stdout)
                     if table:
                         write_table(stdout, q.qid, q.text, hits, explain)
                 if bar is not None:

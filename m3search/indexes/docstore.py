@@ -245,6 +245,12 @@ class DocStore:
         self.ext2int = env.open_db(DB_EXT2INT)
         self.docs = env.open_db(DB_DOCS)
         self.deleted = env.open_db(DB_DELETED)
+        # the metadata field index (m3search/indexes/fields.py); opened here, before any read transaction
+        # begins, because LMDB table handles opened later are not valid in older transactions
+        try:
+            self.fields = env.open_db(b"fields", create=not env.flags().get("readonly"))
+        except lmdb.NotFoundError:
+            self.fields = None
 
     @classmethod
     def initialize(cls, env: lmdb.Environment, path: Path, state: CommitState) -> "DocStore":

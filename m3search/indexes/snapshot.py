@@ -22,6 +22,7 @@ import numpy as np
 from m3search.errors import IndexFormatError, InputError
 from m3search.document import Document
 from m3search.indexes.docstore import DocStore, begin, guarded, int_key, record_ext_id
+from m3search.indexes.fields import FieldReader, open_reader as open_field_reader
 from m3search.indexes.handles import HandleCache, SegmentGone, SegmentHandle
 from m3search.indexes.segments import (
     IndexDenseReader,
@@ -67,6 +68,7 @@ class Snapshot:
         self._txn = txn
         self._lock = threading.Lock()
         self._closed = False
+        self._fields = None
         views = [
             SegmentView(
                 info=info,
@@ -108,6 +110,12 @@ class Snapshot:
             raise InputError("ext_ids must be a list of ids, not one string: wrap it as [id]")
         with self._reading() as txn:
             return self._store.lookup(txn, ext_ids)
+
+    def fields(self) -> "FieldReader":
+        """The metadata field index of this generation (bitmaps per field value), for filters."""
+        if self._fields is None:
+            self._fields = open_field_reader(self._store, self._txn, self._reading)
+        return self._fields
 
     def iter_ids(self) -> Iterator[tuple[str, int]]:
         """(external id, internal id) of every live document, in internal id order (for exports)."""

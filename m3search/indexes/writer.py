@@ -58,6 +58,7 @@ import lmdb
 import numpy as np
 
 from m3search.errors import IndexFormatError, InputError
+from m3search.indexes import fields
 from m3search.indexes.base import ComponentType
 from m3search.document import Document
 from m3search.indexes.docstore import DocStore, begin, ext_key, grow_map, guarded, id_value, int_key, pack, pack_record
@@ -124,6 +125,7 @@ class IndexWriter:
         self._crash = crash_hook or (lambda point: None)
         with guarded(store.path), begin(store.env) as txn:
             self.committed: CommitState = store.state(txn)
+        fields.ensure_table(store)
         self._reset_pending()
 
     # -- the uncommitted changes -------------------------------------------------------------------
@@ -253,6 +255,7 @@ class IndexWriter:
                     txn.put(ext_key(ext), id_value(internal), db=store.ext2int)
                 else:
                     txn.delete(ext_key(ext), db=store.ext2int)
+            fields.update(txn, store, self._records, (i for i in self._deletes if i < old.next_id))
             for internal, record in self._records.items():
                 txn.put(int_key(internal), record, db=store.docs)
             for internal in self._deletes:

@@ -59,24 +59,34 @@ def resolve_depths(
     return out
 
 
+def search_source(reader: SegmentReader, source: str, queries: EncodedBatch, depth: int,
+                  exclude: np.ndarray | None = None, params: Mapping[str, Any] | None = None):
+    """(D, I) of one candidate source, each interface given its part of the queries; `exclude` is a bool
+    mask over internal ids never to return (deleted or filtered out), applied inside the index's search."""
+    extra = {} if exclude is None else {"deleted": exclude}
+    if isinstance(reader, DenseReader):
+        return reader.search(queries.dense, depth, **extra, **dict(params or {}))
+    if isinstance(reader, SparseReader):
+        return reader.search(queries.sparse, depth, **extra, **dict(params or {}))
+    raise TypeError(f"the {source} candidate source is a {type(reader).__name__}, which has no search")
+
+
 def gather(
     readers: Mapping[str, SegmentReader],
     queries: EncodedBatch,
     depths: Mapping[str, int],
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id."""
+    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id.
+    exclude: (id_space,) bool mask of documents no source may return (e.g. those a filter rejects),
+    passed to each source's search as its `deleted` mask, so filtering happens inside the search."""
     params = params or {}
     q_parts, id_parts = [], []
     m = len(queries)
     for source, depth in depths.items():
         reader = readers[source]
-        if isinstance(reader, DenseReader):
-            _, found = reader.search(queries.dense, depth, **dict(params.get(source, {})))
-        elif isinstance(reader, SparseReader):
-            _, found = reader.search(queries.sparse, depth, **dict(params.get(source, {})))
-        else:
-            raise TypeError(f"the {source} candidate source is a {type(reader).__name__}, which has no search")
+        _, found = search_source(reader, source, queries, depth, exclude, params.get(source))
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
         q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
         id_parts.append(found.ravel())

@@ -28,6 +28,9 @@ class MatchedTerm:
         }
 
 
+HIT_FIELDS = ("text", "title", "metadata", "scores")  # what `fields=` can choose
+
+
 @dataclasses.dataclass(frozen=True)
 class Hit:
     """One retrieved document.
@@ -37,6 +40,7 @@ class Hit:
                    (all three when `all_scores=True`), whichever index found the document.
     matched_terms: with `explain=True`, the shared lexical tokens, largest contribution first.
     internal_id:   the index's internal id of the document (changes when a document is replaced).
+    metadata:      the document's stored metadata (None when it has none or `fields` left it out).
     """
 
     docid: str
@@ -46,10 +50,13 @@ class Hit:
     title: str | None = None
     matched_terms: tuple[MatchedTerm, ...] | None = None
     internal_id: int = -1
+    metadata: Any = None
 
     def to_dict(self, text: bool = True) -> dict[str, Any]:
-        """A JSON-ready dict: docid, score, scores, then title/text and matched_terms when present."""
+        """A JSON-ready dict: docid, score, scores, then title/text, metadata and matched_terms when present."""
         out: dict[str, Any] = {"docid": self.docid, "score": self.score, "scores": dict(self.scores)}
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
         if text:
             if self.title is not None:
                 out["title"] = self.title

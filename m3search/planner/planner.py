@@ -21,7 +21,8 @@ from m3search.indexes.base import DenseReader, MultivecReader, SegmentReader, Sp
 from m3search.indexes.inputs import check_values
 from m3search.planner import candidates as cand
 from m3search.planner import fusion as fuse
-from m3search.planner.hits import Hit, MatchedTerm
+from m3search.planner.filters import Filter
+from m3search.planner.hits import HIT_FIELDS, Hit, MatchedTerm
 from m3search.planner.weights import COMPONENTS, resolve_weights
 from m3search.types import EncodedBatch
 
@@ -90,6 +91,9 @@ class Planner:
         with_text: bool = True,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         timings: dict[str, float] | None = None,
+        filter: Any = None,
+        offset: int = 0,
+        fields: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """The top-k hits of every query in `queries` (encoded with kind='query'), best first.
 
@@ -101,6 +105,11 @@ class Planner:
         all_scores: score every component the index has, not only the weighted ones.
         params:     per-source search parameters passed to the readers, e.g. {'dense': {'nprobe': 32}}.
         timings:    if given, filled with seconds per stage: candidates, rescore, fuse, fetch.
+        filter:     a metadata filter (a `Filter`, or its JSON object); only documents that pass are
+                    candidates, in every source (the filter's mask goes into each index search).
+        offset:     skip this many of the best hits (paging: offset=10, k=10 gives hits 11..20).
+        fields:     which of the hit fields text, title, metadata, scores to fill (default all; docid and
+                    score always come back).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
@@ -110,23 +119,34 @@ class Planner:
             raise ConfigError(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
         if fusion == "rrf" and not rrf_k > 0:
             raise ConfigError(f"rrf_k must be > 0, got {rrf_k!r}")
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise ConfigError(f"offset must be an integer >= 0, got {offset!r}")
+        want = hit_fields(fields)
+        flt = Filter.parse(filter)
         w = resolve_weights(mode, weights)
         readers = self.readers()
         self._check_components(w, readers)
         queries = check_values(queries, readers, what="search")  # NaN or out-of-range query values: an error
-        k = min(int(k), max(1, self.snapshot.n_docs))  # never more hits (or memory for them) than documents
-        depth_of = cand.resolve_depths(w, depths, int(k), available=[s for s in cand.SOURCES if s in readers])
+        n_docs = max(1, self.snapshot.n_docs)  # never more hits (or memory for them) than documents
+        k, offset = min(int(k), n_docs), min(int(offset), n_docs)
+        depth_of = cand.resolve_depths(w, depths, k + offset, available=[s for s in cand.SOURCES if s in readers])
         too_deep = {s: d for s, d in depth_of.items() if d > MAX_DEPTH}
         if too_deep:
             raise ConfigError(f"depth {too_deep} is above the limit of {MAX_DEPTH} candidates per source and query")
-        depth_of = {s: min(d, max(1, self.snapshot.n_docs)) for s, d in depth_of.items()}
+        depth_of = {s: min(d, n_docs) for s, d in depth_of.items()}
         timings = timings if timings is not None else {}
         m = len(queries)
         if m == 0 or self.snapshot.n_docs == 0:
             return [[] for _ in range(m)]
+        exclude = None
+        if flt is not None:
+            with _timed(timings, "filter"):
+                exclude = ~flt.mask(self.snapshot)
+            if exclude.all():
+                return [[] for _ in range(m)]
 
         with _timed(timings, "candidates"):
-            q_index, ids = cand.gather(readers, queries, depth_of, params)
+            q_index, ids = cand.gather(readers, queries, depth_of, params, exclude=exclude)
         scored = [c for c in COMPONENTS if c in readers and (all_scores or c in w)]
         with _timed(timings, "rescore"):
             scores = {c: self._score(readers[c], queries, q_index, ids) for c in scored}
@@ -135,10 +155,12 @@ class Planner:
                 fused = fuse.reciprocal_rank(q_index, ids, scores, w, rrf_k)
             else:
                 fused = fuse.weighted_sum(scores, w)
-            top = fuse.top_k_per_query(q_index, ids, fused, int(k))
+            top = fuse.top_k_per_query(q_index, ids, fused, int(k) + int(offset))
+            if offset:
+                top = _skip_per_query(top, q_index, int(offset))
         with _timed(timings, "fetch"):
             return self._hits(queries, q_index[top], ids[top], fused[top], {c: s[top] for c, s in scores.items()},
-                              m, explain, with_text)
+                              m, explain, with_text, want)
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -177,8 +199,10 @@ class Planner:
         m: int,
         explain: bool,
         with_text: bool,
+        want: frozenset[str] = frozenset(HIT_FIELDS),
     ) -> list[list[Hit]]:
         records = self.snapshot.docs(ids.tolist()) if len(ids) else []
+        with_scores = "scores" in want
         terms = self._matched_terms(queries, q_index, ids) if explain else [None] * len(ids)
         out: list[list[Hit]] = [[] for _ in range(m)]
         for p, (qi, doc_id) in enumerate(zip(q_index.tolist(), ids.tolist())):
@@ -187,11 +211,12 @@ class Planner:
                 Hit(
                     docid=rec.id,
                     score=float(fused[p]),
-                    scores={c: float(s[p]) for c, s in scores.items()},
-                    text=rec.text if with_text else None,
-                    title=rec.title if with_text else None,
+                    scores={c: float(s[p]) for c, s in scores.items()} if with_scores else {},
+                    text=rec.text if with_text and "text" in want else None,
+                    title=rec.title if with_text and "title" in want else None,
                     matched_terms=terms[p],
                     internal_id=int(doc_id),
+                    metadata=rec.metadata if "metadata" in want else None,
                 )
             )
         return out
@@ -225,6 +250,24 @@ class Planner:
             terms.sort(key=lambda t: (-t.contribution, t.token_id))
             out.append(tuple(terms))
         return out
+
+
+def hit_fields(fields: Sequence[str] | str | None) -> frozenset[str]:
+    """The validated set of optional hit fields to fill (None: all of them)."""
+    if fields is None:
+        return frozenset(HIT_FIELDS)
+    names = [f.strip() for f in fields.split(",")] if isinstance(fields, str) else list(fields)
+    bad = [f for f in names if f not in HIT_FIELDS]
+    if bad:
+        raise ConfigError(f"unknown hit field(s) {bad}: choose from {', '.join(HIT_FIELDS)}")
+    return frozenset(names)
+
+
+def _skip_per_query(top: np.ndarray, q_index: np.ndarray, offset: int) -> np.ndarray:
+    """Drop each query's first `offset` entries of `top` (grouped by query, best first)."""
+    q = q_index[top]
+    starts = np.searchsorted(q, q, side="left")
+    return top[np.arange(len(top)) - starts >= offset]
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from m3search.planner.candidates import search_source
 from m3search.planner import Planner
 from m3search.planner.hits import Hit
 from m3search.sharding.layout import global_keys, read_order
@@ -93,8 +94,7 @@ class ShardSearcher:
             if planner.snapshot.n_docs == 0:
                 D, I = np.full((m, 0), -np.inf, np.float32), np.full((m, 0), -1, np.int64)
             else:
-                query_input = queries.dense if source == "dense" else queries.sparse
-                D, I = readers[source].search(query_input, depth, **dict(params.get(source, {})))
+                D, I = search_source(readers[source], source, queries, depth, None, params.get(source))
             D = np.asarray(D, dtype=np.float32).reshape(m, -1)
             I = np.asarray(I, dtype=np.int64).reshape(m, -1)
             keys = np.where(I >= 0, global_keys(order, self.number, I), -1)

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 _ROWS = 65536  # rows of the fp16 store converted to float32 at a time
 _GPU_MAX_K = 2048  # the largest k GPU FAISS searches
 REFINE_PER_K = 4  # re-rank at least this many candidates per result asked for
+EXACT_LIVE_WORK = 1 << 20  # live docs x dim below which a filtered IVF search scores every live doc exactly
 
 
 def check_queries(xq: np.ndarray, d: int) -> np.ndarray:
@@ -109,8 +110,20 @@ class DenseSegmentReader(DenseReader):
             return D, I
         flat = self.structure.kind == "flat"
         depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
+        if not flat and deleted is not None and n_live * self.d <= EXACT_LIVE_WORK:
+            # few documents pass (a selective filter): score them all exactly rather than probe IVF
+            # lists that may hold fewer than k of them
+            Dc, Ic = self._exact_live(xq, min(k, n_live), deleted)
+            kk = Dc.shape[1]
+            D[:, :kk], I[:, :kk] = Dc, Ic
+            return D, I
         with faiss_threads(self.config["threads"] if threads is None else threads):
             Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe))
+            probe = int(nprobe)
+            # a filter can leave the probed lists with fewer than `depth` live documents: probe more
+            while not flat and deleted is not None and probe < self.structure.nlist and (Ic[:, -1] < 0).any():
+                probe = min(self.structure.nlist, probe * 4)
+                Dc, Ic = self._candidates(xq, depth, deleted, probe)
         if not flat and refine:
             Dc, Ic = self._rerank(xq, Ic, k)
         kk = min(k, Dc.shape[1])
@@ -200,6 +213,15 @@ class DenseSegmentReader(DenseReader):
         gone = np.take_along_axis(dead, order, 1)
         D[gone], I[gone] = -np.inf, -1
         return D, I
+
+    def _exact_live(self, xq: np.ndarray, k: int, deleted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the documents not in `deleted`, from the fp16 store."""
+        live = np.flatnonzero(~deleted)
+        S = xq @ self._rows(live).T
+        part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < len(live) else np.tile(np.arange(len(live)), (len(xq), 1))
+        Sk = np.take_along_axis(S, part, 1)
+        order = np.lexsort((live[part], -Sk), axis=1)  # ties to the smaller id, as merge_topk does
+        return np.take_along_axis(Sk, order, 1).astype(np.float32), live[np.take_along_axis(part, order, 1)]
 
     def _rerank(self, xq: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of each query's candidates from the fp16 store, best k first."""

@@ -1,0 +1,261 @@
+"""The HTTP server: a real uvicorn on a free local port, raw HTTP through httpx."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+import m3search
+from live_server import serve
+from m3search.client import RemoteError
+from m3search.server.app import ServerSettings
+from sample_docs import MODEL, sample_docs
+
+DOCS = [dict(d, metadata={"lang": d["id"].split("-")[0], "n": i}) for i, d in enumerate(sample_docs("id"))]
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = m3search.build_index(tmp_path / "idx", DOCS, model=MODEL)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def server(index):
+    with serve(index, ServerSettings(max_k=50, max_body_bytes=64 << 10)) as url:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            yield http
+
+
+def test_health_info_and_openapi(server, index):
+    assert server.get("/health").json()["status"] == "ok"
+    info = server.get("/v1/info").json()
+    assert info["n_docs"] == len(DOCS) and info["model"] == MODEL and info == index.info()
+    spec = server.get("/openapi.json").json()
+    assert {"/v1/search", "/v1/documents", "/v1/documents/delete", "/v1/encode", "/v1/info", "/health"} <= set(spec["paths"])
+    assert server.get("/docs").status_code == 200
+
+
+def test_search_answers_like_query_json(server, index):
+    r = server.post("/v1/search", json={"queries": ["delete a column", "Navigator"], "k": 3, "offset": 1,
+                                        "filter": {"lang": {"$ne": "zh"}}, "fields": ["metadata", "scores"]})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["qid"] for x in results] == ["1", "2"] and results[0]["query"] == "delete a column"
+    want = index.search(["delete a column", "Navigator"], k=3, offset=1, filter={"lang": {"$ne": "zh"}})
+    for res, hits in zip(results, want):
+        assert [h["docid"] for h in res["hits"]] == [h.docid for h in hits]
+        assert [h["rank"] for h in res["hits"]] == [2, 3, 4]
+        assert all("text" not in h and h["metadata"]["lang"] != "zh" for h in res["hits"])
+        assert [h["score"] for h in res["hits"]] == pytest.approx([h.score for h in hits])
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"queries": ["x"], "k": 0}, 422, "k"),
+    ({"queries": ["x"], "k": 51}, 400, "k"),
+    ({"queries": []}, 422, "queries"),
+    ({"k": 3}, 422, "queries"),
+    ({"queries": ["x"], "kk": 3}, 422, "kk"),
+    ({"queries": ["x"], "offset": -1}, 422, "offset"),
+    ({"queries": [3]}, 422, "queries.0"),
+    ({"queries": ["x"], "filter": {"n": {"$gt": "a"}}}, 400, "filter.n.$gt"),
+    ({"queries": ["x"], "filter": {"n": {"$near": 1}}}, 400, "filter.n.$near"),
+    ({"queries": ["x"], "filter": {"nope": 1}}, 400, "filter.nope"),
+    ({"queries": ["x"], "fields": ["txt"]}, 400, "fields"),
+    ({"queries": ["x"], "mode": "dense", "weights": {"dense": 1}}, 400, "mode"),
+    ({"queries": ["x"], "mode": "nonsense"}, 400, None),
+    ({"queries": ["x"], "depths": 10**9}, 400, "depths"),
+    ({"queries": ["x"], "depths": {"sparse": 10**9}}, 400, "depths.sparse"),
+])
+def test_bad_requests_name_the_field(server, body, status, field):
+    r = server.post("/v1/search", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == field and err["message"] and err["type"]
+    if field:
+        assert field in err["message"]
+
+
+def test_bad_json_and_bad_documents(server):
+    r = server.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["type"] == "ValidationError"
+    assert r.json()["error"]["field"] == "body" and "JSON" in r.json()["error"]["message"]
+    r = server.post("/v1/documents", json={"documents": [{"id": "a"}]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "documents.0.text"
+    r = server.post("/v1/documents", json={"documents": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]})
+    assert r.status_code == 400 and "duplicate id 'a'" in r.json()["error"]["message"]
+    assert server.get("/v1/info").json()["n_docs"] == len(DOCS)  # nothing of the failed request was kept
+
+
+def test_request_size_is_bounded(server):
+    big = {"documents": [{"id": f"b{i}", "text": "x" * 1000} for i in range(100)]}  # ~100 kB > 64 kB
+    r = server.post("/v1/documents", json=big)
+    assert r.status_code == 413 and r.json()["error"]["field"] == "body"
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(100):
+            yield b"x" * 1000
+
+    r = server.post("/v1/search", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert server.get("/v1/info").json()["n_docs"] == len(DOCS)
+
+
+def test_documents_add_upsert_delete(server, index):
+    r = server.post("/v1/documents", json={"documents": [
+        {"id": "new", "text": "pivot tables", "title": "Pivot", "metadata": {"lang": "en"}, "source": "wiki"},
+        {"id": "en-1", "text": "skipped"}]})
+    assert r.json() == {"added": 1, "skipped": 1, "replaced": 0, "generation": r.json()["generation"]}
+    hit = server.post("/v1/search", json={"queries": ["pivot tables"], "k": 1}).json()["results"][0]["hits"][0]
+    assert hit["docid"] == "new" and hit["metadata"] == {"lang": "en", "source": "wiki"} and hit["title"] == "Pivot"
+    r = server.post("/v1/documents", json={"upsert": True, "documents": [{"id": "new", "text": "bar charts"}]})
+    assert r.json()["replaced"] == 1
+    assert server.post("/v1/documents/delete", json={"ids": ["new", "nope"]}).json() == {"deleted": 1}
+    assert server.get("/v1/info").json()["n_docs"] == len(DOCS)
+
+
+def test_encode_returns_the_three_representations(server, hashing_encoder):
+    r = server.post("/v1/encode", json={"texts": ["open the navigator", "Zellen"], "kind": "query"})
+    assert r.status_code == 200
+    got = r.json()["results"]
+    want = hashing_encoder.encode(["open the navigator", "Zellen"], kind="query")
+    for i, g in enumerate(got):
+        np.testing.assert_allclose(g["dense_vecs"], want.dense[i], rtol=1e-6)
+        assert {int(t): w for t, w in g["lexical_weights"].items()} == pytest.approx(want.lexical_weights(i))
+        assert set(g["tokens"]) == set(g["lexical_weights"])
+        np.testing.assert_allclose(g["colbert_vecs"], want.token_vectors(i), rtol=1e-6)
+    only = server.post("/v1/encode", json={"texts": ["x"], "outputs": ["dense"]}).json()["results"][0]
+    assert set(only) == {"dense_vecs"}
+
+
+def test_api_key_is_required_on_v1(index):
+    with serve(index, ServerSettings(api_key="s3cret")) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/health").status_code == 200
+        assert http.get("/v1/info").status_code == 401
+        assert http.get("/v1/info", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        r = http.post("/v1/search", json={"queries": ["x"]}, headers={"X-API-Key": "wrong"})
+        assert r.status_code == 401 and r.json()["error"]["field"] == "authorization"
+        assert http.get("/v1/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert http.get("/v1/info", headers={"X-API-Key": "s3cret"}).status_code == 200
+        with pytest.raises(RemoteError, match="401"):
+            m3search.connect(url).info()
+        with m3search.connect(url, api_key="s3cret") as client:
+            assert len(client) == len(DOCS)
+
+
+class SlowFirstSearch:
+    """The real index, whose first search call holds the search thread for a moment, so that concurrent
+    requests queue up behind it; records the size of each search call."""
+
+    def __init__(self, index):
+        self._index = index
+        self.calls: list[int] = []
+
+    def search(self, queries, **options):
+        self.calls.append(len(queries))
+        if len(self.calls) == 1:
+            time.sleep(0.5)
+        return self._index.search(queries, **options)
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+
+def test_concurrent_queries_are_micro_batched(index):
+    slow = SlowFirstSearch(index)
+    queries = [f"{w} column {i}" for i, w in enumerate(["delete", "sort", "navigator", "Spalte"] * 6)]
+    answers: dict[int, list] = {}
+    with serve(slow) as url:
+        def ask(i):
+            with httpx.Client(base_url=url, timeout=30) as http:
+                r = http.post("/v1/search", json={"queries": [queries[i]], "k": 3, "mode": "dense"})
+                answers[i] = [h["docid"] for h in r.json()["results"][0]["hits"]]
+
+        first = threading.Thread(target=ask, args=(0,))
+        first.start()
+        time.sleep(0.2)  # the first call now holds the search thread
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(1, len(queries))]
+        for t in threads:
+            t.start()
+        for t in [first, *threads]:
+            t.join()
+        health = httpx.get(url + "/health").json()
+    assert len(answers) == len(queries)
+    assert slow.calls[0] == 1 and max(slow.calls) > 1 and len(slow.calls) < len(queries)
+    assert health["queries"] == len(queries) and health["batches"] == len(slow.calls)
+    for i, q in enumerate(queries):  # batching changes nothing in the answers
+        assert answers[i] == [h.docid for h in index.search(q, k=3, mode="dense")]
+
+
+def test_readers_follow_commits_made_elsewhere_while_writes_go_on(index, tmp_path):
+    errors = []
+    with serve(index) as url, httpx.Client(base_url=url, timeout=30) as http:
+        # another process-like writer: a second SearchIndex on the same folder
+        with m3search.open_index(tmp_path / "idx") as other:
+            other.add([{"id": "elsewhere", "text": "conditional formatting rules"}])
+        hit = http.post("/v1/search", json={"queries": ["conditional formatting rules"], "k": 1}).json()
+        assert hit["results"][0]["hits"][0]["docid"] == "elsewhere"
+
+        stop = threading.Event()
+
+        def search_loop():
+            with httpx.Client(base_url=url, timeout=30) as h:
+                while not stop.is_set():
+                    r = h.post("/v1/search", json={"queries": ["column"], "k": 5})
+                    if r.status_code != 200:
+                        errors.append(r.text)
+
+        readers = [threading.Thread(target=search_loop) for _ in range(3)]
+        for t in readers:
+            t.start()
+        for b in range(5):
+            r = http.post("/v1/documents", json={"documents": [{"id": f"w{b}-{i}", "text": f"written {b} {i}"}
+                                                               for i in range(20)]})
+            assert r.status_code == 200, r.text
+        stop.set()
+        for t in readers:
+            t.join()
+        assert http.get("/v1/info").json()["n_docs"] == len(DOCS) + 1 + 100
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_serve_command_runs_a_server(index, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, M3SEARCH_API_KEY="k1")
+    proc = subprocess.Popen([sys.executable, "-m", "m3search", "serve", str(tmp_path / "idx"), "--port", str(port),
+                             "--log-level", "warning"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.2)
+        with m3search.connect(url, api_key="k1") as client:
+            assert client.search("delete an entire column", k=1)[0].docid == "en-3"
+            # another process commits to the index: the running server's next search sees it
+            extra = tmp_path / "extra.jsonl"
+            extra.write_text('{"id": "cross", "text": "freeze panes while scrolling"}\n', encoding="utf-8")
+            done = subprocess.run([sys.executable, "-m", "m3search", "index", str(extra), "-o", str(tmp_path / "idx"),
+                                   "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert client.search("freeze panes while scrolling", k=1)[0].docid == "cross"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
