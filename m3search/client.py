@@ -135,7 +135,7 @@ class RemoteIndex:
         return int(self._call("POST", "/v1/documents/delete", {"ids": ids})["deleted"])
 
     def _write(self, docs: Iterable[Any], upsert: bool):
-        from m3search.api import AddResult, _as_documents
+        from m3search.ingest import AddResult, DocumentStream
 
         total = {"added": 0, "skipped": 0, "replaced": 0, "generation": 0}
         chunk: list[dict] = []
@@ -147,7 +147,8 @@ class RemoteIndex:
             total["generation"] = int(r["generation"])
             chunk.clear()
 
-        for doc in _as_documents(docs):  # the same checks (ids, duplicates) as the embedded API
+        stream = DocumentStream(docs)  # the same checks (ids, duplicates, empty texts) as the embedded API
+        for doc in stream:
             record = {"id": doc.id, "text": doc.text}
             if doc.title is not None:
                 record["title"] = doc.title
@@ -158,7 +159,7 @@ class RemoteIndex:
                 send()
         if chunk:
             send()
-        return AddResult(**total)
+        return AddResult(**total, skipped_empty=stream.skipped_empty)
 
     # -- lifetime
     def close(self) -> None:

@@ -1,8 +1,7 @@
 """The FastAPI app: HTTP/JSON in, the same public API calls embedded users make, JSON out.
 
-`create_app(index)` takes any object with SearchIndex's surface: `search(list[str], **options)` (or
-`search_many`), `add`, `upsert`, `delete`, `info`, and `encoder` for /v1/encode. It holds no search logic:
-searches go through the micro-batcher (one encoder pass for concurrent queries), writes through one
+`create_app(index)` takes any object with SearchIndex's surface: `search_many(list[str], **options)`,
+`add`, `upsert`, `delete`, `info`, and `encoder` for /v1/encode. It holds no search logic: searches go through the micro-batcher (one encoder pass for concurrent queries), writes through one
 writer thread (acknowledged once committed; searches go on meanwhile and see each commit as it lands).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Requests go into a queue; one worker takes whatever is queued (up to `max_batch` queries), groups it by
 search options (requests with the same k, mode, filter, ... can share a call) and runs each group as ONE
-`index.search(list_of_queries, **options)` on a single search thread. While a batch runs, new requests
+`index.search_many(queries, **options)` on a single search thread. While a batch runs, new requests
 queue up and form the next batch, so the batch size follows the load without a fixed wait: an idle
 server answers a lone query at once, a busy one encodes dozens together.
 """
@@ -21,10 +21,7 @@ log = logging.getLogger(__name__)
 
 def search_queries(index: Any, queries: list[str], options: dict) -> list[list[Any]]:
     """The one place the server calls the index: a list of queries in, one list of hits per query out."""
-    search_many = getattr(index, "search_many", None)
-    if search_many is not None:
-        return search_many(queries, **options)
-    return index.search(queries, **options)
+    return index.search_many(queries, **options)
 
 
 @dataclasses.dataclass

@@ -23,7 +23,8 @@ from m3search.errors import ConfigError
 from m3search.planner import candidates as cand
 from m3search.planner import fusion as fuse
 from m3search.planner.hits import Hit
-from m3search.planner.planner import FUSIONS
+from m3search.planner.filters import Filter
+from m3search.planner.planner import FUSIONS, MAX_K, _skip_per_query, hit_fields
 from m3search.planner.weights import COMPONENTS, resolve_weights
 from m3search.types import EncodedBatch
 
@@ -41,10 +42,18 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
                    k: int = 10, mode: str | None = None, weights: Mapping[str, float] | str | None = None,
                    depths: int | Mapping[str, int] | None = None, fusion: str = "weighted",
                    rrf_k: float = fuse.DEFAULT_RRF_K, explain: bool = False, all_scores: bool = False,
-                   with_text: bool = True, params: Mapping[str, Mapping[str, Any]] | None = None) -> list[list[Hit]]:
-    """The planner's search (same options, same validation) over `n_shards` shards reached through `fan`."""
+                   with_text: bool = True, params: Mapping[str, Mapping[str, Any]] | None = None,
+                   filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None) -> list[list[Hit]]:
+    """The planner's search (same options, same validation) over `n_shards` shards reached through `fan`.
+    A filter is parsed once here and applied inside every shard's candidate search."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        raise ConfigError(f"k={k} is above the limit of {MAX_K} hits per query; ask for fewer")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ConfigError(f"offset must be an integer >= 0, got {offset!r}")
+    want = hit_fields(fields)
+    flt = Filter.parse(filter)
     if fusion not in FUSIONS:
         raise ConfigError(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     if fusion == "rrf" and not rrf_k > 0:
@@ -54,13 +63,14 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
     if absent:
         raise ConfigError(f"this index has no {' or '.join(absent)} component (it has: {', '.join(components) or 'none'}): "
                           "choose a mode or weights over the components it has")
-    depth_of = cand.resolve_depths(w, depths, int(k), available=[s for s in cand.SOURCES if s in components])
+    k, offset = min(int(k), max(1, n_docs)), min(int(offset), max(1, n_docs))
+    depth_of = cand.resolve_depths(w, depths, k + offset, available=[s for s in cand.SOURCES if s in components])
     m = len(queries)
     if m == 0 or n_docs == 0:
         return [[] for _ in range(m)]
 
     # (1) per-source candidates from every shard, merged to the global top-depth of each source
-    gens, found = zip(*fan("candidates", [(queries, depth_of, params)] * n_shards))
+    gens, found = zip(*fan("candidates", [(queries, depth_of, params, flt)] * n_shards))
     parts_q, parts_shard, parts_id, parts_key = [], [], [], []
     for source, depth in depth_of.items():
         D = np.concatenate([f[source][0] for f in found], axis=1)
@@ -99,10 +109,12 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
         fused = fuse.reciprocal_rank(q_index, keys, scores, w, rrf_k)
     else:
         fused = fuse.weighted_sum(scores, w)
-    top = fuse.top_k_per_query(q_index, keys, fused, int(k))
+    top = fuse.top_k_per_query(q_index, keys, fused, k + offset)
+    if offset:
+        top = _skip_per_query(top, q_index, offset)
     positions = [top[shard_ix[top] == s] for s in range(n_shards)]
     shard_hits = fan("hits", [(gens[s], queries, q_index[p], ids[p], keys[p], fused[p],
-                               {c: v[p] for c, v in scores.items()}, explain, with_text)
+                               {c: v[p] for c, v in scores.items()}, explain, with_text, want)
                               for s, p in enumerate(positions)])
     by_pos: dict[int, Hit] = {}
     for p, hits in zip(positions, shard_hits):

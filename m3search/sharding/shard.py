@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from m3search.planner.candidates import search_source
+from m3search.planner.planner import hit_fields
 from m3search.planner import Planner
 from m3search.planner.hits import Hit
 from m3search.sharding.layout import global_keys, read_order
@@ -82,7 +83,7 @@ class ShardSearcher:
         return list(self._latest()[1].readers())
 
     def candidates(self, queries: EncodedBatch, depths: Mapping[str, int],
-                   params: Mapping[str, Mapping[str, Any]] | None = None):
+                   params: Mapping[str, Mapping[str, Any]] | None = None, flt: Any = None):
         """(generation, {source: (scores, local ids, global keys)}), each (m, depth); rows padded with
         (-inf, -1, -1)."""
         generation, planner, order = self._latest()
@@ -90,11 +91,12 @@ class ShardSearcher:
         params = params or {}
         m = len(queries)
         out = {}
+        exclude = None if flt is None or planner.snapshot.n_docs == 0 else ~flt.mask(planner.snapshot)
         for source, depth in depths.items():
             if planner.snapshot.n_docs == 0:
                 D, I = np.full((m, 0), -np.inf, np.float32), np.full((m, 0), -1, np.int64)
             else:
-                D, I = search_source(readers[source], source, queries, depth, None, params.get(source))
+                D, I = search_source(readers[source], source, queries, depth, exclude, params.get(source))
             D = np.asarray(D, dtype=np.float32).reshape(m, -1)
             I = np.asarray(I, dtype=np.int64).reshape(m, -1)
             keys = np.where(I >= 0, global_keys(order, self.number, I), -1)
@@ -109,12 +111,14 @@ class ShardSearcher:
         return {c: Planner._score(readers[c], queries, q_index, ids) for c in components}
 
     def hits(self, generation: int, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray, keys: np.ndarray,
-             fused: np.ndarray, scores: Mapping[str, np.ndarray], explain: bool, with_text: bool) -> list[Hit]:
+             fused: np.ndarray, scores: Mapping[str, np.ndarray], explain: bool, with_text: bool,
+             want: frozenset[str] | None = None) -> list[Hit]:
         """Hits for the given pairs, in the order given; internal_id is the global insertion number."""
         planner, _ = self._view(generation)
         if len(ids) == 0:
             return []
-        per_query = planner._hits(queries, q_index, ids, fused, scores, len(queries), explain, with_text)
+        per_query = planner._hits(queries, q_index, ids, fused, scores, len(queries), explain, with_text,
+                                  want if want is not None else hit_fields(None))
         # _hits groups by query, keeping the given order within each: undo the grouping
         flat, cursor = [], [0] * len(queries)
         for qi in q_index.tolist():

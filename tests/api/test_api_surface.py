@@ -5,7 +5,7 @@ import pytest
 
 from m3search.errors import ConfigError, InputError
 from m3search.planner import Hit
-from sample_docs import sample_docs
+from helpers.sample_docs import sample_docs
 
 
 def test_search_one_and_many(any_index):

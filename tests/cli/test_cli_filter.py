@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sample_docs import sample_docs
+from helpers.sample_docs import sample_docs
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import m3search
 from live_server import serve
 from m3search.client import RemoteError
 from m3search.server.app import ServerSettings
-from sample_docs import MODEL, sample_docs
+from helpers.sample_docs import MODEL, sample_docs
 
 DOCS = [dict(d, metadata={"lang": d["id"].split("-")[0], "n": i}) for i, d in enumerate(sample_docs("id"))]
 
@@ -158,11 +158,11 @@ class SlowFirstSearch:
         self._index = index
         self.calls: list[int] = []
 
-    def search(self, queries, **options):
+    def search_many(self, queries, **options):
         self.calls.append(len(queries))
         if len(self.calls) == 1:
             time.sleep(0.5)
-        return self._index.search(queries, **options)
+        return self._index.search_many(queries, **options)
 
     def __getattr__(self, name):
         return getattr(self._index, name)

@@ -137,3 +137,16 @@ def test_shard_command_copies_an_index_exactly(pair, tmp_path):
             opts = dict(k=10, mode="all", fusion=fusion, depths=12)
             for e, g in zip(plain.search_many(QUERIES, **opts), copy.search_many(QUERIES, **opts)):
                 _same(e, g)
+
+
+@pytest.mark.parametrize("fusion", ["weighted", "rrf"])
+def test_filters_offset_and_fields_match_the_unsharded_index(pair, fusion):
+    plain, sharded = pair
+    ids = [d["id"] for d in _docs()[::7]]  # about 1 in 7 documents pass (some of them deleted)
+    opts = dict(k=5, mode="all", fusion=fusion, filter={"$id": {"$in": ids}}, offset=3, fields=["title"])
+    for e, g in zip(plain.search_many(QUERIES, **opts), sharded.search_many(QUERIES, **opts)):
+        assert [h.docid for h in g] == [h.docid for h in e]
+        assert all(h.docid in ids for h in g)
+        for a, b in zip(e, g):
+            assert b.score == pytest.approx(a.score, abs=1e-5)
+            assert (b.text, b.title) == (a.text, a.title)
