@@ -1,9 +1,8 @@
-"""Candidate generation: top documents from the dense ANN index and the sparse inverted index, unioned.
+"""Candidate generation: top documents from the dense ANN index, the sparse inverted index and the
+token-vector store's candidate generator (m3search.indexes.multivec.generator), unioned.
 
-Which sources run follows the weights: dense when the dense weight is positive, sparse when the sparse
-weight is positive, and both when the multi-vector weight is positive (the token-vector store has no
-index to search; its candidates come from the other two, as in BGE-M3's own multi-vector re-ranking).
-Explicit depths override this: a depth of 0 turns a source off, a positive depth turns it on.
+Which sources run follows the weights: each source whose weight is positive. Explicit depths override
+this: a depth of 0 turns a source off, a positive depth turns it on.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import numpy as np
 from m3search.errors import ConfigError
 from m3search.types import EncodedBatch
 
-SOURCES = ("dense", "sparse")
+SOURCES = ("dense", "sparse", "multivec")
 DEFAULT_DEPTH = 100
 
 
@@ -31,16 +30,13 @@ def resolve_depths(
 
     >>> resolve_depths({"dense": 1.0}, None, k=10)
     {'dense': 100}
-    >>> resolve_depths({"multivec": 1.0}, {"sparse": 0}, k=10)
-    {'dense': 100}
-    >>> resolve_depths({"multivec": 1.0}, None, k=10, available=["dense"])
+    >>> resolve_depths({"multivec": 1.0}, {"sparse": 50}, k=10)
+    {'sparse': 50, 'multivec': 100}
+    >>> resolve_depths({"dense": 1.0, "multivec": 1.0}, None, k=10, available=["dense"])
     {'dense': 100}
     """
     available = set(available)
-    wanted = {
-        s: DEFAULT_DEPTH for s in SOURCES
-        if s in available and (weights.get(s, 0) > 0 or weights.get("multivec", 0) > 0)
-    }
+    wanted = {s: DEFAULT_DEPTH for s in SOURCES if s in available and weights.get(s, 0) > 0}
     if isinstance(depths, (int, np.integer)) and not isinstance(depths, bool):
         depths = {s: int(depths) for s in wanted}
     for name, depth in dict(depths or {}).items():
@@ -54,7 +50,7 @@ def resolve_depths(
     # a source never returns fewer than k candidates, so a one-source search can fill k hits
     out = {s: max(d, k) for s, d in wanted.items() if d > 0}
     if not out:
-        raise ConfigError("every candidate source has depth 0: give the dense or sparse source a positive depth")
+        raise ConfigError("every candidate source has depth 0: give the dense, sparse or multivec source a positive depth")
     return out
 
 
@@ -70,8 +66,11 @@ def gather(
     m = len(queries)
     for source, depth in depths.items():
         reader = readers[source]
-        query_input = queries.dense if source == "dense" else queries.sparse
-        _, found = reader.search(query_input, depth, **dict(params.get(source, {})))
+        if source == "multivec":
+            query_input = (queries.multivec, queries.multivec_lengths)
+        else:
+            query_input = (queries.dense if source == "dense" else queries.sparse,)
+        _, found = reader.search(*query_input, depth, **dict(params.get(source, {})))
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
         q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
         id_parts.append(found.ravel())
