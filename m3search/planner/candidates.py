@@ -31,7 +31,7 @@ def resolve_depths(
     >>> resolve_depths({"dense": 1.0}, None, k=10)
     {'dense': 100}
     >>> resolve_depths({"multivec": 1.0}, {"sparse": 50}, k=10)
-    {'sparse': 50, 'multivec': 100}
+    {'multivec': 100, 'sparse': 50}
     >>> resolve_depths({"dense": 1.0, "multivec": 1.0}, None, k=10, available=["dense"])
     {'dense': 100}
     """
