@@ -59,8 +59,10 @@ def gather(
     queries: EncodedBatch,
     depths: Mapping[str, int],
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    found_scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id."""
+    """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id.
+    found_scores, if given, receives each source's own (q_index, ids, scores) of what it found."""
     params = params or {}
     q_parts, id_parts = [], []
     m = len(queries)
@@ -70,8 +72,12 @@ def gather(
             query_input = (queries.multivec, queries.multivec_lengths)
         else:
             query_input = (queries.dense if source == "dense" else queries.sparse,)
-        _, found = reader.search(*query_input, depth, **dict(params.get(source, {})))
+        dist, found = reader.search(*query_input, depth, **dict(params.get(source, {})))
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
+        if found_scores is not None:
+            valid = found.ravel() >= 0
+            found_scores[source] = (np.repeat(np.arange(m, dtype=np.int64), found.shape[1])[valid],
+                                    found.ravel()[valid], np.asarray(dist, np.float32).ravel()[valid])
         q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
         id_parts.append(found.ravel())
     q_index = np.concatenate(q_parts) if q_parts else np.zeros(0, dtype=np.int64)
