@@ -175,7 +175,7 @@ def real(task, encodings: Path, n_queries, chunk, langs):
              if t.language in langs]
     entries = sorted((p for p in encodings.iterdir() if (p / "entry.json").is_file()), key=lambda p: -sum(
         f.stat().st_size for f in p.rglob("*") if f.is_file()))
-    batch = EncodedBatch.load(next(p for p in entries), mmap=True)
+    batch = EncodedBatch.load(entries[0] / "batch", mmap=True)
     encoder = load_encoder(None)
     texts = []
     for t in tasks:

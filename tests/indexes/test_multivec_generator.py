@@ -193,3 +193,11 @@ def test_index_search_with_appends_deletes_and_merges_stays_exhaustive(tmp_path,
         assert len(snap.segments) == 1
         check(snap)
     index.close()
+
+
+@pytest.mark.parametrize("dim, name", [(384, "rpq48"), (1024, "rpq128"), (32, "rpq4"), (36, "rpq3"), (4, "rpq1")])
+def test_auto_compression_is_residual_pq_at_a_byte_per_8_dims(dim, name):
+    from m3search.indexes.multivec.config import resolve_compression
+
+    assert resolve_compression("auto", dim) == name
+    assert resolve_compression("pq48", dim) == "pq48"

@@ -29,7 +29,7 @@ from m3search.indexes.fsutil import fsync_dir, write_json
 from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec, coarse_ids
 from m3search.indexes.multivec.generator import LISTS_DOCS, LISTS_OFFSETS, build_lists
-from m3search.indexes.multivec.config import validate_config
+from m3search.indexes.multivec.config import resolve_compression, validate_config
 from m3search.indexes.multivec.reader import MultivecSegmentReader
 from m3search.types import EncodedBatch
 
@@ -163,11 +163,11 @@ class MultivecComponent(ComponentType):
         if existing is not None:
             if existing.dim != dim:
                 raise InputError(f"token vectors have dimension {dim} but the index's codec expects {existing.dim}")
-            if existing.name != self.config["compression"]:
+            if existing.name != resolve_compression(self.config["compression"], dim):
                 logger.warning("the index's codec is %s; config asks %s, which applies to new indexes only",
                                existing.name, self.config["compression"])
             return existing
-        name = self.config["compression"]
+        name = resolve_compression(self.config["compression"], dim)
         if name == "fp16":
             return Codec("fp16", dim)
         if n_tokens < self.config["min_train_tokens"]:

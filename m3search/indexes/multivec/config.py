@@ -25,12 +25,22 @@ DEFAULTS = {
 SCORERS = ("auto", "lut", "decode")
 
 
+def resolve_compression(name: str, dim: int) -> str:
+    """'auto' -> residual PQ with one byte per 8 dimensions (rpq48 at 384-d, rpq128 at 1024-d: 1/16 of fp16
+    plus the 2-byte centroid id the candidate generator lists); other names as they are."""
+    if name != "auto":
+        return name
+    m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
+    return f"rpq{m}"
+
+
 def validate_config(config: dict) -> dict:
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"multivec config has unknown keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}")
     out = {**DEFAULTS, **config}
-    parse_name(out["compression"])
+    if out["compression"] != "auto":
+        parse_name(out["compression"])
     for key, low, high in (("coarse_k", 1, 65536), ("min_train_tokens", 1, None), ("train_tokens", 1, None),
                            ("seed", 0, None)):
         v = out[key]
