@@ -105,7 +105,7 @@ def time_queries(fn, m, repeats=1):
                  "qps": float(m / lat.sum())}
 
 
-def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rerank_depths):
+def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rerank_depths, export=None):
     ref = Reference(q_vecs, q_lengths)
     with tempfile.TemporaryDirectory(dir=tmp) as folder:
         reader, build_s = None, 0.0
@@ -115,6 +115,8 @@ def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rera
             else:
                 reader, build_s = item[1], item[2]
         ref.finish()
+        if export:  # the same queries and reference for a peer measured in its own environment (FastPLAID)
+            np.savez(export, q_vecs=q_vecs, q_lengths=q_lengths, ref_top=ref.top)
         n, t = reader.n_docs, reader.n_tokens
         q_off = np.concatenate([[0], np.cumsum(q_lengths)])
         m = len(q_lengths)
@@ -235,6 +237,7 @@ def main(argv=None) -> int:
     p.add_argument("--tmp", default=None)
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--tag", default="")
+    p.add_argument("--export", default=None, help="save queries + exact top-100 here (.npz) for bench/fastplaid_peer.py")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -248,7 +251,7 @@ def main(argv=None) -> int:
         chunks, q, ql = synthetic(a.n, a.d, a.queries, a.chunk, a.seed)
         data, stem = f"synthetic clustered {a.d}-d", f"multivec_search_n{a.n}"
     info, rows = run(chunks, q, ql, a.compression, config, a.threads, a.tmp, GRID,
-                     [int(x) for x in a.rerank.split(",")])
+                     [int(x) for x in a.rerank.split(",")], a.export)
     res = {"data": data, "threads": a.threads, "info": info, "rows": rows}
     print(save_results(res, a.out, stem + a.tag, markdown, plot))
     return 0

@@ -195,7 +195,7 @@ def test_index_search_with_appends_deletes_and_merges_stays_exhaustive(tmp_path,
     index.close()
 
 
-@pytest.mark.parametrize("dim, name", [(384, "rpq48"), (1024, "rpq128"), (32, "rpq4"), (36, "rpq3"), (4, "rpq1")])
+@pytest.mark.parametrize("dim, name", [(384, "rpq48"), (1024, "rpq128"), (32, "rpq4"), (36, "rpq4"), (40, "rpq5"), (4, "rpq1")])
 def test_auto_compression_is_residual_pq_at_a_byte_per_8_dims(dim, name):
     from m3search.indexes.multivec.config import resolve_compression
 
