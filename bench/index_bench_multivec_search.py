@@ -105,13 +105,17 @@ def time_queries(fn, m, repeats=1):
                  "qps": float(m / lat.sum())}
 
 
-def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rerank_depths, export=None):
+def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rerank_depths, export=None,
+        token_ivf=False):
     ref = Reference(q_vecs, q_lengths)
+    token_ivf_data = []
     with tempfile.TemporaryDirectory(dir=tmp) as folder:
         reader, build_s = None, 0.0
         for item in build(chunks, compression, config, Path(folder)):
             if item[0] == "chunk":
                 ref.add(item[1], item[2])
+                if token_ivf:
+                    token_ivf_data.append(np.asarray(item[1], np.float32))
             else:
                 reader, build_s = item[1], item[2]
         ref.finish()
@@ -147,6 +151,30 @@ def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rera
                 found, tm = time_queries(rerank, m)
                 rows.append({"method": f"rerank mean-vec top-{depth}", **base, **tm,
                              "recall@10": recall(found, ref.top, 10), "recall@100": recall(found, ref.top, 100)})
+            if token_ivf:  # the alternative: token-level FAISS IVF (ColBERTv1-style), candidates = docs of the
+                # nearest tokens of each query token, then the same full-code MaxSim
+                import faiss
+                xt = np.concatenate([c for c in token_ivf_data])
+                doc_of = np.repeat(np.arange(n), np.diff(reader.offsets))
+                start = time.perf_counter()
+                nlist = int(4 * np.sqrt(len(xt)))
+                ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(xt.shape[1]), xt.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+                ivf.train(xt[np.random.default_rng(0).choice(len(xt), min(len(xt), 64 * nlist), replace=False)])
+                ivf.add(xt)
+                ivf_build = time.perf_counter() - start
+                for nprobe, k_tok in ((8, 64), (16, 128), (32, 256)):
+                    ivf.nprobe = nprobe
+                    def tok(qi, k_tok=k_tok):
+                        q, _ = one(qi)
+                        _, I = ivf.search(q, k_tok)
+                        cand = np.unique(doc_of[I[I >= 0]])
+                        s = reader.score_pairs(q, [len(q)], np.zeros(len(cand), np.int64), cand)
+                        return cand[np.argsort(-s, kind="stable")[:100]]
+                    found, tm = time_queries(tok, m)
+                    rows.append({"method": f"token IVF-Flat nlist={nlist} nprobe={nprobe} k/token={k_tok}", **base,
+                                 "bytes_per_token": base["bytes_per_token"] + 4 * xt.shape[1] + 8,
+                                 "build_s": build_s + ivf_build, **tm,
+                                 "recall@10": recall(found, ref.top, 10), "recall@100": recall(found, ref.top, 100)})
             for nprobe, cands in grid:
                 found, tm = time_queries(lambda qi: reader.search(*one(qi), 100, nprobe=nprobe, candidates=cands)[1][0], m)
                 rows.append({"method": f"generator nprobe={nprobe} candidates={cands}", "nprobe": nprobe,
@@ -211,7 +239,8 @@ def markdown(res: dict) -> str:
 
 def plot(res: dict, path: Path) -> None:
     with plot_axes(path) as ax:
-        for kind, marker in (("generator", "o"), ("rerank", "s"), ("exhaustive", "^")):
+        for kind, marker in (("generator", "o"), ("rerank", "s"), ("exhaustive", "^"), ("token IVF", "x"),
+                             ("FastPLAID", "d")):
             rows = [r for r in res["rows"] if r["method"].startswith(kind)]
             ax.plot([r["qps"] for r in rows], [r["recall@10"] for r in rows], marker=marker, label=kind)
         ax.set_xscale("log")
@@ -237,9 +266,23 @@ def main(argv=None) -> int:
     p.add_argument("--tmp", default=None)
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--tag", default="")
+    p.add_argument("--token-ivf", action="store_true", help="also the token-level FAISS IVF-Flat alternative "
+                   "(keeps every float token in memory: real data / small runs only)")
+    p.add_argument("--grid", default=None, help="generator settings NPROBE:CANDIDATES,... (default: a fixed grid)")
     p.add_argument("--export", default=None, help="save queries + exact top-100 here (.npz) for bench/fastplaid_peer.py")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge-peer", nargs=2, metavar=("RESULT_JSON", "PEER_JSON"), default=None,
+                   help="add a peer's rows (bench/fastplaid_peer.py output) to a saved result and rewrite it")
     a = p.parse_args(argv)
+    if a.merge_peer:
+        import json
+        res = json.loads(Path(a.merge_peer[0]).read_text())
+        peer = json.loads(Path(a.merge_peer[1]).read_text())
+        res["rows"] = [r for r in res["rows"] if not r["method"].startswith("FastPLAID")] + [
+            {"codes_bytes_per_token": "-", "lists_bytes_per_token": 0.0, **r} for r in peer["rows"]]
+        res["peer"] = {"torch": peer.get("torch"), "threads": peer.get("threads")}
+        print(save_results(res, Path(a.merge_peer[0]).parent, Path(a.merge_peer[0]).stem, markdown, plot))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = {"threads": a.threads, "min_train_tokens": 1000}
     if a.coarse_k:
@@ -250,8 +293,9 @@ def main(argv=None) -> int:
     else:
         chunks, q, ql = synthetic(a.n, a.d, a.queries, a.chunk, a.seed)
         data, stem = f"synthetic clustered {a.d}-d", f"multivec_search_n{a.n}"
-    info, rows = run(chunks, q, ql, a.compression, config, a.threads, a.tmp, GRID,
-                     [int(x) for x in a.rerank.split(",")], a.export)
+    grid = [tuple(int(v) for v in g.split(":")) for g in a.grid.split(",")] if a.grid else GRID
+    info, rows = run(chunks, q, ql, a.compression, config, a.threads, a.tmp, grid,
+                     [int(x) for x in a.rerank.split(",")], a.export, a.token_ivf)
     res = {"data": data, "threads": a.threads, "info": info, "rows": rows}
     print(save_results(res, a.out, stem + a.tag, markdown, plot))
     return 0
