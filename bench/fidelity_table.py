@@ -29,18 +29,26 @@ def table(exact_dir: Path, engine_dirs: dict[str, Path]) -> str:
                 if (d / task / "report.json").is_file()}
         if not runs:
             continue
-        lines += [f"### {task}: {Path(ref['data_dir']).name}, {metric_title(metric)}, {len(ref['languages'])} languages",
+        # compare on the languages every run has (an engine run may cover a subset of the reference's)
+        langs = [lang for lang in ref["languages"] if all(lang in r["languages"] for r in runs.values())]
+        lines += [f"### {task}: {Path(ref['data_dir']).name}, {metric_title(metric)}, {len(langs)} languages "
+                  f"({', '.join(langs)})",
                   "", "| mode | exhaustive exact | " + " | ".join(f"engine {n} | diff" for n in runs) + " |",
                   "|---|---:|" + "---:|---:|" * len(runs)]
+        def avg(report, mode):
+            vals = [report["languages"][lang]["modes"].get(mode, {}).get("metrics", {}).get(metric) for lang in langs]
+            return None if any(v is None for v in vals) or not vals else 100 * sum(vals) / len(vals)
+
         for mode in ref["modes"]:
-            if mode not in ref["average"]:
+            e = avg(ref, mode)
+            if e is None:
                 continue
-            e = 100 * ref["average"][mode][metric]
             cells = []
             for r in runs.values():
-                v = r["average"].get(mode, {}).get(metric)
-                cells += ["-", "-"] if v is None else [f"{100 * v:.1f}", f"{100 * v - e:+.1f}"]
+                v = avg(r, mode)
+                cells += ["-", "-"] if v is None else [f"{v:.1f}", f"{v - e:+.1f}"]
             lines.append(f"| {label(mode)} | {e:.1f} | " + " | ".join(cells) + " |")
+        lines += ["", "Averages over the languages listed (x100); a mode an engine run did not run shows '-'."]
         lines.append("")
     return "\n".join(lines)
 
