@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress
+from m3search.cli.params import param_option, parse_params
 from m3search.errors import ConfigError, InputError
 from m3search.indexes.manifest import is_any_index
 from m3search.planner import FUSIONS
@@ -52,11 +53,15 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @click.option("--trec", "trec_file", type=click.Path(allow_dash=True, dir_okay=False), default=None, metavar="FILE",
               help="Write a TREC run file (qid Q0 docid rank score run); - for stdout.")
 @click.option("--run-name", default=None, help="The run column of --trec (default: m3search-<mode>).")
+@click.option("--multivec-depth", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Candidates from the token-vector candidate generator (0: none).")
+@param_option
 @model_option
 @max_length_option
 @quiet_option
 def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, dense_depth, sparse_depth, filter_json,
-                  offset, fields, explain, as_json, with_text, trec_file, run_name, model, max_length, quiet):
+                  offset, fields, explain, as_json, with_text, trec_file, run_name, model, max_length, quiet,
+                  multivec_depth=None, param_specs=()):
     """Search INDEX with TEXT (one or more queries) or a --queries file.
 
     INDEX may be left out when M3SEARCH_INDEX names it. Results come as a table, as JSON lines (--json),
@@ -97,14 +102,15 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
     empty = next((q.qid for q in queries if not q.text.strip()), None) if not queries_file else None
     if empty is not None:
         raise InputError(f"query {empty} is empty: give it some text")
-    depths = _depths(depth, dense_depth, sparse_depth)
+    depths = _depths(depth, dense_depth, sparse_depth, multivec_depth)
     from m3search.planner.filters import Filter
     from m3search.planner.planner import hit_fields
 
     if fields is not None and not as_json:
         raise click.UsageError("--fields goes with --json (the table always shows scores and the passage)")
     options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
-                   max_length=max_length, filter=Filter.parse(filter_json, where="--filter"), offset=offset)
+                   max_length=max_length, filter=Filter.parse(filter_json, where="--filter"), offset=offset,
+                   params=parse_params(param_specs))
     if fields is not None:
         options["fields"] = sorted(hit_fields(fields))
         with_text = with_text or bool({"text", "title"} & set(options["fields"]))
@@ -159,12 +165,13 @@ def _split_args(args: tuple[str, ...], queries_file: str | None) -> tuple[str, l
     raise click.UsageError(f"give the INDEX to search (or set {INDEX_ENV})")
 
 
-def _depths(depth: int | None, dense: int | None, sparse: int | None) -> dict[str, int] | int | None:
-    if dense is None and sparse is None:
+def _depths(depth: int | None, dense: int | None, sparse: int | None,
+            multivec: int | None = None) -> dict[str, int] | int | None:
+    if dense is None and sparse is None and multivec is None:
         return depth
     if depth is not None:
-        raise ConfigError("give --depth, or --dense-depth/--sparse-depth, not both")
-    return {name: d for name, d in (("dense", dense), ("sparse", sparse)) if d is not None}
+        raise ConfigError("give --depth, or --dense-depth/--sparse-depth/--multivec-depth, not both")
+    return {name: d for name, d in (("dense", dense), ("sparse", sparse), ("multivec", multivec)) if d is not None}
 
 
 def _slug(text: str) -> str:

@@ -39,6 +39,9 @@ INDEX_CONFIGS: dict[str, dict[str, dict] | None] = {
     "multivec-sq8": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "sq8"}},
     "multivec-sq4": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "sq4"}},
     "multivec-pq48": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": "pq48"}},
+    # residual codes against the candidate generator's centroids (m3search.indexes.multivec.generator)
+    **{f"multivec-rpq{m}": {"dense": {"index": "flat"}, "sparse": {}, "multivec": {"compression": f"rpq{m}"}}
+       for m in (32, 48, 64, 96)},
 }
 
 

@@ -72,6 +72,13 @@ class SparseReader(SegmentReader):
 
 
 class MultivecReader(SegmentReader):
+    def search(
+        self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by MaxSim of each query (its rows of q_vecs, by q_lengths) over the stored token vectors;
+        `deleted` as for dense. params: e.g. nprobe, candidates (the candidate generator's knobs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no candidate generator")
+
     @abc.abstractmethod
     def score_pairs(
         self, q_vecs: np.ndarray, q_lengths: np.ndarray, q_index: np.ndarray, ids: np.ndarray

@@ -132,7 +132,8 @@ def _search(segset: SegmentSet, kind: str, q: Any, m: int, k: int, deleted, para
     for view, (mask, n_live) in zip(segset.views, segset.segment_masks(deleted)):
         if n_live == 0 or k == 0:
             continue
-        D, I = view.readers[kind].search(q, min(k, n_live), deleted=mask, **params)
+        args = q if isinstance(q, tuple) else (q,)  # multivec queries are (token vectors, lengths)
+        D, I = view.readers[kind].search(*args, min(k, n_live), deleted=mask, **params)
         I = np.asarray(I, dtype=np.int64)
         valid = I >= 0
         Ds.append(np.asarray(D, dtype=np.float32))
@@ -255,6 +256,14 @@ class IndexMultivecReader(_IndexReader, MultivecReader):
         q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
         return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q_vecs, q_lengths, qi, loc))
+
+    def search(self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None,
+               **params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by MaxSim over the stored token codes (the segments' candidate generators; params:
+        nprobe, candidates, pool, see MultivecSegmentReader.search)."""
+        q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
+        q_lengths = np.asarray(q_lengths, dtype=np.int64)
+        return _search(self.segset, self.kind, (q_vecs, q_lengths), len(q_lengths), k, deleted, params)
 
     def token_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64).ravel()

@@ -1,9 +1,8 @@
-"""Candidate generation: top documents from the dense ANN index and the sparse inverted index, unioned.
+"""Candidate generation: top documents from the dense ANN index, the sparse inverted index and the
+token-vector store's candidate generator (m3search.indexes.multivec.generator), unioned.
 
-Which sources run follows the weights: dense when the dense weight is positive, sparse when the sparse
-weight is positive, and both when the multi-vector weight is positive (the token-vector store has no
-index to search; its candidates come from the other two, as in BGE-M3's own multi-vector re-ranking).
-Explicit depths override this: a depth of 0 turns a source off, a positive depth turns it on.
+Which sources run follows the weights: each source whose weight is positive. Explicit depths override
+this: a depth of 0 turns a source off, a positive depth turns it on.
 """
 from __future__ import annotations
 
@@ -12,10 +11,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from m3search.errors import ConfigError
-from m3search.indexes.base import DenseReader, SegmentReader, SparseReader
+from m3search.indexes.base import DenseReader, MultivecReader, SegmentReader, SparseReader
 from m3search.types import EncodedBatch
 
-SOURCES = ("dense", "sparse")
+SOURCES = ("dense", "sparse", "multivec")
 DEFAULT_DEPTH = 100
 
 
@@ -32,16 +31,13 @@ def resolve_depths(
 
     >>> resolve_depths({"dense": 1.0}, None, k=10)
     {'dense': 100}
-    >>> resolve_depths({"multivec": 1.0}, {"sparse": 0}, k=10)
-    {'dense': 100}
-    >>> resolve_depths({"multivec": 1.0}, None, k=10, available=["dense"])
+    >>> resolve_depths({"multivec": 1.0}, {"sparse": 50}, k=10)
+    {'multivec': 100, 'sparse': 50}
+    >>> resolve_depths({"dense": 1.0, "multivec": 1.0}, None, k=10, available=["dense"])
     {'dense': 100}
     """
     available = set(available)
-    wanted = {
-        s: DEFAULT_DEPTH for s in SOURCES
-        if s in available and (weights.get(s, 0) > 0 or weights.get("multivec", 0) > 0)
-    }
+    wanted = {s: DEFAULT_DEPTH for s in SOURCES if s in available and weights.get(s, 0) > 0}
     if isinstance(depths, (int, np.integer)) and not isinstance(depths, bool):
         depths = {s: int(depths) for s in wanted}
     for name, depth in dict(depths or {}).items():
@@ -55,7 +51,7 @@ def resolve_depths(
     # a source never returns fewer than k candidates, so a one-source search can fill k hits
     out = {s: max(d, k) for s, d in wanted.items() if d > 0}
     if not out:
-        raise ConfigError("every candidate source has depth 0: give the dense or sparse source a positive depth")
+        raise ConfigError("every candidate source has depth 0: give the dense, sparse or multivec source a positive depth")
     return out
 
 
@@ -68,6 +64,8 @@ def search_source(reader: SegmentReader, source: str, queries: EncodedBatch, dep
         return reader.search(queries.dense, depth, **extra, **dict(params or {}))
     if isinstance(reader, SparseReader):
         return reader.search(queries.sparse, depth, **extra, **dict(params or {}))
+    if isinstance(reader, MultivecReader):
+        return reader.search(queries.multivec, queries.multivec_lengths, depth, **extra, **dict(params or {}))
     raise TypeError(f"the {source} candidate source is a {type(reader).__name__}, which has no search")
 
 
@@ -77,17 +75,23 @@ def gather(
     depths: Mapping[str, int],
     params: Mapping[str, Mapping[str, Any]] | None = None,
     exclude: np.ndarray | None = None,
+    found_scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id.
     exclude: (id_space,) bool mask of documents no source may return (e.g. those a filter rejects),
-    passed to each source's search as its `deleted` mask, so filtering happens inside the search."""
+    passed to each source's search as its `deleted` mask, so filtering happens inside the search.
+    found_scores, if given, receives each source's own (q_index, ids, scores) of what it found."""
     params = params or {}
     q_parts, id_parts = [], []
     m = len(queries)
     for source, depth in depths.items():
         reader = readers[source]
-        _, found = search_source(reader, source, queries, depth, exclude, params.get(source))
+        dist, found = search_source(reader, source, queries, depth, exclude, params.get(source))
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
+        if found_scores is not None:
+            valid = found.ravel() >= 0
+            found_scores[source] = (np.repeat(np.arange(m, dtype=np.int64), found.shape[1])[valid],
+                                    found.ravel()[valid], np.asarray(dist, np.float32).ravel()[valid])
         q_parts.append(np.repeat(np.arange(m, dtype=np.int64), found.shape[1]))
         id_parts.append(found.ravel())
     q_index = np.concatenate(q_parts) if q_parts else np.zeros(0, dtype=np.int64)

@@ -145,11 +145,13 @@ class Planner:
             if exclude.all():
                 return [[] for _ in range(m)]
 
+        found: dict = {}
         with _timed(timings, "candidates"):
-            q_index, ids = cand.gather(readers, queries, depth_of, params, exclude=exclude)
+            q_index, ids = cand.gather(readers, queries, depth_of, params, exclude=exclude, found_scores=found)
         scored = [c for c in COMPONENTS if c in readers and (all_scores or c in w)]
         with _timed(timings, "rescore"):
-            scores = {c: self._score(readers[c], queries, q_index, ids) for c in scored}
+            scores = {c: self._score(readers[c], queries, q_index, ids, found.get(c) if c == "multivec" else None)
+                      for c in scored}
         with _timed(timings, "fuse"):
             if fusion == "rrf":
                 fused = fuse.reciprocal_rank(q_index, ids, scores, w, rrf_k)
@@ -175,10 +177,25 @@ class Planner:
             )
 
     @staticmethod
-    def _score(reader: SegmentReader, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Exact scores of the (query, document) pairs, each interface given its part of the queries."""
+    def _score(reader: SegmentReader, queries: EncodedBatch, q_index: np.ndarray, ids: np.ndarray,
+               known: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Exact scores of the (query, document) pairs, each interface given its part of the queries.
+        known: (q_index, ids, scores) a source already computed exactly (the token-vector generator scores
+        what it finds from the same codes): those pairs are not scored again."""
         if len(ids) == 0:
             return np.zeros(0, dtype=np.float32)
+        if known is not None and len(known[1]):
+            n_ids = max(int(ids.max()), int(known[1].max())) + 1
+            have = known[0] * n_ids + known[1]
+            order = np.argsort(have)
+            pos = np.searchsorted(have[order], q_index * n_ids + ids)
+            pos = np.minimum(pos, len(have) - 1)
+            hit = have[order][pos] == q_index * n_ids + ids
+            out = np.zeros(len(ids), dtype=np.float32)
+            out[hit] = known[2][order][pos[hit]]
+            if (~hit).any():
+                out[~hit] = Planner._score(reader, queries, q_index[~hit], ids[~hit])
+            return out
         if isinstance(reader, DenseReader):
             out = reader.score_pairs(queries.dense, q_index, ids)
         elif isinstance(reader, SparseReader):

@@ -116,7 +116,9 @@ def test_index_from_environment(run, built, monkeypatch):
         (["--mode", "hybrid", "x"], 1, "unknown mode 'hybrid'"),
         (["--json", "--trec", "-", "x"], 2, "both write to stdout"),
         ([], 2, "give a query TEXT"),
-        (["--dense-depth", "0", "--sparse-depth", "0", "x"], 1, "every candidate source has depth 0"),
+        (["--dense-depth", "0", "--sparse-depth", "0", "--multivec-depth", "0", "x"], 1,
+         "every candidate source has depth 0"),
+        (["--param", "multivec", "x"], 2, "SOURCE.NAME=VALUE"),
         (["--queries", "missing.tsv"], 1, "does not exist"),
     ],
 )
@@ -159,3 +161,12 @@ def test_an_empty_query_is_an_error_not_arbitrary_hits(run, built, tmp_path):
     topics.write_text("q1\tnavigator\nq2\t \n", encoding="utf-8")
     result = run(["query", built, "--queries", topics, "--json"])
     assert result.exit_code == 1 and "topics.tsv:2: query 'q2' is empty" in result.stderr
+def test_multivec_search_knobs_per_query(run, built):
+    """--param reaches the token-vector generator: all centroids probed gives the same hits as the defaults
+    on this small index, and a bad knob is refused by name."""
+    base = json.loads(run(["query", built, "Spalte", "--mode", "multivec", "-k", "3", "--json"]).stdout)
+    full = run(["query", built, "Spalte", "--mode", "multivec", "-k", "3", "--json",
+                "--param", "multivec.nprobe=65536", "--param", "multivec.candidates=100000"])
+    assert [h["docid"] for h in json.loads(full.stdout)["hits"]] == [h["docid"] for h in base["hits"]]
+    bad = run(["query", built, "Spalte", "--mode", "multivec", "--param", "multivec.nprobe=0"])
+    assert bad.exit_code == 1 and "nprobe" in bad.stderr and "Traceback" not in bad.output

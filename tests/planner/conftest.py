@@ -90,6 +90,11 @@ class ExactMultivec(MultivecReader):
             dtype=np.float32,
         )
 
+    def search(self, q_vecs, q_lengths, k, deleted=None, **params):
+        m, n = len(q_lengths), self.n_docs
+        scores = self.score_pairs(q_vecs, q_lengths, np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
+        return _top_k(scores.reshape(m, n), k)
+
     def token_vectors(self, ids):
         sub = self.batch.select(ids)
         return sub.multivec, sub.multivec_lengths

@@ -182,7 +182,7 @@ def test_empty_index_and_empty_query_batch(queries, hashing_encoder, make_snapsh
         ({"mode": "all", "weights": "dense=1"}, "not both"),
         ({"k": 0}, "k must be a positive integer"),
         ({"fusion": "max"}, "unknown fusion 'max'"),
-        ({"depths": {"multivec": 5}}, "unknown candidate source 'multivec'"),
+        ({"depths": {"colbert": 5}}, "unknown candidate source 'colbert'"),
         ({"depths": 0}, "every candidate source has depth 0"),
     ],
 )

@@ -32,7 +32,7 @@ def parse_name(name: str, dim: int | None = None) -> dict:
     match = _NAME.match(name) if isinstance(name, str) else None
     if not match:
         raise ConfigError(
-            f"multivec config 'compression' is {name!r}; valid: 'fp16', 'sq8', 'sq4', 'pq<M>', 'opq<M>', "
+            f"multivec config 'compression' is {name!r}; valid: 'auto', 'fp16', 'sq8', 'sq4', 'pq<M>', 'opq<M>', "
             "'rpq<M>', 'ropq<M>' (M sub-quantizers dividing the dimension, e.g. 'rpq64')"
         )
     if match.group(4) is None:

@@ -4,6 +4,8 @@ Segment folder:
   multivec.json   header: format, version, counts, codec name and id, file sizes and checksums, fidelity
   offsets.arr     (n + 1,) int64 token offsets per document
   codes.arr       (T, code_size) uint8 token codes (memory-mapped; blocks checked on first read)
+  lists_offsets.arr, lists_docs.arr   residual codecs only: per coarse centroid, the documents with a token
+                  there (the candidate generator's inverted lists, m3search.indexes.multivec.generator)
 All arrays are checked arrays (segment_files.py).
 Shared folder (index-wide, written once, atomically, never changed):
   codec/codec.json + codec/*.arr   the trained codec every later segment is encoded with
@@ -26,15 +28,16 @@ from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.fsutil import fsync_dir, write_json
 from m3search.indexes.inputs import check_ids, check_tokens
-from m3search.indexes.multivec.codecs import Codec
-from m3search.indexes.multivec.config import validate_config
+from m3search.indexes.multivec.codecs import Codec, coarse_ids
+from m3search.indexes.multivec.generator import LISTS_DOCS, LISTS_OFFSETS, build_lists
+from m3search.indexes.multivec.config import resolve_compression, validate_config
 from m3search.indexes.multivec.reader import MultivecSegmentReader
 from m3search.types import EncodedBatch
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.multivec"
-VERSION = 2  # 2: checked arrays (1: .npy, sample-checked; no longer read)
+VERSION = 3  # 3: the candidate generator's inverted lists (residual codecs); 2: checked arrays, read as without lists
 CODEC_FORMAT = "m3search.multivec.codec"
 CODEC_VERSION = 2
 HEADER, OFFSETS, CODES, CODEC_DIR = "multivec.json", "offsets.arr", "codes.arr", "codec"
@@ -142,8 +145,15 @@ class MultivecComponent(ComponentType):
         if (offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != t or np.any(np.diff(offsets) < 0)
                 or codes.shape != (t, codec.code_size)):
             raise IndexFormatError(f"{path}: offsets or codes disagree with the header (n={n}, tokens={t})")
+        lists = None
+        if LISTS_OFFSETS in files:
+            lists = (np.array(sf.open_array(path, LISTS_OFFSETS, files[LISTS_OFFSETS])),
+                     sf.open_array(path, LISTS_DOCS, files[LISTS_DOCS]))
+            k = len(codec.arrays.get("coarse", ()))
+            if lists[0].shape != (k + 1,) or lists[0][0] != 0 or lists[0][-1] != len(lists[1]):
+                raise IndexFormatError(f"{path}: the candidate generator's lists disagree with the codec ({k} centroids)")
         header = {**header, "nbytes": header["nbytes"] + (path / HEADER).stat().st_size}
-        return MultivecSegmentReader(path, header, codec, codes, offsets, self.config)
+        return MultivecSegmentReader(path, header, codec, codes, offsets, self.config, lists)
 
     # -- the codec --------------------------------------------------------------------------------
     def codec(self, shared: Path, dim: int, n_tokens: int, sample) -> Codec:
@@ -153,11 +163,11 @@ class MultivecComponent(ComponentType):
         if existing is not None:
             if existing.dim != dim:
                 raise InputError(f"token vectors have dimension {dim} but the index's codec expects {existing.dim}")
-            if existing.name != self.config["compression"]:
+            if existing.name != resolve_compression(self.config["compression"], dim):
                 logger.warning("the index's codec is %s; config asks %s, which applies to new indexes only",
                                existing.name, self.config["compression"])
             return existing
-        name = self.config["compression"]
+        name = resolve_compression(self.config["compression"], dim)
         if name == "fp16":
             return Codec("fp16", dim)
         if n_tokens < self.config["min_train_tokens"]:
@@ -213,8 +223,22 @@ class MultivecComponent(ComponentType):
         offsets = np.zeros(len(lengths) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         t = int(offsets[-1])
+        residual = codec.spec["residual"]
+        cids: list[np.ndarray] = []
+
+        def keep_cids(chunks: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+            for chunk in chunks:
+                if residual:
+                    cids.append(coarse_ids(chunk).astype(np.int32))
+                yield chunk
+
         files = {OFFSETS: sf.write_array(path, OFFSETS, offsets),
-                 CODES: sf.write_array_chunks(path, CODES, (t, codec.code_size), np.uint8, code_chunks)}
+                 CODES: sf.write_array_chunks(path, CODES, (t, codec.code_size), np.uint8, keep_cids(code_chunks))}
+        if residual:  # the candidate generator's inverted lists over the codec's coarse centroids
+            all_cids = np.concatenate(cids) if cids else np.zeros(0, np.int32)
+            lists_offsets, lists_docs = build_lists(all_cids, lengths, len(codec.arrays["coarse"]))
+            files[LISTS_OFFSETS] = sf.write_array(path, LISTS_OFFSETS, lists_offsets)
+            files[LISTS_DOCS] = sf.write_array(path, LISTS_DOCS, lists_docs)
         header = {
             "format": FORMAT, "version": VERSION, "n": len(lengths), "n_tokens": t, "dim": codec.dim,
             "codec": codec.name, "codec_id": codec.codec_id, "code_size": codec.code_size, "files": files,

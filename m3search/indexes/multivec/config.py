@@ -5,11 +5,13 @@ from m3search.errors import ConfigError
 from m3search.indexes.multivec.codecs import parse_name
 
 DEFAULTS = {
-    # fp16 | sq8 | sq4 | pq<M> | opq<M> | rpq<M> | ropq<M>; see m3search.indexes.multivec.codecs.
-    # sq4 (512 B/token at 1024-d, 1/4 of fp16) is the smallest setting reaching 0.95 top-10 agreement with
-    # exact MaxSim re-ranking of 1000 candidates on bench/synthetic.py tokens (0.967); pq256 (256 B) gave
-    # 0.943 and pq128 (128 B, the issue's target size) 0.915 (bench/results/multivec_n10240_sweep.md).
-    "compression": "sq4",
+    # auto | fp16 | sq8 | sq4 | pq<M> | opq<M> | rpq<M> | ropq<M>; see m3search.indexes.multivec.codecs.
+    # auto = residual PQ at a byte per 8 dimensions (rpq48, 50 B/token at m3search-small's 384-d; rpq128 at
+    # 1024-d): residual codes carry the coarse centroid ids the candidate generator's lists are built on,
+    # so only residual codecs give `multivec` a searchable index (others are scored exhaustively). Was sq4
+    # (192 B/token at 384-d, 4x pq48's size for the same nDCG@10); measurements in /work/notes/e-multivec.md
+    # and bench/results/multivec_search_*.md.
+    "compression": "auto",
     "coarse_k": 1024,  # coarse centroids of the residual codecs (2-byte ids, at most 65536)
     # The codec is trained once per index, on the first segment (or merge) with at least this many tokens;
     # smaller segments before that store fp16 and are re-encoded when merged.
@@ -25,12 +27,22 @@ DEFAULTS = {
 SCORERS = ("auto", "lut", "decode")
 
 
+def resolve_compression(name: str, dim: int) -> str:
+    """'auto' -> residual PQ with one byte per 8 dimensions (rpq48 at 384-d, rpq128 at 1024-d: 1/16 of fp16
+    plus the 2-byte centroid id the candidate generator lists); other names as they are."""
+    if name != "auto":
+        return name
+    m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
+    return f"rpq{m}"
+
+
 def validate_config(config: dict) -> dict:
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"multivec config has unknown keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}")
     out = {**DEFAULTS, **config}
-    parse_name(out["compression"])
+    if out["compression"] != "auto":
+        parse_name(out["compression"])
     for key, low, high in (("coarse_k", 1, 65536), ("min_train_tokens", 1, None), ("train_tokens", 1, None),
                            ("seed", 0, None)):
         v = out[key]

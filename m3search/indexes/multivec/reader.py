@@ -11,6 +11,7 @@ from m3search.indexes.base import MultivecReader
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
+from m3search.indexes.multivec import generator as gen
 from m3search.indexes.multivec.maxsim import maxsim_decoded, maxsim_lut, token_rows
 
 logger = logging.getLogger(__name__)
@@ -20,8 +21,9 @@ class MultivecSegmentReader(MultivecReader):
     """One segment: `codes` (T, code_size) uint8 memory-mapped, `offsets` (n + 1,) int64 token offsets."""
 
     def __init__(self, path: Path, header: dict, codec: Codec, codes: np.ndarray, offsets: np.ndarray,
-                 config: dict):
+                 config: dict, lists: tuple[np.ndarray, np.ndarray] | None = None):
         self.path = path
+        self.lists = lists  # the candidate generator's (offsets, docs) per coarse centroid, or None
         self.header = header
         self.codec = codec
         self.codes = codes
@@ -62,7 +64,98 @@ class MultivecSegmentReader(MultivecReader):
             "disk_bytes_per_token": self.nbytes() / max(1, self.n_tokens),
             "rescaled_to_unit_norm": self.rescale,
             **{k: v for k, v in self.header.get("fidelity", {}).items() if k != "bytes_per_token"},
+            **self.generator_settings(),
         }
+
+    def generator_settings(self, k: int = 10) -> dict:
+        """What `search` does on this segment by default (reported by `info`)."""
+        if self.lists is None:
+            return {"generator": "exhaustive"}
+        n_centroids = len(self.lists[0]) - 1
+        cands = gen.default_candidates(k, self.n_docs)
+        return {"generator": "centroid-lists", "generator_centroids": n_centroids,
+                "generator_nprobe": gen.default_nprobe(n_centroids), "generator_candidates": cands,
+                "generator_pool": gen.default_pool(cands, self.n_docs)}
+
+    def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
+               scorer=None, threads=None):
+        """Top-k documents by MaxSim from the stored codes, per query: (D, I) of shape (m, k), padded with
+        (-inf, -1). With the centroid lists (residual codecs): probe `nprobe` centroids per query token,
+        centroid interaction on the best `pool`, full-code MaxSim on the best `candidates` (see
+        m3search.indexes.multivec.generator); otherwise every live document is scored from its codes."""
+        q_vecs, q_lengths = self._check_queries(q_vecs, q_lengths)
+        m = len(q_lengths)
+        k = int(k)
+        if k < 0:
+            raise InputError(f"k must be >= 0, got {k}")
+        if deleted is not None:
+            deleted = np.asarray(deleted, dtype=bool)
+            if deleted.shape != (self.n_docs,):
+                raise InputError(f"deleted mask must have shape ({self.n_docs},), got {deleted.shape}")
+        for name, v in (("nprobe", nprobe), ("candidates", candidates), ("pool", pool)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise InputError(f"multivec search parameter {name} must be an integer >= 1, got {v!r}")
+        D = np.full((m, k), -np.inf, np.float32)
+        I = np.full((m, k), -1, np.int64)
+        live = np.arange(self.n_docs, dtype=np.int64)
+        if deleted is not None:
+            live = live[~deleted]
+        n_live = len(live)
+        if k == 0 or n_live == 0:
+            return D, I
+        q_off = np.zeros(m + 1, np.int64)
+        np.cumsum(q_lengths, out=q_off[1:])
+        cands = min(n_live, max(k, candidates or gen.default_candidates(k, n_live)))
+        with faiss_threads(self.config.get("threads") if threads is None else threads):
+            for qi in range(m):
+                q = q_vecs[q_off[qi] : q_off[qi + 1]]
+                if not len(q):
+                    continue  # a query without tokens matches nothing
+                if self.lists is None or cands >= n_live:
+                    ids = live
+                else:
+                    ids = self._generate(q, deleted, nprobe, cands, pool, n_live)
+                scores = self._score(q_vecs, q_lengths, np.full(len(ids), qi, np.int64), ids,
+                                     self._use_lut(scorer))
+                top = gen.top_ids(scores, ids, k)  # ids are sorted: positions by binary search
+                I[qi, : len(top)] = top
+                D[qi, : len(top)] = scores[np.searchsorted(ids, top)]
+        return D, I
+
+    def _generate(self, q, deleted, nprobe, cands, pool, n_live) -> np.ndarray:
+        """Sorted local ids of the `cands` documents to score from their full codes."""
+        sims = q @ self.codec.arrays["coarse"].T  # (lq, K)
+        n_centroids = sims.shape[1]
+        est = gen.probe_scores(self.lists[0], self.lists[1], sims, nprobe or gen.default_nprobe(n_centroids),
+                               deleted, self.n_docs)
+        all_ids = np.arange(self.n_docs, dtype=np.int64)
+        pool = min(n_live, max(cands, pool or gen.default_pool(cands, n_live)))
+        pooled = gen.top_ids(est, all_ids, pool)
+        if len(pooled) < pool:  # too few reached: fill up with unreached live documents, by id
+            unreached = np.isinf(est)
+            if deleted is not None:
+                unreached &= ~deleted
+            pooled = np.concatenate([pooled, np.nonzero(unreached)[0][: pool - len(pooled)]])
+        pooled = np.sort(pooled)
+        ci = gen.centroid_maxsim(self._verified_codes(pooled), self.offsets, pooled, sims)
+        return np.sort(gen.top_ids(ci, pooled, cands))
+
+    def _check_queries(self, q_vecs, q_lengths):
+        q_vecs = np.asarray(q_vecs)
+        if q_vecs.ndim != 2 or q_vecs.shape[1] != self.dim:
+            raise InputError(f"q_vecs must have shape (T, {self.dim}), got {q_vecs.shape}")
+        q_lengths = np.asarray(q_lengths, dtype=np.int64)
+        if q_lengths.ndim != 1 or q_lengths.sum() != len(q_vecs) or (q_lengths.size and q_lengths.min() < 0):
+            raise InputError(f"q_lengths must be (m,) non-negative counts summing to {len(q_vecs)}")
+        return np.ascontiguousarray(q_vecs, dtype=np.float32), q_lengths
+
+    def _use_lut(self, scorer) -> bool:
+        scorer = scorer or self.config.get("scorer", "auto")
+        if scorer not in ("auto", "lut", "decode"):
+            raise InputError(f"scorer must be 'auto', 'lut' or 'decode', got {scorer!r}")
+        if scorer == "lut" and not self.codec.supports_lut:
+            raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
+        return self.codec.supports_lut and scorer != "decode"
 
     def score_pairs(self, q_vecs, q_lengths, q_index, ids, scorer=None, threads=None):
         """MaxSim per (query, document) pair; all pairs of one query are scored in one pass over their

@@ -1,0 +1,143 @@
+"""Candidate generation over token vectors: a PLAID-style centroid index on the residual codec's centroids.
+
+Every token code of a residual codec (rpq/ropq) starts with the id of its coarse k-means centroid. A segment
+keeps, per centroid, the sorted ids of the documents having a token there (CSR: `lists_offsets` (K + 1,),
+`lists_docs` (nnz,) int32, memory-mapped). A query is answered in three stages, each cheaper per document
+than the next:
+
+1. probe: each query token i takes its `nprobe` best centroids; every document in those lists gets, for
+   token i, the best such centroid score, and documents not reached by token i get the nprobe-th best score
+   (an estimate of what it would have reached). Cost: the postings scanned.
+2. centroid interaction: the best `pool` documents of stage 1 are scored by MaxSim with every token
+   replaced by its centroid (2 bytes read per token, a table lookup per query token).
+3. the best `candidates` of stage 2 are scored by MaxSim from their full codes (the reader's bulk
+   `score_pairs`), and the top k of those are returned.
+
+With nprobe = K and pool = candidates >= the segment's live documents, every document reaches stage 3:
+the result is the exhaustive top-k of the stored codes.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+LISTS_OFFSETS, LISTS_DOCS = "lists_offsets.arr", "lists_docs.arr"
+
+
+def build_lists(cids: np.ndarray, lengths: np.ndarray, n_centroids: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (K + 1,) int64, docs (nnz,) int32): per centroid the sorted unique documents with a token
+    assigned to it. cids: (T,) centroid id of every token, documents' tokens consecutive (lengths)."""
+    n = len(lengths)
+    doc = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    keys = np.unique(np.asarray(cids, np.int64) * max(n, 1) + doc)
+    cent, docs = keys // max(n, 1), (keys % max(n, 1)).astype(np.int32)
+    offsets = np.zeros(n_centroids + 1, np.int64)
+    np.cumsum(np.bincount(cent, minlength=n_centroids), out=offsets[1:])
+    return offsets, docs
+
+
+def default_nprobe(n_centroids: int) -> int:
+    """Centroids probed per query token by default: PLAID probes 1-4 of 2^12-2^18; ours are fewer and
+    coarser, so a larger share (measured on bench/index_bench_multivec.py and the dev sets)."""
+    return int(min(n_centroids, max(4, round(n_centroids / 64))))
+
+
+def default_candidates(k: int, n_live: int) -> int:
+    """Documents scored from their full codes (stage 3)."""
+    return int(min(n_live, max(4 * k, 256)))
+
+
+def default_pool(candidates: int, n_live: int) -> int:
+    """Documents scored by centroid interaction (stage 2)."""
+    return int(min(n_live, max(8 * candidates, 2048)))
+
+
+@numba.njit(cache=True)
+def _probe_kernel(lists_offsets, lists_docs, probed, probed_scores, missing, skip, n_docs):  # pragma: no cover
+    # total[d] = sum_i (best probed score of token i in d, else missing[i]); -inf for documents never reached
+    lq, npr = probed.shape
+    total = np.zeros(n_docs, np.float32)
+    stamp = np.full(n_docs, -1, np.int32)
+    reached = np.zeros(n_docs, np.bool_)
+    base = np.float32(0.0)
+    for i in range(lq):
+        base += missing[i]
+        for j in range(npr):  # centroids in descending score: the first visit of a document is its best
+            c = probed[i, j]
+            s = probed_scores[i, j] - missing[i]
+            for p in range(lists_offsets[c], lists_offsets[c + 1]):
+                d = lists_docs[p]
+                if stamp[d] != i:
+                    stamp[d] = i
+                    total[d] += s
+                    reached[d] = True
+    out = np.full(n_docs, -np.inf, np.float32)
+    for d in range(n_docs):
+        if reached[d] and not (skip.shape[0] and skip[d]):
+            out[d] = total[d] + base
+    return out
+
+
+def probe_scores(lists_offsets: np.ndarray, lists_docs: np.ndarray, sims: np.ndarray, nprobe: int,
+                 deleted: np.ndarray | None, n_docs: int) -> np.ndarray:
+    """Stage 1 for one query: (n_docs,) float32 estimates, -inf for documents not reached or deleted.
+    sims: (lq, K) query-token x centroid inner products."""
+    nprobe = int(min(max(1, nprobe), sims.shape[1]))
+    if nprobe < sims.shape[1]:
+        part = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe]
+    else:
+        part = np.broadcast_to(np.arange(sims.shape[1]), sims.shape).copy()
+    part_scores = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    probed = np.ascontiguousarray(np.take_along_axis(part, order, axis=1), dtype=np.int64)
+    scores = np.ascontiguousarray(np.take_along_axis(part_scores, order, axis=1), dtype=np.float32)
+    # a token's estimate where its probed centroids missed the document: as PLAID/XTR impute, the lowest
+    # score it did retrieve (0 contribution when every centroid is probed: then nothing is missed)
+    missing = scores[:, -1].copy()
+    skip = np.zeros(0, np.bool_) if deleted is None else np.ascontiguousarray(deleted, dtype=np.bool_)
+    return _probe_kernel(lists_offsets, lists_docs, probed, scores, missing, skip, n_docs)
+
+
+@numba.njit(parallel=True, cache=True)
+def _centroid_maxsim_kernel(codes, starts, ends, sims_t):  # pragma: no cover - compiled
+    # sims_t (K, lq): a token with centroid c scores sims_t[c, i] against query token i
+    n = starts.shape[0]
+    lq = sims_t.shape[1]
+    out = np.zeros(n, np.float32)
+    for j in numba.prange(n):
+        if ends[j] <= starts[j]:
+            continue
+        best = np.full(lq, -np.inf, np.float32)
+        for t in range(starts[j], ends[j]):
+            c = np.int64(codes[t, 0]) | (np.int64(codes[t, 1]) << 8)
+            row = sims_t[c]
+            for i in range(lq):
+                if row[i] > best[i]:
+                    best[i] = row[i]
+        total = np.float32(0.0)
+        for i in range(lq):
+            total += best[i]
+        out[j] = total
+    return out
+
+
+def centroid_maxsim(codes: np.ndarray, offsets: np.ndarray, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Stage 2: (len(ids),) MaxSim sums with every document token replaced by its coarse centroid."""
+    if len(ids) == 0:
+        return np.zeros(0, np.float32)
+    sims_t = np.ascontiguousarray(sims.T, dtype=np.float32)
+    return _centroid_maxsim_kernel(codes, offsets[ids], offsets[ids + 1], sims_t)
+
+
+def top_ids(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """The k ids of highest score (ties: smaller id first), best first; -inf scores are never taken."""
+    valid = np.isfinite(scores)
+    scores, ids = scores[valid], ids[valid]
+    if len(ids) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # keep every id tied with the k-th score, so the tie-break below is by id, not by partition order
+        kth = scores[part].min()
+        part = np.nonzero(scores >= kth)[0]
+        scores, ids = scores[part], ids[part]
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order]
