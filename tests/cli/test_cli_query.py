@@ -161,6 +161,8 @@ def test_an_empty_query_is_an_error_not_arbitrary_hits(run, built, tmp_path):
     topics.write_text("q1\tnavigator\nq2\t \n", encoding="utf-8")
     result = run(["query", built, "--queries", topics, "--json"])
     assert result.exit_code == 1 and "topics.tsv:2: query 'q2' is empty" in result.stderr
+
+
 def test_multivec_search_knobs_per_query(run, built):
     """--param reaches the token-vector generator: all centroids probed gives the same hits as the defaults
     on this small index, and a bad knob is refused by name."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from component_helpers import clustered_tokens, vectors_batch
+from helpers.components import clustered_tokens, vectors_batch
 
 from m3search.errors import InputError
 from m3search.indexes.multivec import MultivecComponent
@@ -152,7 +152,7 @@ def _index_exhaustive(snap, q, k):
 
 
 def test_index_search_with_appends_deletes_and_merges_stays_exhaustive(tmp_path, hashing_encoder):
-    from engine_doubles import make_text
+    from helpers.engine_doubles import make_text
 
     from m3search.indexes.index import Index
 
