@@ -165,6 +165,11 @@ class CheckedArray:
         return len(self.raw)
 
     def __getitem__(self, key):
+        # a tuple indexes several axes (codes[:, 0]): the first one says which rows (blocks) are read
+        self._verify_key(key[0] if isinstance(key, tuple) and key else key)
+        return self.raw[key]
+
+    def _verify_key(self, key) -> None:
         if isinstance(key, slice):
             lo, hi, step = key.indices(len(self.raw))
             if step == 1:
@@ -176,11 +181,10 @@ class CheckedArray:
             self.verify_spans(np.asarray([i]), np.asarray([i + 1]))
         else:
             idx = np.asarray(key)
-            if idx.dtype == bool:
+            if idx.dtype == bool or idx.dtype == object:  # masks, Ellipsis, None: check every block
                 self.verify_all()
             else:
                 self.verify_rows(idx)
-        return self.raw[key]
 
     def __array__(self, dtype=None, copy=None):
         self.verify_all()
