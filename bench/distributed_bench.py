@@ -112,9 +112,11 @@ def bench_queries(args, work: Path) -> list[dict]:
                          "qps_batch32": len(queries) / float(np.median(batch_t))})
             print(f"  {label:<22} p50 {rows[-1]['p50_ms']:6.1f} ms  p95 {rows[-1]['p95_ms']:6.1f} ms  "
                   f"QPS {rows[-1]['qps_single']:6.1f} / batched {rows[-1]['qps_batch32']:7.1f}", flush=True)
-        # the served answers are the unsharded ones
+        # the served answers are the unsharded ones: scores to 1e-5 (the corpus repeats each passage under
+        # new ids, so exact ties abound and the last-bit rounding of a batch can order tied copies either way)
         a, b = _many(plain, queries[:20], k=10), _many(served, queries[:20], k=10)
-        assert [[h.docid for h in x] for x in a] == [[h.docid for h in x] for x in b]
+        for x, y in zip(a, b):
+            assert np.allclose([h.score for h in x], [h.score for h in y], atol=1e-5)
     finally:
         served.close()
         ray.shutdown()
