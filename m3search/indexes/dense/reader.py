@@ -11,7 +11,7 @@ import numpy as np
 from m3search.errors import InputError
 from m3search.indexes.base import DenseReader
 from m3search.indexes.dense.config import Structure
-from m3search.indexes.faiss_support import GpuClone, LiveSelector, faiss_threads, want_gpu
+from m3search.indexes.faiss_support import GpuClone, LiveSelector, faiss_threads, threads_for, want_gpu
 from m3search.indexes.inputs import check_ids
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,12 @@ class DenseSegmentReader(DenseReader):
             return D, I
         flat = self.structure.kind == "flat"
         depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
-        with faiss_threads(self.config["threads"] if threads is None else threads):
+        if flat:
+            work = m * self.n_docs * self.d
+        else:
+            st = self.structure
+            work = m * (min(int(nprobe), st.nlist) * (self.n_docs / max(1, st.nlist)) * (st.pq_m or self.d) + st.nlist * self.d)
+        with faiss_threads(threads_for(work, self.config["threads"] if threads is None else threads)):
             Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe))
         if not flat and refine:
             Dc, Ic = self._rerank(xq, Ic, k)
