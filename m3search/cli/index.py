@@ -80,8 +80,15 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     failure = None
     try:
         write = index.upsert if replace else index.add
-        result = write(itertools.chain([first], docs), batch_size=batch_size, max_length=max_length,
-                       commit_interval=commit_interval, progress=show_progress(quiet))
+        stream, bar = itertools.chain([first], docs), None
+        if show_progress(quiet):
+            stream, bar = _with_bar(stream, sources)
+        try:
+            result = write(stream, batch_size=batch_size, max_length=max_length, commit_interval=commit_interval,
+                           progress=False)
+        finally:
+            if bar is not None:
+                bar.close()
         total = len(index)
     except (M3SearchError, KeyboardInterrupt) as e:
         failure = str(e) if isinstance(e, M3SearchError) else "interrupted"
@@ -111,6 +118,23 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     if note:
         lines.append(note[0].upper() + note[1:] + ".")
     status("\n".join(lines), quiet)
+
+
+def _with_bar(docs, sources: list[str]):
+    """The documents, counted by a tqdm bar on stderr as they are read (a batch ahead of the encoder at
+    most): with a total, percentage and ETA when the corpus size can be counted cheaply."""
+    from tqdm import tqdm
+
+    from m3search.data.count import count_records
+
+    bar = tqdm(total=count_records(sources), unit=" docs", desc="indexing", dynamic_ncols=True, smoothing=0.05)
+
+    def counted():
+        for doc in docs:
+            yield doc
+            bar.update(1)
+
+    return counted(), bar
 
 
 def _skipped_note(reader) -> str:
