@@ -1,4 +1,4 @@
-"""Searching one dense segment: FAISS (flat or IVF-PQ) for candidates, the fp16 store for exact scores."""
+"""Searching one dense segment: FAISS (flat, HNSW or IVF-PQ) for candidates, the fp16 store for exact scores."""
 from __future__ import annotations
 
 import logging
@@ -88,8 +88,9 @@ class DenseSegmentReader(DenseReader):
                 "bytes_per_doc": self.nbytes() / max(1, self.n_docs)}
 
     # -- DenseReader ------------------------------------------------------------------------------
-    def search(self, xq, k, deleted=None, nprobe=None, refine=None, threads=None):
-        """Top-k by inner product. Flat segments are exact over the fp16 store. IVF segments visit
+    def search(self, xq, k, deleted=None, nprobe=None, refine=None, threads=None, ef_search=None):
+        """Top-k by inner product. Flat segments are exact over the fp16 store; HNSW segments walk the graph
+        with a candidate list of max(ef_search, k) and score with the store's exact values. IVF segments visit
         `nprobe` lists and, unless refine=0, re-rank the best max(refine, 4k) candidates exactly against
         the fp16 store, so their scores equal score_pairs'. Deleted documents are never returned."""
         xq = check_queries(xq, self.d)
@@ -107,15 +108,20 @@ class DenseSegmentReader(DenseReader):
         D, I = _padded(m, k)
         if m == 0 or n_live == 0:
             return D, I
-        flat = self.structure.kind == "flat"
+        ef = self.config.get("ef_search", 128) if ef_search is None else ef_search
+        if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
+            raise InputError(f"ef_search must be a positive integer, got {ef!r}")
+        flat = self.structure.exact_scores
         depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
-        if flat:
+        if self.structure.kind == "hnsw":
+            work = m * max(int(ef), depth) * self.structure.hnsw_m * self.d
+        elif flat:
             work = m * self.n_docs * self.d
         else:
             st = self.structure
             work = m * (min(int(nprobe), st.nlist) * (self.n_docs / max(1, st.nlist)) * (st.pq_m or self.d) + st.nlist * self.d)
         with faiss_threads(threads_for(work, self.config["threads"] if threads is None else threads)):
-            Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe))
+            Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe), int(ef))
         if not flat and refine:
             Dc, Ic = self._rerank(xq, Ic, k)
         kk = min(k, Dc.shape[1])
@@ -155,7 +161,7 @@ class DenseSegmentReader(DenseReader):
             cpu = self._ivf if self._ivf is not None else self._flat_index()
             if not self._gpu_tried:
                 self._gpu_tried = True
-                if want_gpu(self.config["gpu"]):
+                if self.structure.kind != "hnsw" and want_gpu(self.config["gpu"]):  # GPU FAISS has no HNSW
                     self._gpu = GpuClone(self._gpu_source(cpu))
             if self._gpu is not None and self._gpu.index is not None:
                 return self._gpu.index, False
@@ -178,12 +184,16 @@ class DenseSegmentReader(DenseReader):
             flat.add(np.asarray(self._store[lo : lo + _ROWS], dtype=np.float32))
         return flat
 
-    def _candidates(self, xq, depth, deleted, nprobe):
+    def _candidates(self, xq, depth, deleted, nprobe, ef=0):
         index, on_cpu = self._searcher()
-        ivf = self._ivf is not None
+        hnsw = self.structure.kind == "hnsw"
+        ivf = self._ivf is not None and not hnsw
         nprobe = min(nprobe, self.structure.nlist) if ivf else 0
         if on_cpu:
-            params = faiss.SearchParametersIVF(nprobe=nprobe) if ivf else faiss.SearchParameters()
+            if hnsw:
+                params = faiss.SearchParametersHNSW(efSearch=max(ef, depth))
+            else:
+                params = faiss.SearchParametersIVF(nprobe=nprobe) if ivf else faiss.SearchParameters()
             if deleted is not None:
                 live = LiveSelector(deleted)  # keeps the bitmap alive through the search
                 params.sel = live.sel
