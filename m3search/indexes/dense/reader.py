@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 _ROWS = 65536  # rows of the fp16 store converted to float32 at a time
 _GPU_MAX_K = 2048  # the largest k GPU FAISS searches
 REFINE_PER_K = 4  # re-rank at least this many candidates per result asked for
+_MIN_RERANK_ROWS = 4  # queries per re-rank thread, at least
 
 
 def check_queries(xq: np.ndarray, d: int) -> np.ndarray:
@@ -123,7 +124,8 @@ class DenseSegmentReader(DenseReader):
         with faiss_threads(threads_for(work, self.config["threads"] if threads is None else threads)):
             Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe), int(ef))
         if not flat and refine:
-            Dc, Ic = self._rerank(xq, Ic, k)
+            n_threads = threads if threads is not None else self.config["threads"] or faiss.omp_get_max_threads()
+            Dc, Ic = self._rerank_parallel(xq, Ic, k, int(n_threads))
         kk = min(k, Dc.shape[1])
         D[:, :kk], I[:, :kk] = Dc[:, :kk], Ic[:, :kk]
         D[I < 0] = -np.inf
@@ -215,6 +217,20 @@ class DenseSegmentReader(DenseReader):
         gone = np.take_along_axis(dead, order, 1)
         D[gone], I[gone] = -np.inf, -1
         return D, I
+
+    def _rerank_parallel(self, xq: np.ndarray, I: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """`_rerank` over slices of the queries on `threads` threads: numpy's gathers, fp16 conversions and
+        products release the GIL, so a batch re-ranks ~threads times faster (it was serial before)."""
+        m = len(xq)
+        threads = min(threads, m // _MIN_RERANK_ROWS)
+        if threads < 2:
+            return self._rerank(xq, I, k)
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = np.array_split(np.arange(m), threads)
+        with ThreadPoolExecutor(threads) as pool:
+            done = list(pool.map(lambda p: self._rerank(xq[p], I[p], k), parts))
+        return np.concatenate([d for d, _ in done]), np.concatenate([i for _, i in done])
 
     def _rerank(self, xq: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of each query's candidates from the fp16 store, best k first."""
