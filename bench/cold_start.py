@@ -33,7 +33,8 @@ QUERY = "How do I split cells?"
 def run_once(argv: list[str], env: dict) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd: a neutral folder, since `python -m` puts the working directory before PYTHONPATH on sys.path
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -45,7 +45,8 @@ def run_once(tree: Path, corpus: Path, work: Path) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "m3search", "index", str(corpus), "-o", str(out), "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=work)  # not the repository: `python -m` puts the cwd before PYTHONPATH
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
