@@ -19,7 +19,9 @@ from m3search.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class TieredMergePolicy:
-    merge_factor: int = 8
+    # 4, not 8: a CLI build (a commit every 1,000 docs) holds at most 6 segments at 30k docs and 9 at 100k
+    # (8: 9 and 14; on average 3.5-4.5 vs 5-7), for ~1.4x the merge writes; query cost grows per segment.
+    merge_factor: int = 4
     floor_docs: int = 1000  # segments below this size share the lowest tier
     max_deleted_ratio: float = 0.3
 
