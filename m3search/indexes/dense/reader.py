@@ -109,7 +109,7 @@ class DenseSegmentReader(DenseReader):
         D, I = _padded(m, k)
         if m == 0 or n_live == 0:
             return D, I
-        ef = self.config.get("ef_search", 128) if ef_search is None else ef_search
+        ef = self.config.get("ef_search", 256) if ef_search is None else ef_search
         if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise InputError(f"ef_search must be a positive integer, got {ef!r}")
         flat = self.structure.exact_scores
