@@ -3,7 +3,8 @@
 Why: importing transformers and building its model costs 2-3 s and ~100 MB before the first query can be
 encoded; a query needs none of its machinery. This module runs the same arithmetic (post-LN transformer,
 exact-erf GELU, PyTorch SDPA attention) over the same checkpoint tensors, which it maps straight from
-`model.safetensors` (copy-on-write mmap), so the 250k-row word table costs only the rows a batch touches.
+`model.safetensors` (copy-on-write mmap; torch's own mmap for a zip-format pytorch_model.bin), so the
+250k-row word table costs only the rows a batch touches.
 `tests/encoder/test_native.py` checks it against transformers' model to 1e-5.
 
 Only the configurations below are handled (`supports(config)`); anything else, and training, use
@@ -160,12 +161,19 @@ class NativeEncoder(nn.Module):
 
 
 def load_native(path: Path, config) -> NativeEncoder | None:
-    """The backbone of a folder with a single model.safetensors, or None (then transformers loads it)."""
-    file = path / "model.safetensors"
-    if not supports(config) or not file.is_file():
+    """The backbone of a folder with one model.safetensors (or one pytorch_model.bin in torch's zip format,
+    as BAAI/bge-m3 ships), mapped rather than read; None when this module can't run it (then transformers
+    loads it)."""
+    if not supports(config):
         return None
     try:
-        model = NativeEncoder(config, mmap_safetensors(file))
-    except (KeyError, ValueError):
+        if (path / "model.safetensors").is_file():
+            state = mmap_safetensors(path / "model.safetensors")
+        elif (path / "pytorch_model.bin").is_file():
+            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
+        else:
+            return None
+        model = NativeEncoder(config, state)
+    except (KeyError, ValueError, RuntimeError, OSError):
         return None
     return model.eval().requires_grad_(False)
