@@ -1,4 +1,5 @@
-"""Dense component benchmark: DenseComponent (IVF-PQ fast-scan + fp16 re-ranking) beside FAISS IndexFlatIP.
+"""Dense component benchmark: DenseComponent's IVF-PQ fast-scan + fp16 re-ranking and its HNSW over fp16
+(IndexHNSWSQ, M --hnsw-m, a grid of efSearch) beside FAISS IndexFlatIP.
 
 BGE-M3-shaped synthetic vectors (bench/synthetic.py, 1024-d, clustered). In one run: build time, bytes per
 document, batched QPS (2 FAISS threads: throughput), single-query p50/p95 latency (1 thread), recall@10/100
@@ -28,7 +29,7 @@ from m3search.types import EncodedBatch
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULTS = {"n": 1_000_000, "d": 1024, "queries": 1000, "latency_queries": 200, "nprobe": [8, 16, 32, 64],
             "refine": [0, 100, 200, 400], "repeats": 3, "seed": 0, "out": str(RESULTS), "chunk": 65536,
-            "tmp": None, "config": "{}"}
+            "tmp": None, "config": "{}", "hnsw_ef": [32, 64, 128, 256], "hnsw_m": 32}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=DEFAULTS["out"], help="folder for JSON and plots")
     p.add_argument("--tmp", default=None, help="folder for the index (default: a temporary folder)")
     p.add_argument("--config", default="{}", help='DenseComponent config as JSON, e.g. \'{"index": "ivfpqfs"}\'')
+    p.add_argument("--hnsw-ef", type=int, nargs="*", default=DEFAULTS["hnsw_ef"], help="efSearch grid (none: skip HNSW)")
+    p.add_argument("--hnsw-m", type=int, default=DEFAULTS["hnsw_m"])
     return p.parse_args(argv)
 
 
@@ -76,7 +79,7 @@ def run(args=None) -> dict:
 
     # -- ours -----------------------------------------------------------------------------------
     with tempfile.TemporaryDirectory(dir=o["tmp"]) as tmp:
-        comp = DenseComponent({"threads": 2, **json.loads(o["config"])})
+        comp = DenseComponent({"threads": 2, "index": "ivfpqfs", **json.loads(o["config"])})
         batch = EncodedBatch(dense=xb, sparse=sp.csr_matrix((len(xb), 1), dtype=np.float32),
                              multivec=np.zeros((0, 1), np.float32), multivec_lengths=np.zeros(len(xb), np.int64))
         t0 = time.perf_counter()
@@ -86,6 +89,15 @@ def run(args=None) -> dict:
         desc = reader.describe()
         res["ours"] = {"build_s": build_s, **desc}
         log.info("built %s in %.0fs", desc["factory"], build_s)
+        hnsw = None
+        if o["hnsw_ef"]:
+            hcomp = DenseComponent({"threads": 2, "index": "hnsw", "hnsw_m": o["hnsw_m"]})
+            t0 = time.perf_counter()
+            hmeta = hcomp.build(Path(tmp) / "hnsw", batch, Path(tmp) / "shared")
+            hnsw_build = time.perf_counter() - t0
+            hnsw = hcomp.open(Path(tmp) / "hnsw", hmeta, Path(tmp) / "shared")
+            res["hnsw"] = {"build_s": hnsw_build, **hnsw.describe()}
+            log.info("built HNSW in %.0fs", hnsw_build)
 
         # -- FAISS flat baseline (exact, fp32), also the ground truth -------------------------------
         flat = faiss.IndexFlatIP(o["d"])
@@ -117,6 +129,21 @@ def run(args=None) -> dict:
                              "recall@10": recall(I10, gt, 10), "recall@100": recall(I100, gt, 100)})
                 log.info("%s", rows[-1])
         reader.close()
+        for ef in o["hnsw_ef"] if hnsw is not None else ():
+            def hbatched(k=10, ef=ef):
+                return hnsw.search(xq, k, ef_search=ef, threads=2)
+
+            secs, (_, I10) = timed(hbatched, o["repeats"])
+            _, I100 = hnsw.search(xq, 100, ef_search=ef, threads=2)
+            lat = latencies(lambda q: hnsw.search(q, 10, ef_search=ef, threads=1), xl)
+            secs1, _ = timed(lambda: hnsw.search(xq, 10, ef_search=ef, threads=1), 1)
+            rows.append({"system": "m3search dense", "setting": f"HNSW{o['hnsw_m']}_SQfp16 efSearch={ef}",
+                         "ef_search": ef, "build_s": res["hnsw"]["build_s"], "bytes_per_doc": res["hnsw"]["bytes_per_doc"],
+                         "qps": len(xq) / secs, "qps_1thread": len(xq) / secs1, **lat,
+                         "recall@10": recall(I10, gt, 10), "recall@100": recall(I100, gt, 100)})
+            log.info("%s", rows[-1])
+        if hnsw is not None:
+            hnsw.close()
     flat_qps = rows[0]["qps"]
     for r in rows:
         r["qps_vs_flat"] = r["qps"] / flat_qps
@@ -137,7 +164,10 @@ def markdown(res: dict) -> str:
 
 def plot(res: dict, path: Path) -> None:
     with plot_axes(path) as ax:
-        ours = [r for r in res["rows"] if r["system"] == "m3search dense"]
+        ours = [r for r in res["rows"] if r["system"] == "m3search dense" and "refine" in r]
+        hn = sorted((r["qps"], r["recall@10"]) for r in res["rows"] if "ef_search" in r)
+        if hn:
+            ax.plot([p[1] for p in hn], [p[0] for p in hn], "s--", label="HNSW over fp16 (efSearch varies)")
         for refine in sorted({r["refine"] for r in ours}):
             pts = sorted((r["qps"], r["recall@10"]) for r in ours if r["refine"] == refine)
             ax.plot([p[1] for p in pts], [p[0] for p in pts], "o-", label=f"IVF-PQfs refine={refine} (nprobe varies)")

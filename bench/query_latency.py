@@ -51,8 +51,11 @@ def synthetic_identity(d: int) -> EncoderIdentity:
                            tokenizer_hash="synthetic")
 
 
-def build_index(path: Path, n: int, d: int, seed: int, chunk: int) -> None:
-    """Write n synthetic passages through the engine (skipped when a finished index is there)."""
+def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every: int | None = None) -> None:
+    """Write n synthetic passages through the engine (skipped when a finished index is there).
+
+    commit_every=None: one bulk load, then optimize() (one segment). commit_every=N: the CLI's path, a
+    commit every N passages with the default merge policy after each commit and no final optimize."""
     from synthetic import DenseCorpus, TokenCorpus
     from synthetic_sparse import make_corpus, make_vocabulary
 
@@ -74,10 +77,15 @@ def build_index(path: Path, n: int, d: int, seed: int, chunk: int) -> None:
             batch = EncodedBatch(dense.docs(lo, hi), sparse[lo:hi], vecs, lengths)
             ids = [f"p{i}" for i in range(lo, hi)]
             texts = [{"text": " ".join(rng.choice(WORDS, size=60))} for _ in ids]
-            index.add(ids, batch, texts)
+            for a in range(0, hi - lo, commit_every or (hi - lo)):
+                b = min(hi - lo, a + (commit_every or (hi - lo)))
+                index.add(ids[a:b], batch.select(range(a, b)), texts[a:b])
+                if commit_every:
+                    index.commit()
             print(f"  added {hi}/{n} passages ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         index.commit()
-        index.optimize()  # one segment, as after a bulk load
+        if not commit_every:
+            index.optimize()  # one segment, as after a bulk load
     print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
@@ -156,6 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk", type=int, default=2000, help="passages generated and added per step")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--no-encode", action="store_true", help="skip timing the real encoder")
+    p.add_argument("--cli-commit-every", type=int, default=None, metavar="N",
+                   help="also time an index built the CLI's way: a commit every N passages, merges by the default "
+                   "policy, no final optimize (reported beside the optimized one)")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "query_latency.json")
     args = p.parse_args(argv)
@@ -167,12 +178,21 @@ def main(argv: list[str] | None = None) -> dict:
     queries = make_queries(args.n, args.dim, args.seed, args.queries)
     encode = None if args.no_encode else measure_encode(min(args.queries, 95), args.batch)
 
-    results = {}
-    with m3search.open_index(path) as index:
+    cli_path = None
+    if args.cli_commit_every:
+        cli_path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}-commit{args.cli_commit_every}.m3s"
+        build_index(cli_path, args.n, args.dim, args.seed, args.chunk, commit_every=args.cli_commit_every)
+
+    results, cli_results, cli_info = {}, {}, None
+    with m3search.open_index(path) as index, (m3search.open_index(cli_path) if cli_path else _null()) as cli:
         info = index.info()
+        cli_info = cli.info() if cli is not None else None
         for mode in args.modes.split(","):
             print(f"  timing {mode}", file=sys.stderr, flush=True)
+            # the two indexes alternate per mode, so machine load shifts hit both alike
             results[mode] = measure_mode(index, queries, mode, args.k, args.batch)
+            if cli is not None:
+                cli_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
             if encode is not None:
                 enc = np.asarray(encode["times_s"])
                 search = np.asarray(results[mode]["search_times_s"])
@@ -189,11 +209,26 @@ def main(argv: list[str] | None = None) -> dict:
         "encode": {key: v for key, v in (encode or {}).items() if key != "times_s"} or None,
         "modes": {m: {key: v for key, v in r.items() if key != "search_times_s"} for m, r in results.items()},
     }
+    if cli_info is not None:
+        report["cli_built"] = {
+            "commit_every": args.cli_commit_every, "n_segments": cli_info["n_segments"],
+            "total_bytes": cli_info["total_bytes"],
+            "bytes": {kind: c["bytes"] for kind, c in cli_info["components"].items()},
+            "modes": {m: {key: v for key, v in r.items() if key != "search_times_s"} for m, r in cli_results.items()},
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     args.out.with_suffix(".md").write_text(markdown(report) + "\n")
     print(markdown(report))
     return report
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def markdown(report: dict) -> str:
@@ -217,6 +252,18 @@ def markdown(report: dict) -> str:
         )
     lines += ["", "Stage columns are mean ms per single query. Search excludes encoding; end-to-end adds the "
               "encoder's time for one query."]
+    cli = report.get("cli_built")
+    if cli:
+        lines += ["", f"Built the CLI's way (a commit every {cli['commit_every']:,} passages, default merge policy, "
+                  f"no optimize): {cli['n_segments']} segment(s), {cli['total_bytes'] / 2**30:.2f} GiB; the same "
+                  "queries, timed alternately with the optimized index.", "",
+                  "| mode | optimized p50 / p95 (ms) | CLI-built p50 / p95 (ms) | CLI-built / optimized (p50) |",
+                  "|---|---|---|---|"]
+        for mode, r in cli["modes"].items():
+            o = report["modes"][mode]["search"]
+            c = r["search"]
+            lines.append(f"| {mode} | {o['p50_ms']:.1f} / {o['p95_ms']:.1f} | {c['p50_ms']:.1f} / {c['p95_ms']:.1f} | "
+                         f"{c['p50_ms'] / o['p50_ms']:.2f}x |")
     if enc:
         lines += [f"Encode ({enc['model']} on this CPU, one query): p50 {enc['single']['p50_ms']:.1f} ms, p95 "
                   f"{enc['single']['p95_ms']:.1f} ms; batched: {enc['batch_qps']:.0f} queries/s."]

@@ -101,9 +101,16 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     failure = None
     try:
         write = index.upsert if replace else index.add
-        checked = DocumentStream(itertools.chain([first], docs), check_ids=False)  # `stream` checks the ids
-        result = write(checked, batch_size=batch_size, max_length=max_length,
-                       commit_interval=commit_interval, progress=show_progress(quiet))
+        records, bar = itertools.chain([first], docs), None
+        if show_progress(quiet):
+            records, bar = _with_bar(records, sources)
+        checked = DocumentStream(records, check_ids=False)  # `stream` checks the ids
+        try:
+            result = write(checked, batch_size=batch_size, max_length=max_length,
+                           commit_interval=commit_interval, progress=False)
+        finally:
+            if bar is not None:
+                bar.close()
         total = len(index)
     except (M3SearchError, KeyboardInterrupt) as e:
         failure = str(e) if isinstance(e, M3SearchError) else "interrupted"
@@ -140,6 +147,23 @@ def _failed(message: str, interrupted: bool) -> click.ClickException:
     if interrupted:
         error.exit_code = 130  # 128 + SIGINT, as shells expect of a command stopped by Ctrl-C
     return error
+
+
+def _with_bar(docs, sources: list[str]):
+    """The documents, counted by a tqdm bar on stderr as they are read (a batch ahead of the encoder at
+    most): with a total, percentage and ETA when the corpus size can be counted cheaply."""
+    from tqdm import tqdm
+
+    from m3search.data.count import count_records
+
+    bar = tqdm(total=count_records(sources), unit=" docs", desc="indexing", dynamic_ncols=True, smoothing=0.05)
+
+    def counted():
+        for doc in docs:
+            yield doc
+            bar.update(1)
+
+    return counted(), bar
 
 
 def _skipped_note(reader: CorpusReader, stream: DocumentStream) -> str:

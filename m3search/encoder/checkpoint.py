@@ -272,11 +272,14 @@ def read_spec(path: Path, backbone_config=None, tokenizer: M3Tokenizer | None = 
 
 
 def load_m3_model(
-    path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+    native: bool = False,
 ) -> LoadedModel:
     """Load a BGE-M3-layout folder onto `device` (default: CUDA if available, else CPU) in eval mode.
 
     dtype defaults to fp32 on CPU and bf16 (or fp16) on CUDA. Raises ModelError for an incomplete folder.
+    native=True (inference only) runs BERT-family backbones with `native.py` instead of transformers, with
+    the weights mapped from model.safetensors; other architectures still load through transformers.
     """
     path = Path(path).expanduser()
     check_model_folder(path)
@@ -284,7 +287,14 @@ def load_m3_model(
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     tokenizer = M3Tokenizer.from_folder(path)
-    backbone = _load_backbone(path)
+    backbone = None
+    if native:
+        from m3search.encoder.native import load_native, read_config
+
+        config = read_config(path)
+        backbone = load_native(path, config) if config is not None else None
+    if backbone is None:
+        backbone = _load_backbone(path)
     spec = read_spec(path, backbone.config, tokenizer)
     hidden = backbone.config.hidden_size
     colbert_state = _load_head(path / COLBERT_FILE, hidden)

@@ -19,6 +19,7 @@ they run on CPU). On out-of-memory the token budget is halved and the remaining 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from pathlib import Path
 from typing import Literal, Sequence
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 # Padded tokens per forward pass. On CPU small batches keep activations in cache: 1024-2048 measured fastest
 # (bench/encode_throughput.py, 2 cores), 4096 ~15% slower.
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
+# At or below this many padded tokens a CPU forward pass runs on one thread: a query's matrices are too
+# small to split, and on a busy machine each 2-thread OpenMP op waited ~20 ms for its second thread
+# (bench/cold_start.py).
+SINGLE_THREAD_TOKENS = 256
 LongDense = Literal["mean", "first"]
 
 
@@ -142,7 +147,7 @@ class M3Encoder(Encoder):
         cls, path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **options
     ) -> "M3Encoder":
         """Load a BGE-M3-layout folder (see `checkpoint.py`) and wrap it; options as in the class docstring."""
-        return cls(load_m3_model(path, device=device, dtype=dtype), **options)
+        return cls(load_m3_model(path, device=device, dtype=dtype, native=True), **options)
 
     # -- Encoder interface --------------------------------------------------------------------------
 
@@ -244,7 +249,8 @@ class M3Encoder(Encoder):
         input_ids, mask = self.tokenizer.pad([p.ids for p in batch])
         ids_t = torch.from_numpy(input_ids).to(self.device)
         mask_t = torch.from_numpy(mask).to(self.device)
-        with torch.inference_mode():
+        small = self.device.type == "cpu" and input_ids.size <= SINGLE_THREAD_TOKENS
+        with torch.inference_mode(), _torch_threads(1 if small else None):
             hidden = self.model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
             out = self.model.apply_heads(hidden, mask_t)
             dense = out.dense
@@ -295,6 +301,20 @@ class M3Encoder(Encoder):
             (0, self.model.colbert_dim), dtype=np.float32
         )
         return EncodedBatch(text_dense, sparse, np.ascontiguousarray(multivec), lengths)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with n intra-op torch threads (None: leave them), restoring the count after."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: int) -> sp.csr_matrix:

@@ -44,8 +44,11 @@ _NO_LIMIT = 10**8
 
 def sentencepiece_whitespace(backend) -> None:
     """Split on whitespace before Metaspace, as sentencepiece and transformers >= 5 do (see module doc)."""
-    from tokenizers import pre_tokenizers
+    from tokenizers import models, pre_tokenizers
 
+    # Cheap type checks first: parsing the JSON of a 250k-entry vocabulary takes ~0.5 s.
+    if not isinstance(backend.model, models.Unigram) or not isinstance(backend.pre_tokenizer, pre_tokenizers.Metaspace):
+        return
     data = json.loads(backend.to_str())
     pre = data.get("pre_tokenizer") or {}
     if data.get("model", {}).get("type") != "Unigram" or pre.get("type") != "Metaspace":
@@ -164,8 +167,14 @@ class M3Tokenizer:
 
     @property
     def sha256(self) -> str:
+        """sha256 of `canonical_json()`, remembered in the m3search cache under a digest of the serialized
+        tokenizer (canonicalising a 250k vocabulary takes ~1 s; the digest ~50 ms), so a cold query skips it."""
         if self._hash is None:
-            self._hash = hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+            raw = hashlib.sha256(self.backend.to_str().encode("utf-8")).hexdigest()
+            self._hash = _memo_get(raw)
+            if self._hash is None:
+                self._hash = hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+                _memo_put(raw, self._hash)
         return self._hash
 
     # -- encoding --------------------------------------------------------------------------------
@@ -218,3 +227,36 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ModelError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+_MEMO_DIR = "tokenizer-hashes"
+
+
+def _memo_path(raw_digest: str) -> Path:
+    from m3search.encoder.default_model import cache_root
+
+    return cache_root() / _MEMO_DIR / f"{raw_digest}.sha256"
+
+
+def _memo_get(raw_digest: str) -> str | None:
+    try:
+        value = _memo_path(raw_digest).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
+
+
+def _memo_put(raw_digest: str, value: str) -> None:
+    """Best effort: a read-only cache only costs the next process the slow path."""
+    import os
+    import tempfile
+
+    try:
+        path = _memo_path(raw_digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(value)
+        os.replace(tmp, path)
+    except OSError:
+        pass

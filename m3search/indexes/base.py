@@ -125,3 +125,8 @@ class ComponentType(abc.ABC):
     def merge(self, path: Path, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], shared: Path) -> dict:
         """Write one segment holding, in order, the documents `keep[i]` (local ids) of `sources[i]`;
         return its metadata. Built from the stored representations, without the original batch."""
+
+    def stale(self, meta: dict, shared: Path) -> bool:
+        """True when rewriting this segment alone (a merge of one) would now store it better, e.g. it was
+        written before the index-wide codec existed. The writer's merge policy rewrites such segments."""
+        return False

@@ -356,7 +356,9 @@ class IndexWriter:
     def _merge_by_policy(self) -> None:
         for _ in range(_MAX_MERGE_ROUNDS):
             segs = self.committed.segments
-            runs = self.merge_policy.plan([s.n for s in segs], [s.n_deleted for s in segs])
+            stale = [any(c.stale(s.metas.get(kind, {}), self.index_dir / COMPONENTS_DIR / kind)
+                         for kind, c in self.components.items()) for s in segs]
+            runs = self.merge_policy.plan([s.n for s in segs], [s.n_deleted for s in segs], stale)
             if not runs:
                 return
             self.merge(runs)

@@ -169,7 +169,7 @@ def test_int8_dynamic_quantization_runs_and_stays_close(tiny_model_dir, tiny_enc
         int8 = M3Encoder.from_pretrained(tiny_model_dir, device="cpu", quantize="int8")
         got = int8.encode(MIXED)
     want = tiny_encoder.encode(MIXED)
-    assert "quantized" in type(int8.model.backbone.encoder.layer[0].attention.self.query).__module__
+    assert any("quantized" in type(m).__module__ for m in int8.model.backbone.modules())
     cos = np.einsum("ij,ij->i", got.dense, want.dense)
     assert cos.min() > 0.95
     assert got.multivec_lengths.tolist() == want.multivec_lengths.tolist()

@@ -82,14 +82,14 @@ def test_ivfpq_with_refine_meets_recall_floor(build, data):
     np.testing.assert_allclose(D.ravel(), r.score_pairs(xq, np.repeat(np.arange(len(xq)), 10), I.ravel()), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivfpqfs"])
+@pytest.mark.parametrize("kind", ["flat", "ivfpqfs", "hnsw"])
 def test_deleted_documents_never_returned_and_k_live_results_kept(build, data, kind):
     xb, xq = data
     r = build(xb, {"index": kind, "nlist": 16, "pq_m": 8})
     deleted = np.zeros(len(xb), bool)
     deleted[exact(xb, xq, 5)[1].ravel()] = True  # every query's best five
     deleted[::3] = True
-    D, I = r.search(xq, 10, deleted=deleted, nprobe=16, refine=len(xb))
+    D, I = r.search(xq, 10, deleted=deleted, nprobe=16, refine=len(xb), ef_search=len(xb))
     assert (I >= 0).all() and not deleted[I].any()
     assert_same_topk(*exact(xb, xq, 10, deleted), D, I)
 
@@ -190,7 +190,7 @@ def test_header_not_matching_index_metadata_is_refused(tmp_path, data):
 
 @pytest.mark.parametrize(
     "config, key",
-    [({"nprobe": 0}, "nprobe"), ({"index": "hnsw"}, "index"), ({"nlist": "many"}, "nlist"),
+    [({"nprobe": 0}, "nprobe"), ({"index": "hnswx"}, "index"), ({"hnsw_m": 1}, "hnsw_m"), ({"ef_search": 0}, "ef_search"), ({"nlist": "many"}, "nlist"),
      ({"refine": -1}, "refine"), ({"gpu": "maybe"}, "gpu"), ({"n_probe": 3}, "n_probe"), ({"nprobe": True}, "nprobe")],
 )
 def test_bad_config_names_the_key(config, key):
@@ -200,13 +200,14 @@ def test_bad_config_names_the_key(config, key):
 
 def test_pq_m_must_divide_the_dimension():
     with pytest.raises(ConfigError, match="pq_m"):
-        choose_structure(100_000, 1024, validate_config({"pq_m": 100}))
+        choose_structure(100_000, 1024, validate_config({"pq_m": 100, "index": "ivfpqfs"}))
 
 
 def test_structure_follows_the_size():
     config = validate_config({})
     assert choose_structure(50_000, 1024, config).kind == "flat"
-    s = choose_structure(1_000_000, 1024, config)
+    assert choose_structure(1_000_000, 1024, config).factory == "HNSW32_SQfp16"
+    s = choose_structure(1_000_000, 1024, validate_config({"hnsw_max_docs": 500_000}))
     assert (s.kind, s.nlist, s.pq_m, s.factory) == ("ivfpqfs", 1024, 256, "IVF1024,PQ256x4fs")
     assert choose_structure(200, 64, validate_config({"index": "ivfpq"})).kind == "flat"  # too few to train
 
@@ -239,3 +240,20 @@ def test_over_fetch_path_used_on_gpu_equals_selector_path(build, data, kind, mon
     got = r.search(xq, 10, deleted=deleted, nprobe=16, refine=len(xb) // 2)
     assert not deleted[got[1]].any()
     assert_same_topk(*want, *got)
+
+
+def test_hnsw_scores_are_exact_and_recall_is_high(build, data, tmp_path):
+    xb, xq = data
+    r = build(xb, {"index": "hnsw", "hnsw_m": 16})
+    assert r.describe()["structure"] == "hnsw"
+    D, I = r.search(xq, 10)
+    np.testing.assert_allclose(D, r.score_pairs(xq, np.repeat(np.arange(len(xq)), 10), I.ravel()).reshape(D.shape),
+                               atol=1e-5)  # the graph's scores are the fp16 store's
+    assert recall(I, exact(xb, xq, 10)[1]) >= 0.95
+    assert_same_topk(*exact(xb, xq, 10), *r.search(xq, 10, ef_search=len(xb)))  # an exhaustive walk is exact
+    comp = DenseComponent({"threads": 1, "index": "hnsw", "hnsw_m": 16})
+    keep = np.arange(0, len(xb), 2)
+    meta = comp.merge(tmp_path / "m", [r], [keep], tmp_path / "shared")
+    merged = comp.open(tmp_path / "m", meta, tmp_path / "shared")
+    assert meta["version"] == 2 and merged.structure.kind == "hnsw"
+    assert_same_topk(*exact(xb[keep], xq, 10), *merged.search(xq, 10, ef_search=len(keep)))

@@ -5,6 +5,8 @@ A segment folder holds:
   vectors.arr   (n, d) float16, the refinement store: exact scores, re-ranking, merges (a checked array,
                 memory-mapped, see segment_files.py)
   ivf.faiss     IVF segments only: FAISS's own index file (IVF-PQ fast-scan by default)
+  hnsw.faiss    HNSW segments only: FAISS's IndexHNSWSQ (graph + fp16 codes, the store's exact values);
+                such segments are version 2, which older m3search refuses cleanly
 Everything is built from the fp16 store, so merging segments gives exactly what building from the kept
 documents would.
 """
@@ -30,15 +32,16 @@ from m3search.types import EncodedBatch
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.dense"
-VERSION = 2  # 2: vectors in the checked array format (1: .npy, sample-checked; no longer read)
+VERSION = 3  # 3: adds the hnsw structure (other structures are still written as 2); 2: checked arrays
 HEADER = "dense.json"
 STORE = "vectors.arr"
 IVF = "ivf.faiss"
+HNSW = "hnsw.faiss"
 
 
 class DenseComponent(ComponentType):
-    """Dense vectors: exact flat search while a segment is small, IVF-PQ + exact fp16 re-ranking above
-    `flat_threshold` documents. Config keys: see `m3search.indexes.dense.config.DEFAULTS`."""
+    """Dense vectors: exact flat search while a segment is small, HNSW over fp16 for mid-sized segments,
+    IVF-PQ + exact fp16 re-ranking for the largest. Config keys: `m3search.indexes.dense.config.DEFAULTS`."""
 
     kind = "dense"
 
@@ -77,8 +80,9 @@ class DenseComponent(ComponentType):
         if store.shape != (header["n"], header["d"]) or store.dtype != np.float16:
             raise IndexFormatError(f"{path / STORE} holds {store.dtype}{store.shape}, not the recorded float16 store")
         ivf = None
-        if Structure(**header["structure"]).kind != "flat":
-            ivf_path = sf.check_file(path, IVF, files[IVF])
+        kind = Structure(**header["structure"]).kind
+        if kind != "flat":
+            ivf_path = sf.check_file(path, HNSW if kind == "hnsw" else IVF, files[HNSW if kind == "hnsw" else IVF])
             try:
                 ivf = faiss.read_index(str(ivf_path))
             except RuntimeError as e:
@@ -94,16 +98,22 @@ class DenseComponent(ComponentType):
         store = sf.write_array_chunks(path, STORE, (n, d), np.float16, chunks)
         structure = choose_structure(n, d, self.config)
         files = {STORE: store}
-        if structure.kind != "flat":
+        if structure.kind == "hnsw":
+            with faiss_threads(self.config["threads"]):
+                files[HNSW] = self._write_hnsw(path, structure, sf.open_checked(path, STORE, store).verify_all().raw)
+        elif structure.kind != "flat":
             with faiss_threads(self.config["threads"]):
                 files[IVF] = self._write_ivf(path, structure, sf.open_checked(path, STORE, store).verify_all().raw)
+        fields = {"kind": structure.kind, "nlist": structure.nlist, "pq_m": structure.pq_m,
+                  "train_sample": structure.train_sample}
+        if structure.kind == "hnsw":
+            fields["hnsw_m"] = structure.hnsw_m
         header = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": 3 if structure.kind == "hnsw" else 2,
             "n": n,
             "d": d,
-            "structure": {"kind": structure.kind, "nlist": structure.nlist, "pq_m": structure.pq_m,
-                          "train_sample": structure.train_sample},
+            "structure": fields,
             "factory": structure.factory,
             "files": files,
             "nbytes": sum(f["bytes"] for f in files.values()),
@@ -112,6 +122,23 @@ class DenseComponent(ComponentType):
         fsync_dir(path)
         logger.info("dense segment %s: %d x %d as %s", path, n, d, structure.factory)
         return header
+
+    def _write_hnsw(self, path: Path, structure: Structure, store: np.ndarray) -> dict:
+        """HNSW over fp16 codes: its scores are exactly the store's, so searches need no re-rank."""
+        n, d = store.shape
+        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, structure.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.config["ef_construction"]
+        index.train(np.zeros((1, d), np.float32))  # fp16 needs no statistics
+        for lo in range(0, n, _ROWS):
+            index.add(np.asarray(store[lo : lo + _ROWS], dtype=np.float32))
+        return self._save(path, HNSW, index)
+
+    def _save(self, path: Path, name: str, index: faiss.Index) -> dict:
+        tmp = path / (name + ".tmp")
+        faiss.write_index(index, str(tmp))
+        fsync_file(tmp)
+        tmp.rename(path / name)
+        return sf.describe(path / name)
 
     def _write_ivf(self, path: Path, structure: Structure, store: np.ndarray) -> dict:
         n, d = store.shape
@@ -127,8 +154,4 @@ class DenseComponent(ComponentType):
         index.train(np.asarray(store[sample], dtype=np.float32))
         for lo in range(0, n, _ROWS):
             index.add(np.asarray(store[lo : lo + _ROWS], dtype=np.float32))
-        tmp = path / (IVF + ".tmp")
-        faiss.write_index(index, str(tmp))
-        fsync_file(tmp)
-        tmp.rename(path / IVF)
-        return sf.describe(path / IVF)
+        return self._save(path, IVF, index)

@@ -6,14 +6,22 @@ import math
 
 from m3search.errors import ConfigError
 
-STRUCTURES = ("auto", "flat", "ivfpqfs", "ivfpq", "ivfflat")
+STRUCTURES = ("auto", "flat", "hnsw", "ivfpqfs", "ivfpq", "ivfflat")
 
 DEFAULTS = {
     # Segments with fewer documents are searched exactly (flat over the fp16 store).
     "flat_threshold": 100_000,
-    # auto: flat below flat_threshold, else IVF + 4-bit fast-scan PQ; the others force a structure
-    # (ivfflat is exact within the probed lists, mostly for tests and comparisons).
+    # auto: flat below flat_threshold, HNSW over fp16 from there to hnsw_max_docs, IVF + 4-bit fast-scan PQ
+    # above; the others force a structure (ivfflat is exact within the probed lists, mostly for tests and
+    # comparisons). HNSW keeps graph + fp16 vectors in memory (2d + 8M bytes/doc), IVF-PQ only d/8 bytes
+    # (its fp16 store is read from the memory map for the re-rank): that is where IVF-PQ is needed.
     "index": "auto",
+    "hnsw_max_docs": 2_000_000,  # ~4.6 GB in memory at 1024-d with M 32
+    "hnsw_m": 32,  # graph neighbours per node
+    "ef_construction": 80,
+    # candidate list of a search (at least the depth asked for); a search call may override. 100k x 1024
+    # (bench/results/dense_n100000.md): 128 gives recall@10/@100 0.995/0.984, 256 gives 0.997/0.995.
+    "ef_search": 256,
     "nlist": "auto",  # auto: the power of two nearest to sqrt(N), clipped to [16, 65536]
     # sub-quantizers; auto: d/4 for 4-bit fast-scan (d/8 bytes per vector), d/8 for 8-bit PQ. Measured at
     # 60k x 1024 (bench/synthetic.py): PQ256x4fs + refine 200 reaches recall@10 0.998 while scanning ~5x
@@ -48,6 +56,10 @@ def validate_config(config: dict) -> dict:
     _check_int(out, "nlist", 1, allow_auto=True)
     _check_int(out, "pq_m", 1, allow_auto=True)
     _check_int(out, "nprobe", 1)
+    _check_int(out, "hnsw_max_docs", 0)
+    _check_int(out, "hnsw_m", 2)
+    _check_int(out, "ef_construction", 1)
+    _check_int(out, "ef_search", 1)
     _check_int(out, "refine", 0)
     _check_int(out, "train_sample", 1, allow_auto=True)
     _check_int(out, "seed", 0)
@@ -62,16 +74,23 @@ def validate_config(config: dict) -> dict:
 class Structure:
     """What one segment is built as."""
 
-    kind: str  # "flat" | "ivfpqfs" | "ivfpq" | "ivfflat"
+    kind: str  # "flat" | "hnsw" | "ivfpqfs" | "ivfpq" | "ivfflat"
     nlist: int = 0
     pq_m: int = 0
     train_sample: int = 0
+    hnsw_m: int = 0
+
+    @property
+    def exact_scores(self) -> bool:
+        """Whether the searcher's scores are the fp16 store's inner products (no re-rank needed)."""
+        return self.kind in ("flat", "hnsw")
 
     @property
     def factory(self) -> str:
         """The faiss.index_factory string (flat segments are searched as SQfp16 over the fp16 store)."""
         return {
             "flat": "SQfp16",
+            "hnsw": f"HNSW{self.hnsw_m}_SQfp16",
             "ivfflat": f"IVF{self.nlist},Flat",
             "ivfpq": f"IVF{self.nlist},PQ{self.pq_m}",
             "ivfpqfs": f"IVF{self.nlist},PQ{self.pq_m}x4fs",
@@ -92,9 +111,11 @@ def choose_structure(n: int, d: int, config: dict) -> Structure:
     to train the requested quantizers."""
     kind = config["index"]
     if kind == "auto":
-        kind = "flat" if n < config["flat_threshold"] else "ivfpqfs"
-    if kind == "flat":
+        kind = "flat" if n < config["flat_threshold"] else "hnsw" if n < config["hnsw_max_docs"] else "ivfpqfs"
+    if kind == "flat" or n == 0:
         return Structure("flat")
+    if kind == "hnsw":
+        return Structure("hnsw", hnsw_m=config["hnsw_m"])
     if config["nlist"] == "auto":
         nlist = 2 ** round(math.log2(max(1.0, math.sqrt(n))))
         nlist = min(max(nlist, 16), 65536, max(1, n // 39))

@@ -132,6 +132,13 @@ class MultivecComponent(ComponentType):
             _write_header(Path(path), header)
         return header
 
+    def stale(self, meta: dict, shared: Path) -> bool:
+        """An fp16 segment (written before the codec was trained) once the index has its codec."""
+        if meta.get("codec") != "fp16" or self.config["compression"] == "fp16":
+            return False
+        codec = self.shared_codec(Path(shared))
+        return codec is not None and codec.codec_id != meta.get("codec_id")
+
     def open(self, path: Path, meta: dict, shared: Path) -> MultivecSegmentReader:
         path = Path(path)
         header = sf.read_header(path / HEADER, FORMAT, VERSION, min_version=2)

@@ -8,7 +8,7 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.base import MultivecReader
-from m3search.indexes.faiss_support import faiss_threads
+from m3search.indexes.faiss_support import faiss_threads, threads_for
 from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec import generator as gen
@@ -177,7 +177,8 @@ class MultivecSegmentReader(MultivecReader):
         use_lut = self.codec.supports_lut and scorer != "decode"
         if scorer == "lut" and not self.codec.supports_lut:
             raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
-        with faiss_threads(self.config.get("threads") if threads is None else threads):
+        work = float(self.doc_lengths(ids).sum()) * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * self.dim
+        with faiss_threads(threads_for(work, self.config.get("threads") if threads is None else threads)):
             return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
 
     def _score(self, q_vecs, q_lengths, q_index, ids, use_lut):

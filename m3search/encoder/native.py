@@ -1,0 +1,179 @@
+"""A plain-torch inference backbone for BERT-family encoders (XLM-RoBERTa, BERT), loaded without transformers.
+
+Why: importing transformers and building its model costs 2-3 s and ~100 MB before the first query can be
+encoded; a query needs none of its machinery. This module runs the same arithmetic (post-LN transformer,
+exact-erf GELU, PyTorch SDPA attention) over the same checkpoint tensors, which it maps straight from
+`model.safetensors` (copy-on-write mmap; torch's own mmap for a zip-format pytorch_model.bin), so the
+250k-row word table costs only the rows a batch touches.
+`tests/encoder/test_native.py` checks it against transformers' model to 1e-5.
+
+Only the configurations below are handled (`supports(config)`); anything else, and training, use
+transformers (`checkpoint._load_backbone`).
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MODEL_TYPES = {"xlm-roberta": True, "roberta": True, "bert": False}  # -> positions start after padding_idx
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+
+
+def read_config(path: Path) -> types.SimpleNamespace | None:
+    try:
+        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return types.SimpleNamespace(**data) if isinstance(data, dict) else None
+
+
+def supports(config) -> bool:
+    """True for the BERT-family layouts this module reproduces exactly."""
+    return (
+        getattr(config, "model_type", None) in _MODEL_TYPES
+        and getattr(config, "hidden_act", None) == "gelu"
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+        and not getattr(config, "is_decoder", False)
+        and not getattr(config, "add_cross_attention", False)
+    )
+
+
+def mmap_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file as views of a private (copy-on-write) mmap: nothing is read until used.
+
+    The format is an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
+    then the raw little-endian data. safetensors' own loader copies every tensor into memory.
+    """
+    with open(file, "rb") as f:
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    n = int.from_bytes(buf[:8], "little")
+    header = json.loads(buf[8 : 8 + n])
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"{file}: tensor {name} has dtype {info['dtype']}, not one m3search maps")
+        start, end = info["data_offsets"]
+        count = (end - start) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(buf, dtype=dtype, count=count, offset=base + start) if count else torch.empty(0, dtype=dtype)
+        out[name] = flat.reshape(info["shape"])
+    return out
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """An nn.Linear around existing tensors (no init, no meta device: its first use imports ~0.4 s of torch)."""
+    m = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(m)
+    m.out_features, m.in_features = weight.shape
+    m.weight = nn.Parameter(weight, requires_grad=False)
+    m.bias = nn.Parameter(bias, requires_grad=False)
+    return m
+
+
+def _norm(weight: torch.Tensor, bias: torch.Tensor, eps: float) -> nn.LayerNorm:
+    m = nn.LayerNorm.__new__(nn.LayerNorm)
+    nn.Module.__init__(m)
+    m.normalized_shape, m.eps, m.elementwise_affine = tuple(weight.shape), eps, True
+    m.weight = nn.Parameter(weight, requires_grad=False)
+    m.bias = nn.Parameter(bias, requires_grad=False)
+    return m
+
+
+class _Layer(nn.Module):
+    """One post-LN transformer layer over a checkpoint's tensors (`p` = "encoder.layer.<i>.")."""
+
+    def __init__(self, state: dict[str, torch.Tensor], p: str, heads: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = _linear(  # q, k and v in one matmul
+            torch.cat([state[f"{p}attention.self.{n}.weight"] for n in ("query", "key", "value")]),
+            torch.cat([state[f"{p}attention.self.{n}.bias"] for n in ("query", "key", "value")]),
+        )
+        self.attn_out = _linear(state[f"{p}attention.output.dense.weight"], state[f"{p}attention.output.dense.bias"])
+        self.attn_norm = _norm(state[f"{p}attention.output.LayerNorm.weight"], state[f"{p}attention.output.LayerNorm.bias"], eps)
+        self.ffn_in = _linear(state[f"{p}intermediate.dense.weight"], state[f"{p}intermediate.dense.bias"])
+        self.ffn_out = _linear(state[f"{p}output.dense.weight"], state[f"{p}output.dense.bias"])
+        self.ffn_norm = _norm(state[f"{p}output.LayerNorm.weight"], state[f"{p}output.LayerNorm.bias"], eps)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        b, n, h = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = self.attn_norm(x + self.attn_out(a.transpose(1, 2).reshape(b, n, h)))
+        return self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+
+
+class NativeEncoder(nn.Module):
+    """`backbone(input_ids, attention_mask).last_hidden_state`, like a transformers encoder model.
+
+    Built from transformers' tensor names (with or without the `roberta.`/`bert.` prefix); holds views of
+    the given tensors, not copies (except q/k/v, concatenated into one matrix).
+    """
+
+    def __init__(self, config, state: dict[str, torch.Tensor]):
+        super().__init__()
+        for prefix in ("roberta.", "bert.", "model."):
+            if not any(k.startswith("embeddings.") for k in state) and any(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        self.config = config
+        eps = float(config.layer_norm_eps)
+        self.word = nn.Parameter(state["embeddings.word_embeddings.weight"], requires_grad=False)
+        self.position = nn.Parameter(state["embeddings.position_embeddings.weight"], requires_grad=False)
+        self.token_type = nn.Parameter(state["embeddings.token_type_embeddings.weight"][0], requires_grad=False)
+        self.emb_norm = _norm(state["embeddings.LayerNorm.weight"], state["embeddings.LayerNorm.bias"], eps)
+        self.layers = nn.ModuleList(
+            _Layer(state, f"encoder.layer.{i}.", config.num_attention_heads, eps) for i in range(config.num_hidden_layers)
+        )
+        self.padding_idx = int(getattr(config, "pad_token_id", 1) or 0)
+        self.roberta_positions = _MODEL_TYPES[config.model_type]
+        expected = (config.vocab_size, config.hidden_size)
+        if tuple(self.word.shape) != expected:
+            raise ValueError(f"word embeddings have shape {tuple(self.word.shape)}, config says {expected}")
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.roberta_positions:  # RoBERTa: padding_idx + 1, +2, ... for real tokens, padding_idx for pads
+            mask = input_ids.ne(self.padding_idx).to(torch.int64)
+            return torch.cumsum(mask, dim=1) * mask + self.padding_idx
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = F.embedding(input_ids, self.word) + F.embedding(self.position_ids(input_ids), self.position) + self.token_type
+        x = self.emb_norm(x)
+        bias = None
+        if not bool(attention_mask.all()):
+            bias = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
+            bias.masked_fill_(attention_mask == 0, torch.finfo(x.dtype).min)
+            bias = bias[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        return types.SimpleNamespace(last_hidden_state=x)
+
+
+def load_native(path: Path, config) -> NativeEncoder | None:
+    """The backbone of a folder with one model.safetensors (or one pytorch_model.bin in torch's zip format,
+    as BAAI/bge-m3 ships), mapped rather than read; None when this module can't run it (then transformers
+    loads it)."""
+    if not supports(config):
+        return None
+    try:
+        if (path / "model.safetensors").is_file():
+            state = mmap_safetensors(path / "model.safetensors")
+        elif (path / "pytorch_model.bin").is_file():
+            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
+        else:
+            return None
+        model = NativeEncoder(config, state)
+    except (KeyError, ValueError, RuntimeError, OSError):
+        return None
+    return model.eval().requires_grad_(False)
