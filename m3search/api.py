@@ -25,17 +25,29 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
 from m3search.errors import ConfigError, IndexFormatError, InputError, ModelError
 from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResult, DocLike, encode_documents, ingest
 from m3search.planner import DEFAULT_MODE, Hit, Planner
+from m3search.planner.fusion import DEFAULT_RRF_K
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
+_UNREAD = object()  # search defaults not read yet
 
-__all__ = ["AddResult", "SearchIndex", "build_index", "open_index"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from m3search.indexes.search_defaults import SearchDefaults
+    from m3search.tuner import TuneReport
+
+__all__ = ["AddResult", "SearchIndex", "build_index", "open_index", "tune"]
+
+
+def tune(index: "SearchIndex", queries: Any, qrels: Any, **options: Any) -> "TuneReport":
+    """`m3search.tune(index, queries, qrels, ...)`: the same as `index.tune(...)`."""
+    return index.tune(queries, qrels, **options)
 
 
 def build_index(
@@ -127,6 +139,7 @@ class SearchIndex:
         self._snapshot = None
         self._planner: Planner | None = None
         self._warned_untrained = False
+        self._search_defaults: Any = _UNREAD
 
     # -- encoder ------------------------------------------------------------------------------
 
@@ -174,14 +187,15 @@ class SearchIndex:
 
     def search(self, query: str, *, k: int = 10, mode: str | None = None,
                weights: Mapping[str, float] | str | None = None, depths: int | Mapping[str, int] | None = None,
-               fusion: str = "weighted", rrf_k: float = 60, explain: bool = False, all_scores: bool = False,
+               fusion: str | None = None, rrf_k: float | None = None, explain: bool = False, all_scores: bool = False,
                with_text: bool = True, max_length: int | None = None,
                params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Hit]:
         """Search with one query; returns its hits, best first. For several queries use `search_many`.
 
         mode:    'dense', 'sparse', 'multivec', 'dense+sparse' or 'all' (the default: dense 1, sparse 0.3,
                  multivec 1; 'dense' for a model whose sparse and multi-vector heads are untrained); or
-                 weights such as {'dense': 1, 'sparse': 0.3} / 'dense=1,sparse=0.3'.
+                 weights such as {'dense': 1, 'sparse': 0.3} / 'dense=1,sparse=0.3'. When mode, weights and
+                 fusion are all left out, the index's stored search defaults (`m3search tune`) apply, if any.
         k:       hits per query. depths: candidates from each index (default 100 each; int or
                  {'dense': n, 'sparse': n}). fusion: 'weighted' (default) or 'rrf' (with rrf_k, default 60).
         explain: attach each hit's matched lexical terms. all_scores: score all three components even when
@@ -200,7 +214,8 @@ class SearchIndex:
 
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str | None = None,
                     weights: Mapping[str, float] | str | None = None,
-                    depths: int | Mapping[str, int] | None = None, fusion: str = "weighted", rrf_k: float = 60,
+                    depths: int | Mapping[str, int] | None = None, fusion: str | None = None,
+                    rrf_k: float | None = None,
                     explain: bool = False, all_scores: bool = False, with_text: bool = True,
                     max_length: int | None = None,
                     params: Mapping[str, Mapping[str, Any]] | None = None) -> list[list[Hit]]:
@@ -210,8 +225,14 @@ class SearchIndex:
         if not texts:
             return []
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
-        if mode is None and weights is None:
+        if mode is None and weights is None and fusion is None and self.search_defaults is not None:
+            stored = self.search_defaults  # fitted by `m3search tune`: weights, fusion and RRF k together
+            weights, fusion = stored.weights, stored.fusion
+            rrf_k = stored.rrf_k if rrf_k is None else rrf_k
+        elif mode is None and weights is None:
             mode = self.default_mode
+        fusion = "weighted" if fusion is None else fusion
+        rrf_k = DEFAULT_RRF_K if rrf_k is None else rrf_k
         return self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
                                    params=params)
@@ -228,13 +249,43 @@ class SearchIndex:
             self._warned_untrained = True
         return "dense"
 
+    @property
+    def search_defaults(self) -> "SearchDefaults | None":
+        """The weights (and fusion) stored for this index by `m3search tune`, or None. Read once per
+        SearchIndex; a damaged file is an IndexFormatError, never silently ignored."""
+        if self._search_defaults is _UNREAD:
+            from m3search.indexes.search_defaults import read_search_defaults
+
+            self._search_defaults = read_search_defaults(self.path)
+        return self._search_defaults  # type: ignore[return-value]
+
+    def set_search_defaults(self, defaults: "SearchDefaults | None") -> Path | None:
+        """Store (or, with None, remove) the search defaults; returns the file written."""
+        from m3search.indexes.search_defaults import remove_search_defaults, write_search_defaults
+
+        self._search_defaults = _UNREAD
+        if defaults is None:
+            remove_search_defaults(self.path)
+            return None
+        return write_search_defaults(self.path, defaults)
+
+    def tune(self, queries: Any, qrels: Any, **options: Any) -> "TuneReport":
+        """Fit this index's fusion weights to judged queries (and store them unless save=False); see
+        `m3search.tuner.tune` for the options."""
+        from m3search.tuner import tune
+
+        return tune(self, queries, qrels, **options)
+
     def search_encoded(self, queries: EncodedBatch, **options: Any) -> list[list[Hit]]:
         """Search with queries already encoded (kind='query'), e.g. precomputed; options as in `search`."""
         return self.planner.search(queries, **options)
 
     def info(self) -> dict[str, Any]:
         """Model, counts, sizes per component and format version, as the index engine reports them."""
-        return self._index.info()
+        info = self._index.info()
+        defaults = self.search_defaults
+        info["search_defaults"] = defaults.to_dict() if defaults is not None else None
+        return info
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -276,7 +327,8 @@ class SearchIndex:
         return _index_class().open(self.path, writable=True, identity=self._identity)
 
     def _refresh(self) -> None:
-        """Drop the snapshot so the next search sees the latest commit."""
+        """Drop the snapshot (and the stored search defaults) so the next search sees the latest commit."""
+        self._search_defaults = _UNREAD
         if self._snapshot is not None and hasattr(self._snapshot, "close"):
             self._snapshot.close()
         self._snapshot, self._planner = None, None

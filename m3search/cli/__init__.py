@@ -17,6 +17,7 @@ COMMANDS = {
     "index": "m3search.cli.index:index_command",
     "query": "m3search.cli.query:query_command",
     "info": "m3search.cli.info:info_command",
+    "tune": "m3search.cli.tune:tune_command",
     "train": "m3search.cli.train:train",
     "bench": "m3search.cli.bench:bench",
 }

@@ -27,10 +27,11 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @click.option("--weights", default=None, metavar="SPEC",
               help="Any weighting instead of a mode, e.g. 'dense=1,sparse=0.3,multivec=1'.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="weighted", show_default=True,
-              help="Weighted sum of exact scores, or reciprocal-rank fusion (rrf).")
-@click.option("--rrf-k", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="The constant of reciprocal-rank fusion.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+              help="Weighted sum of exact scores, or reciprocal-rank fusion (rrf). Default: weighted, or the "
+              "index's stored search defaults (m3search tune) when no --mode/--weights is given either.")
+@click.option("--rrf-k", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The constant of reciprocal-rank fusion (default 60, or the index's stored one).")
 @click.option("--depth", type=click.IntRange(min=0), default=None, metavar="N",
               help="Candidates per query from each index (default 100).")
 @click.option("--dense-depth", type=click.IntRange(min=0), default=None, metavar="N",
@@ -100,7 +101,8 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
     stdout = sys.stdout
     trec_out = None
     with api.open_index(index_path, model) as index:
-        run_name = run_name or "m3search-" + _slug(weights or mode or index.default_mode)
+        tuned = not (mode or weights or fusion) and index.search_defaults is not None
+        run_name = run_name or "m3search-" + _slug(weights or mode or ("tuned" if tuned else index.default_mode))
         try:
             if trec_file is not None:
                 trec_out = stdout if trec_file == "-" else open(trec_file, "w", encoding="utf-8")
