@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from m3search.errors import IndexFormatError
 from m3search.indexes.fsutil import fsync_dir
 from m3search.planner.fusion import DEFAULT_RRF_K
-from m3search.planner.weights import check_weights
+from m3search.planner.weights import COMPONENTS, check_weights
 
 DEFAULTS_NAME = "search_defaults.json"
 DEFAULTS_FORMAT = "m3search.search_defaults"
@@ -95,7 +95,9 @@ def read_search_defaults(index_dir: Path) -> SearchDefaults | None:
         raise IndexFormatError(f"{path}: the stored search defaults fail their checksum (the file was changed or "
                                f"damaged): {fix}")
     try:
-        return SearchDefaults(weights=check_weights(obj["weights"]), fusion=str(obj["fusion"]),
+        weights = check_weights(obj["weights"])
+        weights = {c: weights[c] for c in COMPONENTS if c in weights}  # canonical order (the file sorts keys)
+        return SearchDefaults(weights=weights, fusion=str(obj["fusion"]),
                               rrf_k=float(obj["rrf_k"]), provenance=dict(obj.get("provenance") or {}))
     except (KeyError, TypeError, ValueError) as e:
         raise IndexFormatError(f"{path}: the stored search defaults are malformed ({e}): {fix}") from None
