@@ -176,7 +176,7 @@ def grid(components: Sequence[str], fusion: str = "weighted", values: Sequence[f
         if key in seen:
             continue
         seen.add(key)
-        weights = dict(zip(components, (v / top for v in combo) if fusion == "weighted" else combo))
+        weights = dict(zip(components, (round(v / top, 4) for v in combo) if fusion == "weighted" else combo))
         if fusion == "weighted":
             out.append(Setting.of(weights))
         else:
