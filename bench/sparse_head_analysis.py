@@ -3,8 +3,9 @@
 For each (task, language) index built by bench/tune_dev.py (bench/out/tune/<task>/<lang>; the corpus encoded
 by the model, so no re-encoding here), over a random sample of documents and over the judged dev queries:
 the share of lexical weight mass on pieces that are punctuation, single characters, non-word-initial
-fragments (XLM-R sentencepiece pieces without '▁'), and "stop-like" pieces (word-initial pieces found in
->= 20% of the corpus's documents: a language-independent stand-in for a stop-word list), and the top pieces
+fragments (XLM-R sentencepiece pieces without '▁'), and "stop-like" pieces (the 50 word-initial pieces of
+2+ characters found in the most documents of the corpus: a language-independent stand-in for a stop-word
+list), and the top pieces
 by weight mass. Then sparse-only retrieval (exact scores over the whole corpus, nDCG@10 / Recall@100) with
 those kinds of pieces dropped from the query: a sparse score is a sum over the tokens the query and the
 document share, so dropping a token from the query is the same as dropping it from both.
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "tune")
     ap.add_argument("--sample", type=int, default=500, help="documents per corpus for the weight shares")
-    ap.add_argument("--stop-df", type=float, default=0.2)
+    ap.add_argument("--stop-n", type=int, default=50, help="the N word pieces in most documents are 'stop-like'")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sparse_head_analysis")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,7 +101,10 @@ def main(argv=None) -> int:
                 sparse_mode = index.search_encoded(encoder.encode([t.judged_queries[x] for x in qids], kind="query"),
                                                    k=100, mode="sparse", with_text=False)
             df = np.bincount(d.indices, minlength=len(pieces)) / max(1, d.shape[0])
-            masks = {**base_masks, "stop-like": (df >= args.stop_df) & base_masks["word"]}
+            stop = np.zeros(len(pieces), dtype=bool)
+            word_df = np.where(base_masks["word"], df, -1.0)
+            stop[np.argsort(-word_df, kind="stable")[: args.stop_n]] = True
+            masks = {**base_masks, "stop-like": stop & (word_df > 0)}
             rng = random.Random(0)
             sample = sorted(rng.sample(range(d.shape[0]), min(args.sample, d.shape[0])))
             ds = d[sample]
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
                 "n_queries": len(qids), "doc_shares": shares(ds, masks), "query_shares": shares(q, masks),
                 "doc_pieces_per_text": ds.nnz / max(1, ds.shape[0]),
                 "top_doc_pieces": top_pieces(ds, pieces, masks), "top_query_pieces": top_pieces(q, pieces, masks),
-                "stop_like_pieces": [pieces[i] for i in np.argsort(-df)[:40] if masks["stop-like"][i]][:15],
+                "stop_like_pieces": [pieces[i] for i in np.argsort(-word_df, kind="stable")[:15]],
                 "engine_sparse": evaluate(engine_run, {x: t.qrels[x] for x in qids}, ["ndcg@10", "recall@100"]),
                 "retrieval": {},
             }
@@ -135,7 +139,8 @@ def write_md(rows, args) -> None:
         f"{args.sample} per corpus (all when smaller), encoded as indexed (title + text); queries: the judged dev "
         "queries. Shares of the lexical weight mass (sum of weights) by kind of sentencepiece piece; kinds as in "
         "`m3search/encoder/pieces.py` (a piece can be stop-like and a fragment never is; CJK text is mostly "
-        f"'fragments' by construction). Stop-like: word-initial pieces in >= {args.stop_df:.0%} of the corpus's documents.",
+        f"'fragments' by construction). Stop-like: the {args.stop_n} word-initial pieces (2+ characters) in the most "
+        "documents of the corpus (a stand-in for a stop-word list; CJK corpora have few word-initial pieces).",
         "", "## Where the weight goes", "",
         "| corpus | lang | side | pieces/text | punctuation | single char | fragment | stop-like |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -150,6 +155,9 @@ def write_md(rows, args) -> None:
     for r in rows:
         top = ", ".join(f"`{p}` {100 * w:.1f}% ({k})" for p, k, w in r["top_doc_pieces"][:12])
         lines.append(f"- {r['data']}/{r['lang']}: {top}")
+    lines += ["", "## Stop-like pieces (the word-initial pieces in the most documents)", ""]
+    for r in rows:
+        lines.append(f"- {r['data']}/{r['lang']}: " + " ".join(f"`{p}`" for p in r["stop_like_pieces"]))
     lines += ["", "## Top pieces by weight mass (queries)", ""]
     for r in rows:
         top = ", ".join(f"`{p}` {100 * w:.1f}% ({k})" for p, k, w in r["top_query_pieces"][:12])

@@ -189,7 +189,8 @@ class SearchIndex:
                weights: Mapping[str, float] | str | None = None, depths: int | Mapping[str, int] | None = None,
                fusion: str | None = None, rrf_k: float | None = None, explain: bool = False, all_scores: bool = False,
                with_text: bool = True, max_length: int | None = None,
-               params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Hit]:
+               params: Mapping[str, Mapping[str, Any]] | None = None,
+               drop_pieces: str | Sequence[str] | None = None) -> list[Hit]:
         """Search with one query; returns its hits, best first. For several queries use `search_many`.
 
         mode:    'dense', 'sparse', 'multivec', 'dense+sparse' or 'all' (the default: dense 1, sparse 0.3,
@@ -200,11 +201,15 @@ class SearchIndex:
                  {'dense': n, 'sparse': n}). fusion: 'weighted' (default) or 'rrf' (with rrf_k, default 60).
         explain: attach each hit's matched lexical terms. all_scores: score all three components even when
                  the mode uses fewer. with_text: fetch each hit's text and title.
+        drop_pieces: kinds of query pieces whose lexical weights to ignore: 'punctuation', 'single'
+                 (one character), 'fragment' (not word-initial), comma-separated (see encoder/pieces.py).
+                 Off by default; the encoder's outputs are unchanged (only the query's sparse weights).
         Every candidate is scored exactly on every signal asked for, whichever index found it.
         An empty or whitespace-only query is an InputError (it has nothing to match).
         """
         options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
-                       all_scores=all_scores, with_text=with_text, max_length=max_length, params=params)
+                       all_scores=all_scores, with_text=with_text, max_length=max_length, params=params,
+                       drop_pieces=drop_pieces)
         if not isinstance(query, str):
             # the old shape-by-input call: kept for one release
             warnings.warn("SearchIndex.search(list of queries) is deprecated: use search_many(queries), which "
@@ -218,13 +223,16 @@ class SearchIndex:
                     rrf_k: float | None = None,
                     explain: bool = False, all_scores: bool = False, with_text: bool = True,
                     max_length: int | None = None,
-                    params: Mapping[str, Mapping[str, Any]] | None = None) -> list[list[Hit]]:
+                    params: Mapping[str, Mapping[str, Any]] | None = None,
+                    drop_pieces: str | Sequence[str] | None = None) -> list[list[Hit]]:
         """Search with many queries at once: one list of hits per query, in order. They share one encoder
         pass, one search call per index and one re-scoring call per component. Options as in `search`."""
         texts = _query_list(queries)
         if not texts:
             return []
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
+        if drop_pieces:
+            batch = self._drop_query_pieces(batch, drop_pieces)
         if mode is None and weights is None and fusion is None and self.search_defaults is not None:
             stored = self.search_defaults  # fitted by `m3search tune`: weights, fusion and RRF k together
             weights, fusion = stored.weights, stored.fusion
@@ -248,6 +256,19 @@ class SearchIndex:
                         "(ask for another mode explicitly to override)")
             self._warned_untrained = True
         return "dense"
+
+    def _drop_query_pieces(self, batch: EncodedBatch, spec: str | Sequence[str]) -> EncodedBatch:
+        """The batch with the lexical weights of the query pieces of some kinds removed (a sparse score sums
+        over the tokens query and document share, so this ignores those pieces on both sides)."""
+        import dataclasses
+
+        from m3search.encoder.pieces import drop_columns, drop_mask, parse_kinds
+
+        kinds = parse_kinds(spec)
+        masks = self.__dict__.setdefault("_piece_masks", {})
+        if kinds not in masks:
+            masks[kinds] = drop_mask(self.encoder.token_strings, batch.sparse.shape[1], kinds)
+        return dataclasses.replace(batch, sparse=drop_columns(batch.sparse, masks[kinds]))
 
     @property
     def search_defaults(self) -> "SearchDefaults | None":

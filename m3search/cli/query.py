@@ -38,6 +38,9 @@ QUERY_BATCH = 256  # queries encoded and searched together
               help="Candidates from the dense index (0: none).")
 @click.option("--sparse-depth", type=click.IntRange(min=0), default=None, metavar="N",
               help="Candidates from the sparse index (0: none).")
+@click.option("--drop-pieces", default=None, metavar="KINDS",
+              help="Ignore the query's lexical weights on these kinds of pieces: punctuation, single, fragment "
+              "(comma-separated; off by default).")
 @click.option("--explain", is_flag=True, help="Show the lexical terms each hit shares with the query, with weights.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query on stdout.")
 @click.option("--text", "with_text", is_flag=True, help="With --json: include each hit's title and text.")
@@ -47,7 +50,7 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @model_option
 @max_length_option
 @quiet_option
-def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, dense_depth, sparse_depth, explain,
+def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, dense_depth, sparse_depth, drop_pieces, explain,
                   as_json, with_text, trec_file, run_name, model, max_length, quiet):
     """Search INDEX with TEXT (one or more queries) or a --queries file.
 
@@ -90,7 +93,7 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
         raise InputError(f"query {empty} is empty: give it some text")
     depths = _depths(depth, dense_depth, sparse_depth)
     options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
-                   max_length=max_length)
+                   max_length=max_length, drop_pieces=drop_pieces)
     table = not as_json and trec_file is None
     # JSON and the table show all three scores; a TREC run needs only the fused one
     options["all_scores"] = as_json or table

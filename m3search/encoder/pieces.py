@@ -64,3 +64,31 @@ def drop_columns(matrix, mask: np.ndarray):
 def kinds_of(ids: Iterable[int], masks: dict[str, np.ndarray]) -> list[str]:
     ids = list(ids)
     return [next((k for k in KINDS if masks[k][i]), "word") for i in ids]
+
+
+DROPPABLE = ("punctuation", "single", "fragment")
+
+
+def parse_kinds(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """'punctuation,single' -> ('punctuation', 'single'), validated.
+
+    >>> parse_kinds("single, punctuation")
+    ('punctuation', 'single')
+    """
+    from m3search.errors import ConfigError
+
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p and p.strip()]
+    bad = [p for p in parts if p not in DROPPABLE]
+    if bad or not parts:
+        raise ConfigError(f"unknown kind of piece {bad[0] if bad else spec!r} to drop: choose from "
+                          f"{', '.join(DROPPABLE)}, e.g. 'punctuation' or 'punctuation,single'")
+    return tuple(k for k in DROPPABLE if k in parts)
+
+
+def drop_mask(token_strings, vocab_size: int, kinds: Sequence[str]) -> np.ndarray:
+    """bool over the vocabulary: the token ids of the given kinds."""
+    masks = kind_masks(vocabulary_pieces(token_strings, vocab_size))
+    out = np.zeros(vocab_size, dtype=bool)
+    for k in kinds:
+        out |= masks[k]
+    return out

@@ -10,7 +10,7 @@ import random
 import pytest
 
 import m3search
-from m3search.errors import IndexFormatError, InputError
+from m3search.errors import ConfigError, IndexFormatError, InputError
 from m3search.evaluation.metrics import evaluate
 from m3search.indexes.search_defaults import DEFAULTS_NAME
 
@@ -156,3 +156,17 @@ def test_queries_without_judgements_are_skipped_and_counted(index, data):
     extra = {**queries, "unjudged": "w5 w6"}
     report = index.tune(extra, qrels, weight_grid=VALUES, save=False)
     assert report.n_queries == 24 and report.n_skipped == 1
+
+
+def test_drop_pieces_removes_only_the_querys_weights_of_those_pieces(index):
+    q = "w1 w2 w3"
+    plain = index.search(q, mode="dense+sparse", with_text=False)
+    # the hashing encoder's pieces are '#<id>': fragments by the rules of encoder/pieces.py, never punctuation
+    same = index.search(q, mode="dense+sparse", with_text=False, drop_pieces="punctuation")
+    assert [(h.docid, h.scores) for h in same] == [(h.docid, h.scores) for h in plain]
+    none = index.search(q, mode="dense+sparse", all_scores=True, with_text=False, drop_pieces="fragment,single")
+    assert all(h.scores["sparse"] == 0 for h in none)
+    by_id = {h.docid: h.scores["dense"] for h in index.search(q, mode="dense", k=N_DOCS, with_text=False)}
+    assert all(h.scores["dense"] == pytest.approx(by_id[h.docid]) for h in none)
+    with pytest.raises(ConfigError, match="unknown kind"):
+        index.search(q, drop_pieces="words")
