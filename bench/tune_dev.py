@@ -56,8 +56,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     encoder = load_encoder(args.model, device="cpu")
-    results = []
     out_json = args.out.with_suffix(".json")
+    # runs add to the results of earlier runs (one language at a time fits a shared machine better)
+    asked = {(spec.partition(":")[0], lang) for spec in args.tasks for lang in spec.partition(":")[2].split(",")}
+    results = [r for r in (json.loads(out_json.read_text())["results"] if out_json.is_file() else [])
+               if (r["task"], r["lang"]) not in asked]
     for spec in args.tasks:
         task, _, langs = spec.partition(":")
         for lang in langs.split(","):
