@@ -137,6 +137,21 @@ def test_damaged_defaults_are_reported_not_used(index, data):
     assert index.search("w1 w2", mode="dense")  # an explicit mode does not need them
 
 
+def test_defaults_of_a_newer_version_are_refused(index):
+    from m3search.indexes.search_defaults import SearchDefaults, _checksum, write_search_defaults
+
+    write_search_defaults(index.path, SearchDefaults({"dense": 1.0, "sparse": 0.5}))
+    path = index.path / DEFAULTS_NAME
+    obj = json.loads(path.read_text())
+    obj.pop("sha256")
+    obj["version"] = 99
+    path.write_text(json.dumps({**obj, "sha256": _checksum(obj)}))
+    index._refresh()
+    with pytest.raises(IndexFormatError, match="newer than this m3search reads"):
+        index.search("w1 w2")
+    assert not list(index.path.glob(DEFAULTS_NAME + ".*.tmp"))  # no temporary file left behind
+
+
 @pytest.mark.parametrize("queries, qrels, message", [
     ({"q1": "w1 w2"}, {"q1": {"d1": 1}, "q9": {"d2": 1}}, "judge query 'q9'"),
     ({"q1": "w1 w2"}, {}, "hold no judgements"),
