@@ -26,7 +26,7 @@ from m3search.evaluation.datasets import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = {"miracl": "miracl_like_small", "mkqa": "mkqa_like_small", "mldr": "mldr_like"}
-GRIDS = {"fine": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0), "coarse": (0.0, 0.3, 1.0)}
+from m3search.planner.tuning import GRIDS  # noqa: E402
 
 
 def index_for(task, lang, data_root: Path, encoder, work: Path, max_length):
@@ -95,8 +95,8 @@ def write_md(results, args, path: Path) -> None:
     m = args.metric
     lines = [
         f"# `m3search tune` on the offline dev sets ({args.model}, {m}, {args.folds}-fold cross-validation)", "",
-        "Grids: fine = each weight in 0, 0.1, 0.2, 0.3, 0.5, 0.7, 1 (the default of `m3search tune`); coarse = 0, "
-        "0.3, 1; rrf also fits k in 5, 10, 20, 40, 60, 100. The number after the grid is how many distinct "
+        "Grids: fine = each weight in 0, 0.1, 0.2, 0.3, 0.5, 0.7, 1; coarse = 0, 0.3, 1 (the default of "
+        "`m3search tune` since these runs); rrf also fits k in 5, 10, 20, 40, 60, 100. The number after the grid is how many distinct "
         "settings were tried.", "",
         "Per language: the untuned modes on all judged dev queries (nothing fitted), then the held-out numbers: each "
         "query measured with weights fitted on the other fold(s) only, against the untuned default "

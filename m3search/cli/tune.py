@@ -21,6 +21,8 @@ from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model
               help="Fit weights of the weighted sum, or weights and k of reciprocal-rank fusion.")
 @click.option("--depth", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
               help="Candidates per query from each index, scored exactly on every component.")
+@click.option("--grid", type=click.Choice(["coarse", "fine"]), default="coarse", show_default=True,
+              help="Weights tried per component: coarse 0, 0.3, 1; fine 0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold split.")
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Store the weights fitted on all queries as the index's search defaults.")
@@ -30,7 +32,7 @@ from m3search.cli.common import INDEX_ENV, apply_quiet, max_length_option, model
 @model_option
 @max_length_option
 @quiet_option
-def tune_command(index_path, queries_file, qrels_file, metric, folds, fusion, depth, seed, save, force, reset, as_json, model,
+def tune_command(index_path, queries_file, qrels_file, metric, folds, fusion, depth, grid, seed, save, force, reset, as_json, model,
                  max_length, quiet):
     """Fit the fusion weights of INDEX to judged queries and store them as its search defaults.
 
@@ -45,6 +47,7 @@ def tune_command(index_path, queries_file, qrels_file, metric, folds, fusion, de
       m3search tune my-index --queries topics.dev.tsv --qrels qrels.dev.tsv --metric ndcg@10 --folds 2
     """
     from m3search import api
+    from m3search.planner.tuning import GRIDS
 
     apply_quiet(quiet)
     if reset:
@@ -59,7 +62,7 @@ def tune_command(index_path, queries_file, qrels_file, metric, folds, fusion, de
         raise click.UsageError("give --queries FILE and --qrels FILE (the judged queries to fit the weights to)")
     with api.open_index(index_path, model) as index:
         report = index.tune(queries_file, qrels_file, metric=metric, folds=folds, fusion=fusion, depth=depth,
-                            seed=seed, save=save, force=force,
+                            seed=seed, save=save, force=force, weight_grid=GRIDS[grid],
                             max_length=max_length)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
