@@ -24,16 +24,19 @@ _LAZY = {
     "Hit": "m3search.planner",
     "Document": "m3search.document",
     "connect": "m3search.client",
+    "tune": "m3search.api",
+    "TuneReport": "m3search.tuner",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from m3search.api import SearchIndex, build_index, open_index  # noqa: F401
+    from m3search.api import SearchIndex, build_index, open_index, tune  # noqa: F401
     from m3search.document import Document  # noqa: F401
     from m3search.client import connect  # noqa: F401
     from m3search.encoder import Encoder, load_encoder  # noqa: F401
     from m3search.planner import Hit  # noqa: F401
+    from m3search.tuner import TuneReport  # noqa: F401
     from m3search.types import EncodedBatch, EncoderIdentity  # noqa: F401
 
 

@@ -27,18 +27,30 @@ import threading
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
 from m3search.errors import ConfigError, IndexFormatError, InputError, ModelError
 from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResult, DocLike, encode_documents, ingest
 from m3search.planner import DEFAULT_MODE, Hit, Planner
 from m3search.planner.filters import Filter
+from m3search.planner.fusion import DEFAULT_RRF_K
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
+_UNREAD = object()  # search defaults not read yet
 
-__all__ = ["AddResult", "SearchIndex", "build_index", "open_index"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from m3search.indexes.search_defaults import SearchDefaults
+    from m3search.tuner import TuneReport
+
+__all__ = ["AddResult", "SearchIndex", "build_index", "open_index", "tune"]
+
+
+def tune(index: "SearchIndex", queries: Any, qrels: Any, **options: Any) -> "TuneReport":
+    """`m3search.tune(index, queries, qrels, ...)`: the same as `index.tune(...)`."""
+    return index.tune(queries, qrels, **options)
 
 
 def build_index(
@@ -140,6 +152,7 @@ class SearchIndex:
         self._seen_txnid = -1
         self._planner_lock = threading.Lock()
         self._warned_untrained = False
+        self._search_defaults: Any = _UNREAD
 
     # -- encoder ------------------------------------------------------------------------------
 
@@ -206,15 +219,16 @@ class SearchIndex:
 
     def search(self, query: str, *, k: int = 10, mode: str | None = None,
                weights: Mapping[str, float] | str | None = None, depths: int | Mapping[str, int] | None = None,
-               fusion: str = "weighted", rrf_k: float = 60, explain: bool = False, all_scores: bool = False,
+               fusion: str | None = None, rrf_k: float | None = None, explain: bool = False, all_scores: bool = False,
                with_text: bool = True, max_length: int | None = None,
                params: Mapping[str, Mapping[str, Any]] | None = None, filter: Any = None, offset: int = 0,
-               fields: Sequence[str] | None = None) -> list[Hit]:
+               fields: Sequence[str] | None = None, drop_pieces: str | Sequence[str] | None = None) -> list[Hit]:
         """Search with one query; returns its hits, best first. For several queries use `search_many`.
 
         mode:    'dense', 'sparse', 'multivec', 'dense+sparse' or 'all' (the default: dense 1, sparse 0.3,
                  multivec 1; 'dense' for a model whose sparse and multi-vector heads are untrained); or
-                 weights such as {'dense': 1, 'sparse': 0.3} / 'dense=1,sparse=0.3'.
+                 weights such as {'dense': 1, 'sparse': 0.3} / 'dense=1,sparse=0.3'. When mode, weights and
+                 fusion are all left out, the index's stored search defaults (`m3search tune`) apply, if any.
         k:       hits per query. depths: candidates from each index (default 100 each; int or
                  {'dense': n, 'sparse': n}). fusion: 'weighted' (default) or 'rrf' (with rrf_k, default 60).
         explain: attach each hit's matched lexical terms. all_scores: score all three components even when
@@ -223,12 +237,15 @@ class SearchIndex:
                  m3search.planner.filters); only matching documents are searched, in every index.
         offset:  skip this many of the best hits (paging). fields: which of text, title, metadata,
                  scores to return (default all).
+        drop_pieces: kinds of query pieces whose lexical weights to ignore: 'punctuation', 'single'
+                 (one character), 'fragment' (not word-initial), comma-separated (see encoder/pieces.py).
+                 Off by default; the encoder's outputs are unchanged (only the query's sparse weights).
         Every candidate is scored exactly on every signal asked for, whichever index found it.
         An empty or whitespace-only query is an InputError (it has nothing to match).
         """
         options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
                        all_scores=all_scores, with_text=with_text, max_length=max_length, params=params,
-                       filter=filter, offset=offset, fields=fields)
+                       filter=filter, offset=offset, fields=fields, drop_pieces=drop_pieces)
         if not isinstance(query, str):
             # the old shape-by-input call: kept for one release
             warnings.warn("SearchIndex.search(list of queries) is deprecated: use search_many(queries), which "
@@ -238,11 +255,13 @@ class SearchIndex:
 
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str | None = None,
                     weights: Mapping[str, float] | str | None = None,
-                    depths: int | Mapping[str, int] | None = None, fusion: str = "weighted", rrf_k: float = 60,
+                    depths: int | Mapping[str, int] | None = None, fusion: str | None = None,
+                    rrf_k: float | None = None,
                     explain: bool = False, all_scores: bool = False, with_text: bool = True,
                     max_length: int | None = None,
                     params: Mapping[str, Mapping[str, Any]] | None = None, filter: Any = None, offset: int = 0,
-                    fields: Sequence[str] | None = None) -> list[list[Hit]]:
+                    fields: Sequence[str] | None = None,
+                    drop_pieces: str | Sequence[str] | None = None) -> list[list[Hit]]:
         """Search with many queries at once: one list of hits per query, in order. They share one encoder
         pass, one search call per index and one re-scoring call per component. Options as in `search`."""
         texts = _query_list(queries)
@@ -250,8 +269,16 @@ class SearchIndex:
             return []
         filter = Filter.parse(filter)  # once, before the encoder runs: a bad filter fails fast
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
-        if mode is None and weights is None:
+        if drop_pieces:
+            batch = self._drop_query_pieces(batch, drop_pieces)
+        if mode is None and weights is None and fusion is None and self.search_defaults is not None:
+            stored = self.search_defaults  # fitted by `m3search tune`: weights, fusion and RRF k together
+            weights, fusion = stored.weights, stored.fusion
+            rrf_k = stored.rrf_k if rrf_k is None else rrf_k
+        elif mode is None and weights is None:
             mode = self.default_mode
+        fusion = "weighted" if fusion is None else fusion
+        rrf_k = DEFAULT_RRF_K if rrf_k is None else rrf_k
         return self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
                                    params=params, filter=filter, offset=offset, fields=fields)
@@ -268,6 +295,46 @@ class SearchIndex:
             self._warned_untrained = True
         return "dense"
 
+    def _drop_query_pieces(self, batch: EncodedBatch, spec: str | Sequence[str]) -> EncodedBatch:
+        """The batch with the lexical weights of the query pieces of some kinds removed (a sparse score sums
+        over the tokens query and document share, so this ignores those pieces on both sides)."""
+        import dataclasses
+
+        from m3search.encoder.pieces import drop_columns, drop_mask, parse_kinds
+
+        kinds = parse_kinds(spec)
+        masks = self.__dict__.setdefault("_piece_masks", {})
+        if kinds not in masks:
+            masks[kinds] = drop_mask(self.encoder.token_strings, batch.sparse.shape[1], kinds)
+        return dataclasses.replace(batch, sparse=drop_columns(batch.sparse, masks[kinds]))
+
+    @property
+    def search_defaults(self) -> "SearchDefaults | None":
+        """The weights (and fusion) stored for this index by `m3search tune`, or None. Read once per
+        SearchIndex; a damaged file is an IndexFormatError, never silently ignored."""
+        if self._search_defaults is _UNREAD:
+            from m3search.indexes.search_defaults import read_search_defaults
+
+            self._search_defaults = read_search_defaults(self.path)
+        return self._search_defaults  # type: ignore[return-value]
+
+    def set_search_defaults(self, defaults: "SearchDefaults | None") -> Path | None:
+        """Store (or, with None, remove) the search defaults; returns the file written."""
+        from m3search.indexes.search_defaults import remove_search_defaults, write_search_defaults
+
+        self._search_defaults = _UNREAD
+        if defaults is None:
+            remove_search_defaults(self.path)
+            return None
+        return write_search_defaults(self.path, defaults)
+
+    def tune(self, queries: Any, qrels: Any, **options: Any) -> "TuneReport":
+        """Fit this index's fusion weights to judged queries (and store them unless save=False); see
+        `m3search.tuner.tune` for the options."""
+        from m3search.tuner import tune
+
+        return tune(self, queries, qrels, **options)
+
     def search_encoded(self, queries: EncodedBatch, **options: Any) -> list[list[Hit]]:
         """Search with queries already encoded (kind='query'), e.g. precomputed; options as in `search`.
 
@@ -279,7 +346,10 @@ class SearchIndex:
 
     def info(self) -> dict[str, Any]:
         """Model, counts, sizes per component and format version, as the index engine reports them."""
-        return self._index.info()
+        info = self._index.info()
+        defaults = self.search_defaults
+        info["search_defaults"] = defaults.to_dict() if defaults is not None else None
+        return info
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -321,9 +391,11 @@ class SearchIndex:
         return _index_class().open(self.path, writable=True, identity=self._identity)
 
     def _refresh(self) -> None:
-        """Drop the snapshot so the next search sees the latest commit. It is not closed here: a search
-        on another thread may still use it; it closes when collected (or when the index closes)."""
+        """Drop the snapshot (and the stored search defaults) so the next search sees the latest commit.
+        The snapshot is not closed here: a search on another thread may still use it; it closes when
+        collected (or when the index closes)."""
         with self._planner_lock:
+            self._search_defaults = _UNREAD
             self._snapshot, self._planner = None, None
 
     # -- lifetime -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ COMMANDS = {
     "info": "m3search.cli.info:info_command",
     "check": "m3search.cli.check:check_command",
     "serve": "m3search.cli.serve:serve_command",
+    "tune": "m3search.cli.tune:tune_command",
     "train": "m3search.cli.train:train",
     "bench": "m3search.cli.bench:bench",
     "encode": "m3search.cli.encode:encode_command",

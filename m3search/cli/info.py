@@ -45,6 +45,17 @@ def describe(info: dict) -> list[str]:
             lines.append(f"  {'':<10}{'':>10}  fidelity: {fidelity}")
     lines.append(f"  {'documents':<10}{human_bytes(info.get('docstore_bytes', 0)):>10}  texts, ids and state (docs.lmdb)")
     lines.append(f"  {'total':<10}{human_bytes(info.get('total_bytes', 0)):>10}")
+    defaults = info.get("search_defaults")
+    if defaults:
+        weights = ",".join(f"{c}={w:g}" for c, w in defaults["weights"].items())
+        fusion = f", fusion rrf (k={defaults['rrf_k']:g})" if defaults.get("fusion") == "rrf" else ""
+        tuned = defaults.get("provenance") or {}
+        how = (f" (m3search tune, {tuned['metric']} on {tuned['n_queries']} queries, held out "
+               f"{100 * tuned['held_out']:.1f} vs untuned {100 * tuned['held_out_baseline']:.1f}, {tuned.get('tuned_at')})"
+               if {"metric", "n_queries", "held_out", "held_out_baseline"} <= set(tuned) else "")
+        lines.append(f"search      {weights}{fusion}{how}")
+    else:
+        lines.append("search      built-in defaults (mode all: dense=1,sparse=0.3,multivec=1); fit them with `m3search tune`")
     return lines
 
 

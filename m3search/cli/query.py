@@ -29,10 +29,11 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @click.option("--weights", default=None, metavar="SPEC",
               help="Any weighting instead of a mode, e.g. 'dense=1,sparse=0.3,multivec=1'.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="weighted", show_default=True,
-              help="Weighted sum of exact scores, or reciprocal-rank fusion (rrf).")
-@click.option("--rrf-k", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="The constant of reciprocal-rank fusion.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+              help="Weighted sum of exact scores, or reciprocal-rank fusion (rrf). Default: weighted, or the "
+              "index's stored search defaults (m3search tune) when no --mode/--weights is given either.")
+@click.option("--rrf-k", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The constant of reciprocal-rank fusion (default 60, or the index's stored one).")
 @click.option("--depth", type=click.IntRange(min=0), default=None, metavar="N",
               help="Candidates per query from each index (default 100).")
 @click.option("--dense-depth", type=click.IntRange(min=0), default=None, metavar="N",
@@ -47,6 +48,9 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @click.option("--fields", default=None, metavar="LIST",
               help="With --json: the hit fields to return, from text,title,metadata,scores (default: scores, "
               "metadata; --text adds title and text).")
+@click.option("--drop-pieces", default=None, metavar="KINDS",
+              help="Ignore the query's lexical weights on these kinds of pieces: punctuation, single, fragment "
+              "(comma-separated; off by default).")
 @click.option("--explain", is_flag=True, help="Show the lexical terms each hit shares with the query, with weights.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query on stdout.")
 @click.option("--text", "with_text", is_flag=True, help="With --json: include each hit's title and text.")
@@ -60,8 +64,8 @@ QUERY_BATCH = 256  # queries encoded and searched together
 @max_length_option
 @quiet_option
 def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, dense_depth, sparse_depth, filter_json,
-                  offset, fields, explain, as_json, with_text, trec_file, run_name, model, max_length, quiet,
-                  multivec_depth=None, param_specs=()):
+                  offset, fields, drop_pieces, explain, as_json, with_text, trec_file, run_name, model, max_length,
+                  quiet, multivec_depth=None, param_specs=()):
     """Search INDEX with TEXT (one or more queries) or a --queries file.
 
     INDEX may be left out when M3SEARCH_INDEX names it. Results come as a table, as JSON lines (--json),
@@ -110,7 +114,7 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
         raise click.UsageError("--fields goes with --json (the table always shows scores and the passage)")
     options = dict(k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k, explain=explain,
                    max_length=max_length, filter=Filter.parse(filter_json, where="--filter"), offset=offset,
-                   params=parse_params(param_specs))
+                   params=parse_params(param_specs), drop_pieces=drop_pieces)
     if fields is not None:
         options["fields"] = sorted(hit_fields(fields))
         with_text = with_text or bool({"text", "title"} & set(options["fields"]))
@@ -124,7 +128,8 @@ def query_command(args, queries_file, mode, weights, k, fusion, rrf_k, depth, de
     stdout = sys.stdout
     trec_out = None
     with api.open_index(index_path, model) as index:
-        run_name = run_name or "m3search-" + _slug(weights or mode or index.default_mode)
+        tuned = not (mode or weights or fusion) and index.search_defaults is not None
+        run_name = run_name or "m3search-" + _slug(weights or mode or ("tuned" if tuned else index.default_mode))
         try:
             if trec_file is not None:
                 trec_out = stdout if trec_file == "-" else open(trec_file, "w", encoding="utf-8")
