@@ -23,8 +23,9 @@ class SearchRequest(_Body):
     all_scores: bool = Field(False, description="Score every component, not only the weighted ones.")
     with_text: bool = Field(True, description="Fetch each hit's title and text (see also fields).")
     depths: int | dict[str, int] | None = None
-    fusion: Literal["weighted", "rrf"] = "weighted"
-    rrf_k: float = Field(60.0, gt=0)
+    fusion: Literal["weighted", "rrf"] | None = Field(
+        None, description="weighted or rrf (default: the index's tuned defaults, else weighted).")
+    rrf_k: float | None = Field(None, gt=0, description="RRF's k (default 60, or the tuned value).")
 
 
 class MatchedTermOut(BaseModel):

@@ -40,12 +40,17 @@ def local_fan(shards: Sequence[Any]) -> Fan:
 
 def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: int, queries: EncodedBatch, *,
                    k: int = 10, mode: str | None = None, weights: Mapping[str, float] | str | None = None,
-                   depths: int | Mapping[str, int] | None = None, fusion: str = "weighted",
-                   rrf_k: float = fuse.DEFAULT_RRF_K, explain: bool = False, all_scores: bool = False,
+                   depths: int | Mapping[str, int] | None = None, fusion: str | None = "weighted",
+                   rrf_k: float | None = fuse.DEFAULT_RRF_K, explain: bool = False, all_scores: bool = False,
                    with_text: bool = True, params: Mapping[str, Mapping[str, Any]] | None = None,
-                   filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None) -> list[list[Hit]]:
+                   filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None,
+                   drop_pieces: Any = None) -> list[list[Hit]]:
     """The planner's search (same options, same validation) over `n_shards` shards reached through `fan`.
     A filter is parsed once here and applied inside every shard's candidate search."""
+    fusion = "weighted" if fusion is None else fusion  # None: the default (no tuned defaults on shards yet)
+    rrf_k = fuse.DEFAULT_RRF_K if rrf_k is None else rrf_k
+    if drop_pieces:
+        raise ConfigError("drop_pieces is not available on a sharded index yet: search without it")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
     if k > MAX_K:
@@ -63,7 +68,7 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
     if absent:
         raise ConfigError(f"this index has no {' or '.join(absent)} component (it has: {', '.join(components) or 'none'}): "
                           "choose a mode or weights over the components it has")
-    k, offset = min(int(k), max(1, n_docs)), min(int(offset), max(1, n_docs))
+    k, offset = int(k), int(offset)
     depth_of = cand.resolve_depths(w, depths, k + offset, available=[s for s in cand.SOURCES if s in components])
     m = len(queries)
     if m == 0 or n_docs == 0:
