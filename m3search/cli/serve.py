@@ -26,8 +26,14 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
               help="Extra wait to gather a micro-batch (0: batch what queued up while the last one ran).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (access log at info).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Serve a sharded INDEX from the Ray cluster at ADDRESS ('auto': the one this machine runs): a "
+              "Ray Serve deployment per shard behind a router; same HTTP API (needs m3search[distributed]).")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: read copies per shard.")
 @model_option
-def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch, batch_wait_ms, log_level, model):
+def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch, batch_wait_ms, log_level,
+                  ray_address, replicas, model):
     """Serve INDEX at http://HOST:PORT: /v1/search, /v1/documents, /v1/documents/delete, /v1/encode,
     /v1/info, /health; OpenAPI at /openapi.json and docs at /docs.
 
@@ -52,6 +58,14 @@ def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch
         click.echo(f"warning: serving on {host} without an API key; anyone who can reach it can write", err=True)
     settings = ServerSettings(api_key=api_key or None, max_k=max_k, max_body_bytes=int(max_body_mb * (1 << 20)),
                               max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    if ray_address is not None:
+        from m3search.distributed.serve import serve_http
+
+        click.echo(f"m3search: serving {os.path.abspath(index_path)} from the Ray cluster at {ray_address} at "
+                   f"http://{host}:{port}", err=True)
+        serve_http(index_path, address=ray_address, host=host, port=port, replicas=replicas, settings=settings,
+                   log_level=log_level)
+        return
     with api.open_index(index_path, model) as index:
         _ = index.encoder  # load the model now, not on the first request
         app = create_app(index, settings)

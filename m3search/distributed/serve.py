@@ -172,7 +172,7 @@ def deploy(path: str | Path, *, address: str | None = None, replicas: int = 1, a
 
 
 def serve_http(path: str | Path, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-               replicas: int = 1) -> None:
+               replicas: int = 1, settings: Any = None, log_level: str = "warning") -> None:
     """What `m3search serve INDEX --ray ADDRESS` runs: the single-node server's HTTP app (`create_app`,
     from `m3search.server`) over the index deployed on Ray Serve, so both speak the same HTTP API."""
     try:
@@ -185,6 +185,6 @@ def serve_http(path: str | Path, *, address: str | None = None, host: str = "127
 
     index = deploy(path, address=address, replicas=replicas)
     try:
-        uvicorn.run(create_app(index), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(index, settings), host=host, port=port, log_level=log_level)
     finally:
         index.close()

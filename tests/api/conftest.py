@@ -31,7 +31,7 @@ def shared_index(tmp_path_factory):
 def any_index(request, tmp_path):
     """The same tests against an embedded SearchIndex and against m3search.connect() to a real server
     over that index. Yields (index, embedded) where `embedded` is the local SearchIndex (for checks)."""
-    from live_server import serve
+    from helpers.live_server import serve
 
     local = m3search.build_index(tmp_path / "idx", DOCS, model=MODEL)
     try:

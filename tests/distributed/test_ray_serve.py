@@ -45,6 +45,17 @@ def test_served_sharded_index_answers_like_the_local_ones(ray_cluster, tmp_path)
                     _same(e, l)
         _same(plain.search("delete a column", k=5, explain=True), served.search("delete a column", k=5, explain=True))
 
+        # over HTTP: the single-node server's app on the served index (what `m3search serve INDEX --ray` runs)
+        import httpx
+
+        from helpers.live_server import serve
+
+        with serve(served) as url:
+            r = httpx.post(url + "/v1/search", json={"queries": QUERIES, "k": 5, "mode": "all"}, timeout=60)
+        assert r.status_code == 200
+        for res, hits in zip(r.json()["results"], plain.search_many(QUERIES, k=5, mode="all")):
+            assert [h["docid"] for h in res["hits"]] == [h.docid for h in hits]
+
         # writes go to the shards' files; the replicas see the commit at the next search
         for index in (plain, served):
             index.add(docs[250:], batch_size=64)

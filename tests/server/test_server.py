@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import m3search
-from live_server import serve
+from helpers.live_server import serve
 from m3search.client import RemoteError
 from m3search.server.app import ServerSettings
 from helpers.sample_docs import MODEL, sample_docs
@@ -49,7 +49,7 @@ def test_search_answers_like_query_json(server, index):
     assert r.status_code == 200
     results = r.json()["results"]
     assert [x["qid"] for x in results] == ["1", "2"] and results[0]["query"] == "delete a column"
-    want = index.search(["delete a column", "Navigator"], k=3, offset=1, filter={"lang": {"$ne": "zh"}})
+    want = index.search_many(["delete a column", "Navigator"], k=3, offset=1, filter={"lang": {"$ne": "zh"}})
     for res, hits in zip(results, want):
         assert [h["docid"] for h in res["hits"]] == [h.docid for h in hits]
         assert [h["rank"] for h in res["hits"]] == [2, 3, 4]

@@ -1,6 +1,6 @@
 """A real uvicorn server on a free 127.0.0.1 port, in a background thread, for the server and API tests.
 
-A plain module beside tests/conftest.py (importable as `live_server`), like sample_docs.
+Part of the tests' helper package (`from helpers.live_server import serve`).
 """
 from __future__ import annotations
 
