@@ -9,7 +9,7 @@ import ray  # the test extra installs m3search[distributed]: a missing Ray is a 
 OBJECT_STORE = 80 * 1024 * 1024
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before other packages run: some of them fork
 def ray_cluster():
     from ray.cluster_utils import Cluster
 
