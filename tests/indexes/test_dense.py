@@ -255,5 +255,5 @@ def test_hnsw_scores_are_exact_and_recall_is_high(build, data, tmp_path):
     keep = np.arange(0, len(xb), 2)
     meta = comp.merge(tmp_path / "m", [r], [keep], tmp_path / "shared")
     merged = comp.open(tmp_path / "m", meta, tmp_path / "shared")
-    assert meta["version"] == 2 and merged.structure.kind == "hnsw"
+    assert meta["version"] == 3 and merged.structure.kind == "hnsw"
     assert_same_topk(*exact(xb[keep], xq, 10), *merged.search(xq, 10, ef_search=len(keep)))
