@@ -34,6 +34,7 @@ import msgpack
 
 from m3search.document import Document
 from m3search.errors import EncoderMismatchError, IndexFormatError, InputError
+from m3search.indexes.fsutil import read_versioned_json
 from m3search.types import EncodedBatch, EncoderIdentity
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,8 @@ class EncodedCorpus:
         if not file.is_file():
             raise InputError(f"{path} is not an encoded corpus ({HEADER} is missing): make one with "
                              f"`m3search encode CORPUS -o {path}`")
-        try:
-            header = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise IndexFormatError(f"{file} is unreadable ({e})") from e
-        if header.get("format") != FORMAT:
-            raise IndexFormatError(f"{file}: format {header.get('format')!r} is not {FORMAT!r}")
-        if not isinstance(header.get("version"), int) or header["version"] > VERSION:
-            raise IndexFormatError(f"{file}: version {header.get('version')!r} is newer than this m3search reads "
-                                   f"({VERSION}); upgrade m3search")
+        header = read_versioned_json(file, FORMAT, VERSION,
+                                     "the encoded corpus is damaged: encode it again into a new folder")
         for key in ("encoder", "part_size"):
             if key not in header:
                 raise IndexFormatError(f"{file} lacks {key!r}; the folder is damaged")
@@ -175,15 +169,8 @@ class EncodedCorpus:
 
     def part_header(self, index: int) -> dict:
         file = self.path / part_name(index) / PART_HEADER
-        try:
-            header = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise IndexFormatError(f"{file} is unreadable ({e}); re-run `m3search encode` to rewrite the part "
-                                   f"after moving {file.parent} aside") from e
-        if header.get("format") != PART_FORMAT or not isinstance(header.get("version"), int) \
-                or header["version"] > VERSION:
-            raise IndexFormatError(f"{file}: unknown part format {header.get('format')!r} v{header.get('version')!r}")
-        return header
+        return read_versioned_json(file, PART_FORMAT, VERSION, f"move {file.parent} aside and re-run "
+                                                               "`m3search encode` to rewrite the part")
 
     def read_part(self, index: int, verify: bool = True, mmap: bool = True) -> EncodedPart:
         folder = self.path / part_name(index)

@@ -59,6 +59,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def read_versioned_json(file: Path, fmt: str, version: int, fix: str) -> dict:
+    """A versioned JSON header: an object whose `format` is `fmt` and whose `version` this m3search reads
+    (1..`version`). Anything else, unreadable or damaged included, is an IndexFormatError naming the file,
+    with `fix` as the way out."""
+    try:
+        header = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"{file} is unreadable ({e}); {fix}") from e
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        got = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise IndexFormatError(f"{file}: format {got!r} is not {fmt!r}; {fix}")
+    v = header.get("version")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise IndexFormatError(f"{file}: version {v!r} is not a format version; {fix}")
+    if v > version:
+        raise IndexFormatError(f"{file}: version {v} is newer than this m3search reads ({version}); upgrade m3search")
+    return header
+
+
 def file_sizes(root: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
     """{relative posix path: size in bytes} of every regular file under `root` (names in `skip` left out)."""
     sizes = {}

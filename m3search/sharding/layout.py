@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from m3search.errors import IndexFormatError
+from m3search.indexes.fsutil import read_versioned_json
 
 FORMAT = "m3search.sharded_index"
 VERSION = 1
@@ -49,15 +50,7 @@ def shard_name(i: int) -> str:
 
 def read_header(path: Path) -> dict:
     file = path / HEADER
-    try:
-        header = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise IndexFormatError(f"{file} is unreadable ({e}); restore it from a backup") from e
-    if header.get("format") != FORMAT:
-        raise IndexFormatError(f"{file}: format {header.get('format')!r} is not {FORMAT!r}")
-    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
-        raise IndexFormatError(f"{file}: version {header.get('version')!r} is newer than this m3search reads "
-                               f"({VERSION}); upgrade m3search")
+    header = read_versioned_json(file, FORMAT, VERSION, "restore it from a backup")
     if header.get("hash") != HASH:
         raise IndexFormatError(f"{file}: unknown shard hash {header.get('hash')!r} (this m3search knows {HASH!r})")
     if not isinstance(header.get("n_shards"), int) or len(header.get("shards", [])) != header["n_shards"]:

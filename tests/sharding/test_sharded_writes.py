@@ -54,3 +54,13 @@ def test_shard_count_mismatches_are_refused(tmp_path):
     m3search.build_index(tmp_path / "p", _docs(5), model=MODEL).close()
     with pytest.raises(ConfigError, match="not sharded"):
         m3search.build_index(tmp_path / "p", model=MODEL, shards=2)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{\"format\": \"m3search.sharded_index\", \"version\": true}", "{"])
+def test_damaged_sharded_header_is_one_clear_error(tmp_path, content):
+    from m3search.errors import IndexFormatError
+    from m3search.sharding.layout import HEADER, read_header
+
+    (tmp_path / HEADER).write_text(content)
+    with pytest.raises(IndexFormatError, match=HEADER):
+        read_header(tmp_path)
