@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -34,7 +32,8 @@ import msgpack
 
 from m3search.document import Document
 from m3search.errors import EncoderMismatchError, IndexFormatError, InputError
-from m3search.indexes.fsutil import read_versioned_json
+from m3search.indexes.fsutil import fsync_dir, fsync_file, read_versioned_json, write_json_atomic
+from m3search.indexes.segment_files import describe
 from m3search.types import EncodedBatch, EncoderIdentity
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ class EncodedCorpus:
         header = {"format": FORMAT, "version": VERSION, "encoder": identity.to_dict(), "model": model,
                   "part_size": int(part_size), "m3search_version": __version__}
         path.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(path / HEADER, header)
+        write_json_atomic(path / HEADER, header)
         return cls(path, header)
 
     # -- parts -----------------------------------------------------------------------------------
@@ -148,20 +147,20 @@ class EncodedCorpus:
             rows = [[i, d.text, d.title, d.metadata] for i, d in zip(ids, docs)]
             with open(tmp / DOCS_FILE, "wb") as f:
                 f.write(msgpack.packb(rows, use_bin_type=True))
-            files = {p.name: {"bytes": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(tmp.iterdir())}
+            files = {p.name: describe(p) for p in sorted(tmp.iterdir())}
             for p in tmp.iterdir():
-                _fsync(p)
+                fsync_file(p)
             header = {"format": PART_FORMAT, "version": VERSION, "part": int(index), "n": len(ids),
                       "ids_digest": ids_digest(list(ids)), "files": files}
-            _write_json_atomic(tmp / PART_HEADER, header)
-            _fsync(tmp)
+            write_json_atomic(tmp / PART_HEADER, header)
+            fsync_dir(tmp)
             try:
                 os.rename(tmp, final)  # fails if another writer (a retried task) got there first
             except OSError:
                 if (final / PART_HEADER).is_file():
                     return False
                 raise
-            _fsync(self.path)
+            fsync_dir(self.path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)  # our own temporary folder
@@ -181,7 +180,8 @@ class EncodedCorpus:
                 if not p.is_file():
                     raise IndexFormatError(f"{p} is missing; the encoded part is damaged (re-encode it: move "
                                            f"{folder} aside and run `m3search encode` again)")
-                size, crc = p.stat().st_size, _crc32(p)
+                got = describe(p)
+                size, crc = got["bytes"], got["crc32"]
                 if size != want["bytes"] or crc != want["crc32"]:
                     raise IndexFormatError(f"{p}: checksum mismatch (size {size}, crc32 {crc:#x}; part.json says "
                                            f"{want['bytes']}, {want['crc32']:#x}); the encoded part is damaged "
@@ -225,28 +225,3 @@ def check_part_ids(enc: EncodedCorpus, index: int, ids: Sequence[str]) -> None:
         raise InputError(f"{enc.path / part_name(index)} holds other documents than the corpus has at positions "
                          f"{index * enc.part_size}..{index * enc.part_size + len(ids) - 1}: the corpus changed since "
                          "it was encoded; encode it into a new folder")
-
-
-def _crc32(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

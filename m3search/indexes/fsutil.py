@@ -59,6 +59,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write a small JSON record (a header, a manifest) so that a crash leaves the old file or the new one."""
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
+
+
 def read_versioned_json(file: Path, fmt: str, version: int, fix: str) -> dict:
     """A versioned JSON header: an object whose `format` is `fmt` and whose `version` this m3search reads
     (1..`version`). Anything else, unreadable or damaged included, is an IndexFormatError naming the file,

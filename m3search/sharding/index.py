@@ -16,9 +16,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from m3search.errors import EncoderMismatchError, InputError, ModelError
+from m3search.indexes.fsutil import write_json_atomic
 from m3search.planner.hits import Hit
 from m3search.sharding import router
-from m3search.sharding.layout import FORMAT, HASH, HEADER, VERSION, read_header, shard_name, write_json_atomic
+from m3search.sharding.layout import FORMAT, HASH, HEADER, VERSION, read_header, shard_name
 from m3search.sharding.shard import ShardSearcher
 from m3search.sharding.writers import ShardWriters
 from m3search.types import EncodedBatch, EncoderIdentity

@@ -12,7 +12,6 @@ ties between equal scores by them, exactly as the planner breaks ties by interna
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 from pathlib import Path
@@ -56,15 +55,6 @@ def read_header(path: Path) -> dict:
     if not isinstance(header.get("n_shards"), int) or len(header.get("shards", [])) != header["n_shards"]:
         raise IndexFormatError(f"{file}: n_shards and the shard list disagree; the index is damaged")
     return header
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def order_file(path: Path, shard: str) -> Path:

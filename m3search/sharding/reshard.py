@@ -83,22 +83,11 @@ def _export(snap, identity) -> Iterator[tuple[list[str], EncodedBatch, list[dict
 def _copy_codec(source: Path, sharded: ShardedIndex) -> None:
     """The source's trained token-vector codec goes into every shard: decoded vectors re-encode to the
     same codes, and the shards score exactly as the source does."""
-    import secrets
-    import shutil
-
     from m3search.indexes.multivec.component import CODEC_DIR
-    from m3search.indexes.segment_files import publish_dir
+    from m3search.sharding.writers import copy_codec
 
     codec = source / COMPONENTS_DIR / "multivec" / CODEC_DIR
     if not codec.is_dir():
         return
     for name in sharded.shard_names:
-        shared = sharded.path / name / COMPONENTS_DIR / "multivec"
-        shared.mkdir(parents=True, exist_ok=True)
-        tmp = shared / f".codec-copy-{secrets.token_hex(4)}"
-        try:
-            shutil.copytree(codec, tmp)
-            publish_dir(tmp, shared / CODEC_DIR)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)  # our own copy
+        copy_codec(codec, sharded.path / name / COMPONENTS_DIR / "multivec")

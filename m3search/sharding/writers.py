@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -167,7 +168,6 @@ class ShardWriters:
         """Every shard compresses token vectors with one codec, trained as one index would train it: from
         the first write's token vectors, with the component's own sampling and seed."""
         from m3search.indexes.multivec.component import CODEC_DIR, MultivecComponent
-        from m3search.indexes.segment_files import publish_dir
         from m3search.indexes.writer import COMPONENTS_DIR
 
         if "multivec" not in self.indexes[0].components:
@@ -195,11 +195,20 @@ class ShardWriters:
         source = shared[have.index(True)] / CODEC_DIR
         for p, ok in zip(shared, have):
             if not ok:
-                p.mkdir(parents=True, exist_ok=True)
-                tmp = p / f".codec-copy-{secrets.token_hex(4)}"
-                try:
-                    shutil.copytree(source, tmp)
-                    publish_dir(tmp, p / CODEC_DIR)
-                finally:
-                    if tmp.exists():
-                        shutil.rmtree(tmp)  # our own copy, when another writer published first
+                copy_codec(source, p)
+
+
+def copy_codec(codec: Path, shared: Path) -> None:
+    """Publish a copy of the token-vector codec folder `codec` as `shared`/codec (a no-op where another
+    writer published one first: codecs are written once and never changed)."""
+    from m3search.indexes.multivec.component import CODEC_DIR
+    from m3search.indexes.segment_files import publish_dir
+
+    shared.mkdir(parents=True, exist_ok=True)
+    tmp = shared / f".codec-copy-{secrets.token_hex(4)}"
+    try:
+        shutil.copytree(codec, tmp)
+        publish_dir(tmp, shared / CODEC_DIR)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # our own copy, when another writer published first
