@@ -6,6 +6,7 @@ commit refers to is on disk before the commit record is.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -64,14 +65,25 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 
-def read_versioned_json(file: Path, fmt: str, version: int, fix: str) -> dict:
+def json_digest(body: dict) -> str:
+    """sha256 of a JSON object's canonical form (sorted keys), the checksum of small sealed JSON files."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def sealed_json(body: dict) -> dict:
+    """`body` plus its checksum under "sha256", for `read_versioned_json(..., sealed_from=...)` to verify."""
+    return {**body, "sha256": json_digest(body)}
+
+
+def read_versioned_json(file: Path, fmt: str, version: int, fix: str, sealed_from: int | None = None) -> dict:
     """A versioned JSON header: an object whose `format` is `fmt` and whose `version` this m3search reads
-    (1..`version`). Anything else, unreadable or damaged included, is an IndexFormatError naming the file,
-    with `fix` as the way out."""
+    (1..`version`). From version `sealed_from` on, the object must carry the "sha256" `sealed_json` wrote,
+    which is checked and removed. Anything else, unreadable or damaged included, is an IndexFormatError
+    naming the file, with `fix` as the way out."""
     try:
         header = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise IndexFormatError(f"{file} is unreadable ({e}); {fix}") from e
+        raise IndexFormatError(f"{file} is unreadable or damaged ({e}); {fix}") from e
     if not isinstance(header, dict) or header.get("format") != fmt:
         got = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise IndexFormatError(f"{file}: format {got!r} is not {fmt!r}; {fix}")
@@ -80,6 +92,10 @@ def read_versioned_json(file: Path, fmt: str, version: int, fix: str) -> dict:
         raise IndexFormatError(f"{file}: version {v!r} is not a format version; {fix}")
     if v > version:
         raise IndexFormatError(f"{file}: version {v} is newer than this m3search reads ({version}); upgrade m3search")
+    if sealed_from is not None and v >= sealed_from:
+        stored = header.pop("sha256", None)
+        if stored != json_digest(header):
+            raise IndexFormatError(f"{file}: fails its checksum (the file was changed or damaged); {fix}")
     return header
 
 

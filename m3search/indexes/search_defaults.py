@@ -9,15 +9,11 @@ file that fails its checksum is reported as damage, never used.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from m3search.errors import IndexFormatError
-from m3search.indexes.fsutil import fsync_dir
+from m3search.indexes.fsutil import fsync_dir, read_versioned_json, sealed_json, write_json_atomic
 from m3search.planner.fusion import DEFAULT_RRF_K
 from m3search.planner.weights import COMPONENTS, check_weights
 
@@ -45,10 +41,6 @@ class SearchDefaults:
                 "provenance": dict(self.provenance)}
 
 
-def _checksum(body: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
 def write_search_defaults(index_dir: Path, defaults: SearchDefaults) -> Path:
     """Store `defaults` atomically (temporary file, fsync, rename, fsync of the folder)."""
     weights = check_weights(defaults.weights)
@@ -56,44 +48,18 @@ def write_search_defaults(index_dir: Path, defaults: SearchDefaults) -> Path:
         raise ValueError(f"unknown fusion {defaults.fusion!r}")
     body = {"format": DEFAULTS_FORMAT, "version": DEFAULTS_VERSION, "weights": weights,
             "fusion": defaults.fusion, "rrf_k": float(defaults.rrf_k), "provenance": defaults.provenance}
-    data = json.dumps({**body, "sha256": _checksum(body)}, indent=1, sort_keys=True, ensure_ascii=False)
     path = Path(index_dir) / DEFAULTS_NAME
-    fd, tmp = tempfile.mkstemp(prefix=DEFAULTS_NAME + ".", suffix=".tmp", dir=index_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)  # our own temporary file
-        raise
-    fsync_dir(Path(index_dir))
+    write_json_atomic(path, sealed_json(body))
     return path
 
 
 def read_search_defaults(index_dir: Path) -> SearchDefaults | None:
     """The stored defaults, or None if the index has none. Raises IndexFormatError for a damaged file."""
     path = Path(index_dir) / DEFAULTS_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists():
         return None
     fix = f"re-run `m3search tune` on the index, or remove {path} to search with the built-in defaults"
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-        stored = obj.pop("sha256")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
-        raise IndexFormatError(f"{path}: the stored search defaults are damaged ({e}): {fix}") from None
-    if obj.get("format") != DEFAULTS_FORMAT:
-        raise IndexFormatError(f"{path}: not an m3search search-defaults file (format {obj.get('format')!r}): {fix}")
-    if not isinstance(obj.get("version"), int) or obj["version"] > DEFAULTS_VERSION:
-        raise IndexFormatError(f"{path}: search defaults version {obj.get('version')!r} is newer than this m3search "
-                               f"reads ({DEFAULTS_VERSION}): upgrade m3search, or {fix}")
-    if _checksum(obj) != stored:
-        raise IndexFormatError(f"{path}: the stored search defaults fail their checksum (the file was changed or "
-                               f"damaged): {fix}")
+    obj = read_versioned_json(path, DEFAULTS_FORMAT, DEFAULTS_VERSION, fix, sealed_from=1)
     try:
         weights = check_weights(obj["weights"])
         weights = {c: weights[c] for c in COMPONENTS if c in weights}  # canonical order (the file sorts keys)

@@ -9,6 +9,7 @@ from helpers.components import flip_bits
 
 from m3search.errors import IndexFormatError
 from m3search.indexes import segment_files
+from m3search.indexes.fsutil import sealed_json
 from m3search.indexes.sparse import SparseComponent
 
 
@@ -158,6 +159,12 @@ def test_quantizer_file_versions(segment):
     (shared / "quantizer.json").write_text(json.dumps({**q, "version": 99}))
     with pytest.raises(IndexFormatError, match="newer"):
         comp.open(path, meta, shared)
-    (shared / "quantizer.json").write_text(json.dumps({**q, "max_weight": -1}))
+    body = {k: v for k, v in q.items() if k != "sha256"}
+    (shared / "quantizer.json").write_text(json.dumps(sealed_json({**body, "max_weight": -1})))
     with pytest.raises(IndexFormatError, match="max_weight"):
         comp.open(path, meta, shared)
+    (shared / "quantizer.json").write_text(json.dumps({**q, "max_weight": q["max_weight"] * 2}))
+    with pytest.raises(IndexFormatError, match="checksum"):  # changed without resealing
+        comp.open(path, meta, shared)
+    (shared / "quantizer.json").write_text(json.dumps({**body, "version": 1}))  # version 1 had no checksum
+    comp.open(path, meta, shared)

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from m3search.errors import IndexFormatError
-from m3search.indexes.fsutil import fsync_file
+from m3search.indexes.fsutil import fsync_file, read_versioned_json, sealed_json
 
 logger = logging.getLogger(__name__)
 
 QUANTIZER_FILE = "quantizer.json"
 QUANTIZER_FORMAT = "m3search.sparse.quantizer"
-QUANTIZER_VERSION = 1
+QUANTIZER_VERSION = 2  # 2: sealed with a sha256 (1 is still read)
 LEVELS = 255
 AUTO_HEADROOM = 1.25  # "auto": the first batch's largest weight times this, room for later batches
 
@@ -56,17 +56,8 @@ def read_quantizer(shared: Path) -> Quantizer | None:
     path = Path(shared) / QUANTIZER_FILE
     if not path.is_file():
         return None
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise IndexFormatError(f"{path} is unreadable ({e}); restore it from a backup") from e
-    if d.get("format") != QUANTIZER_FORMAT:
-        raise IndexFormatError(f"{path}: format {d.get('format')!r} is not {QUANTIZER_FORMAT!r}")
-    if not isinstance(d.get("version"), int) or d["version"] > QUANTIZER_VERSION:
-        raise IndexFormatError(
-            f"{path}: version {d.get('version')!r} is newer than this m3search reads ({QUANTIZER_VERSION}); "
-            "upgrade m3search"
-        )
+    d = read_versioned_json(path, QUANTIZER_FORMAT, QUANTIZER_VERSION, "restore the index from a backup",
+                            sealed_from=2)
     mw = d.get("max_weight")
     if d.get("bits") != 8 or not isinstance(mw, (int, float)) or not np.isfinite(mw) or mw <= 0:
         raise IndexFormatError(f"{path}: bits must be 8 and max_weight a positive number, got {d}")
@@ -93,7 +84,7 @@ def shared_quantizer(shared: Path, configured: float | str, batch_max: float) ->
     fd, tmp = tempfile.mkstemp(prefix=".quantizer-", dir=shared)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(q.to_dict(), f, indent=1)
+            json.dump(sealed_json(q.to_dict()), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         try:  # link, not replace: if another writer got there first, its scale wins for everyone
