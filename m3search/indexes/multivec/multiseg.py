@@ -25,7 +25,6 @@ import numpy as np
 from m3search.errors import InputError
 from m3search.indexes.faiss_support import faiss_threads, threads_for
 from m3search.indexes.multivec import generator as gen
-from m3search.indexes.multivec.maxsim import maxsim_decoded, maxsim_lut
 from m3search.indexes.multivec.reader import MultivecSegmentReader
 
 
@@ -101,22 +100,18 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
             if cands >= n_live:
                 pos = live_pos
             else:
-                est = np.concatenate([
-                    gen.probe_scores(p.reader.lists[0], p.reader.lists[1], sims,
-                                     nprobe or gen.default_nprobe(n_centroids), p.skip, p.n)
-                    for p in parts
-                ])
+                probe = nprobe or gen.default_nprobe(n_centroids)
+                est = np.concatenate([p.reader.probe_estimates(sims, p.skip, probe) for p in parts])
                 size = min(n_live, max(cands, pool or gen.default_pool(cands, n_live)))
                 pooled = gen.top_ids(est, np.arange(total, dtype=np.int64), size)
                 if len(pooled) < size:  # too few reached: fill up with unreached live documents, by id
                     unreached = np.isinf(est) & live
                     pooled = np.concatenate([pooled, np.flatnonzero(unreached)[: size - len(pooled)]])
                 pooled = np.sort(pooled)
-                ci = _per_segment(parts, starts, pooled, lambda p, local: gen.centroid_maxsim(
-                    p.reader._verified_codes(local), p.reader.offsets, local, sims))
+                ci = _per_segment(parts, starts, pooled, lambda p, local: p.reader.centroid_scores(local, sims))
                 pos = np.sort(gen.top_ids(ci, pooled, cands))
             tables = codec.lut_tables(q) if use_lut else None
-            scores = _per_segment(parts, starts, pos, lambda p, local: _score(p.reader, q, local, tables))
+            scores = _per_segment(parts, starts, pos, lambda p, local: p.reader.full_scores(q, local, tables))
             top = gen.top_ids(scores, pos, k)
             P[qi, : len(top)] = top
             D[qi, : len(top)] = scores[np.searchsorted(pos, top)]
@@ -154,16 +149,8 @@ def _score_pairs(readers, q_vecs, q_lengths, local, q_of, scorer) -> list[np.nda
         for r, ids, out, (order, bounds) in zip(readers, local, outs, groups):
             sel = order[bounds[qi] : bounds[qi + 1]]
             if len(sel):
-                out[sel] = _score(r, q, ids[sel], tables)
+                out[sel] = r.full_scores(q, ids[sel], tables)
     return outs
-
-
-def _score(r: MultivecSegmentReader, q: np.ndarray, ids: np.ndarray, tables) -> np.ndarray:
-    """MaxSim of q against local ids of reader r from full codes (tables: the codec's for q, or None)."""
-    codes = r._verified_codes(ids)
-    if tables is not None:
-        return maxsim_lut(tables[0], tables[1], codes, r.offsets, ids, r.codec.spec["residual"], r._sq_norms)
-    return maxsim_decoded(q, codes, r.offsets, ids, r._decode)
 
 
 def _per_segment(parts: list[_Part], starts: np.ndarray, pos: np.ndarray, score) -> np.ndarray:
