@@ -147,6 +147,26 @@ def _search_each(views_masks, kind: str, q: Any, k: int, params) -> tuple[list[n
     return Ds, Is
 
 
+def _search_with_floors(segset: SegmentSet, kind: str, q: Any, m: int, k: int, deleted,
+                        params) -> tuple[np.ndarray, np.ndarray]:
+    """Segments one after the other, the largest first, each given the k-th best score found so far as
+    its floor (sparse: blocks that can't beat it are skipped), so later segments skip most of their work.
+    Exact: a document below the floor has k better ones already; ties are left to merge_topk."""
+    if k < 0:
+        raise InputError(f"k must be >= 0, got {k}")
+    masks = segset.segment_masks(deleted)
+    floor = np.full(m, -np.inf, np.float32)
+    D = I = None
+    for p in sorted(range(len(segset.views)), key=lambda p: -masks[p][1]):
+        view, (mask, n_live) = segset.views[p], masks[p]
+        if n_live == 0 or k == 0:
+            continue
+        Ds, Is = _search_each([(view, (mask, n_live))], kind, q, k, {**params, "floor": floor})
+        D, I = merge_topk(Ds + ([D] if D is not None else []), Is + ([I] if I is not None else []), m, k)
+        floor = np.ascontiguousarray(D[:, k - 1])  # -inf while fewer than k are known
+    return merge_topk([] if D is None else [D], [] if I is None else [I], m, k)
+
+
 def _multivec_search(segset: SegmentSet, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted,
                      params) -> tuple[np.ndarray, np.ndarray]:
     """The segments sharing the index's codec searched in one pass (multivec/multiseg.py), the others one
@@ -266,7 +286,13 @@ class IndexSparseReader(_IndexReader, SparseReader):
         self.vocab_size = vocab_size
 
     def search(self, q: sp.csr_matrix, k: int, deleted: np.ndarray | None = None, **params: Any):
-        return _search(self.segset, self.kind, q, q.shape[0], k, deleted, params)
+        from m3search.indexes.sparse.reader import SparseSegmentReader
+
+        views = self.segset.views
+        if len(views) < 2 or "floor" in params or not all(isinstance(v.readers[self.kind], SparseSegmentReader)
+                                                          for v in views):
+            return _search(self.segset, self.kind, q, q.shape[0], k, deleted, params)
+        return _search_with_floors(self.segset, self.kind, q, q.shape[0], k, deleted, params)
 
     def score_pairs(self, q: sp.csr_matrix, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q, qi, loc))
