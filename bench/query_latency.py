@@ -24,6 +24,7 @@ bench/out/ (git-ignored) and reused by later runs with the same --n and --seed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -102,6 +103,23 @@ def make_queries(n: int, d: int, seed: int, m: int) -> EncodedBatch:
     return EncodedBatch(xq, sq, tq, tl)
 
 
+@contextlib.contextmanager
+def per_segment_search():
+    """The search as it was before one-pass multi-segment search: every segment of the multi-vector and
+    sparse components searched (and multi-vector pairs scored) on its own, with its own full budget."""
+    from m3search.indexes import segments
+    from m3search.indexes.multivec import multiseg
+
+    saved = multiseg.shared_codec_groups, segments.IndexSparseReader.search
+    multiseg.shared_codec_groups = lambda readers: ([], list(range(len(readers))))
+    segments.IndexSparseReader.search = lambda self, q, k, deleted=None, **params: segments._search(
+        self.segset, self.kind, q, q.shape[0], k, deleted, params)
+    try:
+        yield
+    finally:
+        multiseg.shared_codec_groups, segments.IndexSparseReader.search = saved
+
+
 def percentiles(xs) -> dict:
     a = np.asarray(xs, dtype=np.float64) * 1000
     return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean())}
@@ -167,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cli-commit-every", type=int, default=None, metavar="N",
                    help="also time an index built the CLI's way: a commit every N passages, merges by the default "
                    "policy, no final optimize (reported beside the optimized one)")
+    p.add_argument("--per-segment-baseline", action="store_true",
+                   help="with --cli-commit-every: also time the CLI-built index with the per-segment search of "
+                   "before (multi-vector and sparse segments searched one by one), in the same rounds")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "query_latency.json")
     args = p.parse_args(argv)
@@ -183,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         cli_path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}-commit{args.cli_commit_every}.m3s"
         build_index(cli_path, args.n, args.dim, args.seed, args.chunk, commit_every=args.cli_commit_every)
 
-    results, cli_results, cli_info = {}, {}, None
+    results, cli_results, base_results, cli_info = {}, {}, {}, None
     with m3search.open_index(path) as index, (m3search.open_index(cli_path) if cli_path else _null()) as cli:
         info = index.info()
         cli_info = cli.info() if cli is not None else None
@@ -193,6 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
             results[mode] = measure_mode(index, queries, mode, args.k, args.batch)
             if cli is not None:
                 cli_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
+                if args.per_segment_baseline:
+                    with per_segment_search():
+                        base_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
             if encode is not None:
                 enc = np.asarray(encode["times_s"])
                 search = np.asarray(results[mode]["search_times_s"])
@@ -215,6 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
             "total_bytes": cli_info["total_bytes"],
             "bytes": {kind: c["bytes"] for kind, c in cli_info["components"].items()},
             "modes": {m: {key: v for key, v in r.items() if key != "search_times_s"} for m, r in cli_results.items()},
+            "per_segment_modes": {m: {key: v for key, v in r.items() if key != "search_times_s"}
+                                  for m, r in base_results.items()},
+            "load_avg": os.getloadavg(),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -254,16 +281,23 @@ def markdown(report: dict) -> str:
               "encoder's time for one query."]
     cli = report.get("cli_built")
     if cli:
+        base = cli.get("per_segment_modes") or {}
         lines += ["", f"Built the CLI's way (a commit every {cli['commit_every']:,} passages, default merge policy, "
                   f"no optimize): {cli['n_segments']} segment(s), {cli['total_bytes'] / 2**30:.2f} GiB; the same "
-                  "queries, timed alternately with the optimized index.", "",
-                  "| mode | optimized p50 / p95 (ms) | CLI-built p50 / p95 (ms) | CLI-built / optimized (p50) |",
-                  "|---|---|---|---|"]
+                  "queries, timed alternately with the optimized index"
+                  + (f"; load average at the end {cli['load_avg'][0]:.1f}" if cli.get("load_avg") else "") + ".", "",
+                  "| mode | optimized p50 / p95 (ms) | CLI-built p50 / p95 (ms) | CLI-built / optimized (p50 / p95) |"
+                  + (" CLI-built, per-segment search (before) p50 / p95 (ms) | before / optimized (p50) |" if base else ""),
+                  "|---|---|---|---|" + ("---|---|" if base else "")]
         for mode, r in cli["modes"].items():
             o = report["modes"][mode]["search"]
             c = r["search"]
-            lines.append(f"| {mode} | {o['p50_ms']:.1f} / {o['p95_ms']:.1f} | {c['p50_ms']:.1f} / {c['p95_ms']:.1f} | "
-                         f"{c['p50_ms'] / o['p50_ms']:.2f}x |")
+            line = (f"| {mode} | {o['p50_ms']:.1f} / {o['p95_ms']:.1f} | {c['p50_ms']:.1f} / {c['p95_ms']:.1f} | "
+                    f"{c['p50_ms'] / o['p50_ms']:.2f}x / {c['p95_ms'] / o['p95_ms']:.2f}x |")
+            if mode in base:
+                b = base[mode]["search"]
+                line += f" {b['p50_ms']:.1f} / {b['p95_ms']:.1f} | {b['p50_ms'] / o['p50_ms']:.2f}x |"
+            lines.append(line)
     if enc:
         lines += [f"Encode ({enc['model']} on this CPU, one query): p50 {enc['single']['p50_ms']:.1f} ms, p95 "
                   f"{enc['single']['p95_ms']:.1f} ms; batched: {enc['batch_qps']:.0f} queries/s."]

@@ -87,7 +87,7 @@ class Index:
                 lock.release()
             raise
         # an Index dropped without close() still releases its files and the writer lock when collected
-        self._release = weakref.finalize(self, _release_resources, self._env, lock, self._cache)
+        self._release = weakref.finalize(self, _release_resources, self._env, lock, self._cache, self._writer)
 
     # -- creation and opening ---------------------------------------------------------------------
     @classmethod
@@ -251,6 +251,10 @@ class Index:
         """Commit, then merge all segments into one without deleted documents. Returns the generation."""
         return self._need_writer("optimize").optimize()
 
+    def wait_for_merges(self) -> None:
+        """Block until the merges that commits started in the background are done (`close` waits too)."""
+        self._need_writer("wait for merges").wait_for_merges()
+
     def _need_writer(self, what: str) -> IndexWriter:
         self._check_open()
         if self._writer is None:
@@ -311,6 +315,8 @@ class Index:
         if self._closed:
             return
         try:
+            if self._writer is not None:
+                self._writer.finish()  # background merges end before the files they use close
             if self._writer is not None and self._writer.has_changes:
                 logger.warning("closing %s with uncommitted changes: they are discarded", self.path)
                 self._writer.rollback()
@@ -338,7 +344,9 @@ class Index:
         return f"Index({str(self.path)!r}, {mode}, components={sorted(self._components)})"
 
 
-def _release_resources(env, lock: WriterLock | None, cache: HandleCache) -> None:
+def _release_resources(env, lock: WriterLock | None, cache: HandleCache, writer: IndexWriter | None = None) -> None:
+    if writer is not None:
+        writer.finish()
     cache.close_all()
     release_env(env)
     if lock is not None:

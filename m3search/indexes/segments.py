@@ -128,8 +128,14 @@ def merge_topk(Ds: list[np.ndarray], Is: list[np.ndarray], m: int, k: int) -> tu
 def _search(segset: SegmentSet, kind: str, q: Any, m: int, k: int, deleted, params) -> tuple[np.ndarray, np.ndarray]:
     if k < 0:
         raise InputError(f"k must be >= 0, got {k}")
+    Ds, Is = _search_each(zip(segset.views, segset.segment_masks(deleted)), kind, q, k, params)
+    return merge_topk(Ds, Is, m, k)
+
+
+def _search_each(views_masks, kind: str, q: Any, k: int, params) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per segment (view, (mask, n_live)): its top-k in global ids, for merge_topk."""
     Ds, Is = [], []
-    for view, (mask, n_live) in zip(segset.views, segset.segment_masks(deleted)):
+    for view, (mask, n_live) in views_masks:
         if n_live == 0 or k == 0:
             continue
         args = q if isinstance(q, tuple) else (q,)  # multivec queries are (token vectors, lengths)
@@ -138,7 +144,59 @@ def _search(segset: SegmentSet, kind: str, q: Any, m: int, k: int, deleted, para
         valid = I >= 0
         Ds.append(np.asarray(D, dtype=np.float32))
         Is.append(np.where(valid, view.global_ids(np.where(valid, I, 0)), -1))
-    return merge_topk(Ds, Is, m, k)
+    return Ds, Is
+
+
+def _search_with_floors(segset: SegmentSet, kind: str, q: Any, m: int, k: int, deleted,
+                        params) -> tuple[np.ndarray, np.ndarray]:
+    """Segments one after the other, the largest first, each given the k-th best score found so far as
+    its floor (sparse: blocks that can't beat it are skipped), so later segments skip most of their work.
+    Exact: a document below the floor has k better ones already; ties are left to merge_topk."""
+    if k < 0:
+        raise InputError(f"k must be >= 0, got {k}")
+    masks = segset.segment_masks(deleted)
+    floor = np.full(m, -np.inf, np.float32)
+    D = I = None
+    for p in sorted(range(len(segset.views)), key=lambda p: -masks[p][1]):
+        view, (mask, n_live) = segset.views[p], masks[p]
+        if n_live == 0 or k == 0:
+            continue
+        Ds, Is = _search_each([(view, (mask, n_live))], kind, q, k, {**params, "floor": floor})
+        D, I = merge_topk(Ds + ([D] if D is not None else []), Is + ([I] if I is not None else []), m, k)
+        floor = np.ascontiguousarray(D[:, k - 1])  # -inf while fewer than k are known
+    return merge_topk([] if D is None else [D], [] if I is None else [I], m, k)
+
+
+def _multivec_search(segset: SegmentSet, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted,
+                     params) -> tuple[np.ndarray, np.ndarray]:
+    """The segments sharing the index's codec searched in one pass (multivec/multiseg.py), the others one
+    by one; merged."""
+    from m3search.indexes.multivec import multiseg
+
+    if k < 0:
+        raise InputError(f"k must be >= 0, got {k}")
+    m = len(q_lengths)
+    masks = segset.segment_masks(deleted)
+    live = [p for p, (_, n_live) in enumerate(masks) if n_live > 0]
+    group, rest = multiseg.shared_codec_groups([segset.views[p].readers["multivec"] for p in live])
+    if len(group) < 2 or k == 0:
+        return _search(segset, "multivec", (q_vecs, q_lengths), m, k, deleted, params)
+    views = [segset.views[live[g]] for g in group]
+    n_live = sum(masks[live[g]][1] for g in group)
+    D, P, starts = multiseg.search([v.readers["multivec"] for v in views], [masks[live[g]][0] for g in group],
+                                   n_live, q_vecs, q_lengths, min(k, n_live), **params)
+    I = np.full(P.shape, -1, np.int64)
+    valid = P >= 0
+    pos = P[valid]
+    seg = np.searchsorted(np.asarray(starts), pos, side="right") - 1
+    gids = np.empty(len(pos), np.int64)
+    for s, view in enumerate(views):
+        sel = seg == s
+        gids[sel] = view.global_ids(pos[sel] - starts[s])
+    I[valid] = gids
+    Ds, Is = _search_each(((segset.views[live[r]], masks[live[r]]) for r in rest), "multivec",
+                          (q_vecs, q_lengths), k, params)
+    return merge_topk([D, *Ds], [I, *Is], m, k)
 
 
 def _input_order(groups, n: int) -> np.ndarray:
@@ -228,7 +286,13 @@ class IndexSparseReader(_IndexReader, SparseReader):
         self.vocab_size = vocab_size
 
     def search(self, q: sp.csr_matrix, k: int, deleted: np.ndarray | None = None, **params: Any):
-        return _search(self.segset, self.kind, q, q.shape[0], k, deleted, params)
+        from m3search.indexes.sparse.reader import SparseSegmentReader
+
+        views = self.segset.views
+        if len(views) < 2 or "floor" in params or not all(isinstance(v.readers[self.kind], SparseSegmentReader)
+                                                          for v in views):
+            return _search(self.segset, self.kind, q, q.shape[0], k, deleted, params)
+        return _search_with_floors(self.segset, self.kind, q, q.shape[0], k, deleted, params)
 
     def score_pairs(self, q: sp.csr_matrix, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q, qi, loc))
@@ -253,9 +317,30 @@ class IndexMultivecReader(_IndexReader, MultivecReader):
     def score_pairs(
         self, q_vecs: np.ndarray, q_lengths: np.ndarray, q_index: np.ndarray, ids: np.ndarray
     ) -> np.ndarray:
+        from m3search.indexes.multivec import multiseg
+
         q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
-        return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q_vecs, q_lengths, qi, loc))
+        q_index = np.asarray(q_index, dtype=np.int64).ravel()
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if q_index.shape != ids.shape:
+            raise InputError(f"q_index and ids must have the same length, got {len(q_index)} and {len(ids)}")
+        groups = self.segset.locate(ids)
+        group, rest = multiseg.shared_codec_groups([view.readers[self.kind] for view, _, _ in groups])
+        if len(group) < 2:
+            return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(q_vecs, q_lengths, qi, loc))
+        # segments sharing the codec: each query's lookup tables built once, not once per segment
+        out = np.zeros(len(ids), dtype=np.float32)
+        if ((q_index < 0) | (q_index >= len(q_lengths))).any():
+            raise InputError(f"q_index must be in [0, {len(q_lengths)})")
+        scored = multiseg.score_pairs([groups[g][0].readers[self.kind] for g in group], q_vecs, q_lengths,
+                                      [groups[g][2] for g in group], [q_index[groups[g][1]] for g in group])
+        for g, values in zip(group, scored):
+            out[groups[g][1]] = values
+        for r in rest:
+            view, pos, local = groups[r]
+            out[pos] = view.readers[self.kind].score_pairs(q_vecs, q_lengths, q_index[pos], local)
+        return out
 
     def search(self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None,
                **params: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +348,7 @@ class IndexMultivecReader(_IndexReader, MultivecReader):
         nprobe, candidates, pool, see MultivecSegmentReader.search)."""
         q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
-        return _search(self.segset, self.kind, (q_vecs, q_lengths), len(q_lengths), k, deleted, params)
+        return _multivec_search(self.segset, q_vecs, q_lengths, k, deleted, params)
 
     def token_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64).ravel()

@@ -35,6 +35,18 @@ used by the tests to kill the writer exactly there)
   ("merge:after-txn"): the merged segment is committed and the sources are garbage. Merges never touch
   the document store's records or id maps (ids are stable across merges), so there is nothing else to
   undo.
+
+Background merges (the default, `background_merge=True`)
+-------------------------------------------------------
+`commit()` returns once its transaction is durable; the merges the policy then asks for run on a worker
+thread (background.py) while the caller goes on adding and committing. A merge and commits interleave
+safely because every commit point runs under the writer's lock against the state committed just before:
+a merge reads the deletion bitmaps of its sources when it starts, writes its segment, then, in its own
+transaction, replaces its sources (found by name: commits only append segments, and merges run one at a
+time) and carries over to the merged segment the deletions committed on them in the meantime. Folders
+being written (a flush, a merge) are never collected. Components write their segments one call at a time
+(`_build_lock`), since some keep index-wide state (a codec, a quantizer) they create on first use.
+`Index.close()` waits for the merges under way; `optimize()` runs when none is.
 - Uncommitted work is lost by design: a crash loses exactly what was added/deleted since the last
   `commit()`, never anything committed.
 
@@ -45,12 +57,14 @@ sizes recorded at commit turn a lost write into a clear IndexFormatError when th
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypedDict
 
@@ -59,6 +73,7 @@ import numpy as np
 
 from m3search.errors import IndexFormatError, InputError
 from m3search.indexes import fields
+from m3search.indexes.background import BackgroundMerges
 from m3search.indexes.base import ComponentType
 from m3search.document import Document
 from m3search.indexes.docstore import DocStore, begin, ext_key, grow_map, guarded, id_value, int_key, pack, pack_record
@@ -87,6 +102,7 @@ class WriterOptions(TypedDict, total=False):
 
     merge_policy: TieredMergePolicy | None
     auto_merge: bool
+    background_merge: bool
     buffer_bytes: int
     crash_hook: Callable[[str], None] | None
 
@@ -110,6 +126,7 @@ class IndexWriter:
         *,
         merge_policy: TieredMergePolicy | None = None,
         auto_merge: bool = True,
+        background_merge: bool = True,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         crash_hook: Callable[[str], None] | None = None,
     ):
@@ -123,6 +140,10 @@ class IndexWriter:
         self.auto_merge = auto_merge
         self.buffer_bytes = buffer_bytes
         self._crash = crash_hook or (lambda point: None)
+        self._lock = threading.RLock()  # commit points, the committed state and garbage collection
+        self._build_lock = threading.Lock()  # one component build/merge call at a time
+        self._writing: set[str] = set()  # segment folders being written (not yet pending or committed)
+        self._merges = BackgroundMerges(self._merge_by_policy) if auto_merge and background_merge else None
         with guarded(store.path), begin(store.env) as txn:
             self.committed: CommitState = store.state(txn)
         fields.ensure_table(store)
@@ -232,7 +253,9 @@ class IndexWriter:
         batch = self._buffer[0][1] if len(self._buffer) == 1 else EncodedBatch.concat([b for _, b in self._buffer])
         assert start + len(batch) == self._next_id, "buffered ids must be contiguous"
         info = self._write_segment(start, len(batch), None, lambda comp, path, shared: comp.build(path, batch, shared))
-        self._pending.append(info)
+        with self._lock:
+            self._pending.append(info)
+            self._writing.discard(info.name)
         self._buffer, self._buffered_bytes = [], 0
         self._crash("flush:segment-built")
 
@@ -241,6 +264,22 @@ class IndexWriter:
         if not self.has_changes:
             return self.committed.generation
         self._crash("commit:before-txn")
+        with self._lock:
+            state = self._commit_locked()
+        self._crash("commit:after-txn")
+        self.collect_garbage()
+        if self._merges is not None:
+            self._merges.request()
+        elif self.auto_merge:
+            try:
+                self._merge_by_policy()
+            except Exception:  # the commit above is durable: a failed merge must not report it as failed
+                logger.exception(
+                    "merging segments after generation %d failed; the index stays as committed", state.generation
+                )
+        return self.committed.generation
+
+    def _commit_locked(self) -> CommitState:
         old = self.committed
         segments = list(old.segments) + self._pending
         store = self.store
@@ -268,16 +307,7 @@ class IndexWriter:
 
         state = self._transact(write)
         self._committed_now(state)
-        self._crash("commit:after-txn")
-        self.collect_garbage()
-        if self.auto_merge:
-            try:
-                self._merge_by_policy()
-            except Exception:  # the commit above is durable: a failed merge must not report it as failed
-                logger.exception(
-                    "merging segments after generation %d failed; the index stays as committed", state.generation
-                )
-        return self.committed.generation
+        return state
 
     def _new_deletion_masks(self, txn, segments: list[SegmentInfo]) -> dict[str, np.ndarray]:
         """Full deletion masks of the segments that get new deletions in this commit."""
@@ -316,8 +346,11 @@ class IndexWriter:
         return load_ids(self.segments_dir / info.name, info)
 
     def _committed_now(self, state: CommitState) -> None:
-        self.committed = state
+        self._set_committed(state)
         self._reset_pending()
+
+    def _set_committed(self, state: CommitState) -> None:
+        self.committed = state
         self.cache.set_current({s.name for s in state.segments})
 
     def rollback(self) -> None:
@@ -333,13 +366,21 @@ class IndexWriter:
         """Write a complete, fsync'd segment folder; on failure remove it and re-raise."""
         name = f"seg-{lo:012d}-{secrets.token_hex(4)}"
         seg_dir = self.segments_dir / name
-        seg_dir.mkdir()
+        with self._lock:  # registered before it exists: garbage collection keeps it (the caller unregisters)
+            self._writing.add(name)
+        try:
+            seg_dir.mkdir()
+        except BaseException:
+            with self._lock:
+                self._writing.discard(name)
+            raise
         try:
             create_segment_lock(seg_dir)
             metas = {}
             for kind, component in self.components.items():
                 (seg_dir / kind).mkdir()
-                meta = write(component, seg_dir / kind, self.index_dir / COMPONENTS_DIR / kind)
+                with self._build_lock:
+                    meta = write(component, seg_dir / kind, self.index_dir / COMPONENTS_DIR / kind)
                 metas[kind] = _checked_meta(kind, meta)
             if ids is not None:
                 write_ids(seg_dir, ids)
@@ -348,6 +389,8 @@ class IndexWriter:
             files = file_sizes(seg_dir, skip=(SEGMENT_LOCK_NAME,))
         except BaseException:
             shutil.rmtree(seg_dir, ignore_errors=True)
+            with self._lock:
+                self._writing.discard(name)
             raise
         hi = lo + n if ids is None else int(ids[-1]) + 1
         return SegmentInfo(name=name, lo=lo, hi=hi, n=n, id_map=ids is not None, metas=metas, files=files)
@@ -366,57 +409,88 @@ class IndexWriter:
     def optimize(self) -> int:
         """Commit pending changes, then merge every segment into one without deleted documents."""
         self.commit()
-        segs = self.committed.segments
-        runs = merge_all(len(segs), [s.n_deleted for s in segs])
-        if runs:
-            self.merge(runs)
+        with self._merges.paused() if self._merges is not None else contextlib.nullcontext():
+            segs = self.committed.segments
+            runs = merge_all(len(segs), [s.n_deleted for s in segs])
+            if runs:
+                self.merge(runs)
         return self.committed.generation
+
+    def wait_for_merges(self) -> None:
+        """Block until the background merges asked for so far are done (at once without them)."""
+        if self._merges is not None:
+            self._merges.wait()
+
+    def finish(self) -> None:
+        """Wait for background merges and accept no more (before the index closes)."""
+        if self._merges is not None:
+            self._merges.close()
 
     def merge(self, runs: Sequence[range]) -> None:
         """Replace each run of adjacent committed segments by one segment of their live documents, all in
-        one commit. Must run with no uncommitted changes."""
-        assert not self.has_changes, "merges run on committed state only"
-        old = self.committed
-        segs = list(old.segments)
+        one commit. Safe beside commits of this writer (background merges): see the module's docstring."""
+        base = self.committed
+        segs = list(base.segments)
         involved = [segs[p] for run in runs for p in run]
         handles = dict(zip((s.name for s in involved), self.cache.acquire(involved)))
         written: list[SegmentInfo] = []
         try:
             with guarded(self.store.path), begin(self.store.env) as txn:
                 keeps = {s.name: np.flatnonzero(~self.store.deleted_bitmap(txn, s.name, s.n)) for s in involved}
-            replacement: dict[int, SegmentInfo | None] = {}
+            merged: list[tuple[list[SegmentInfo], SegmentInfo | None]] = []
             for run in runs:
                 sources = [segs[p] for p in run]
-                replacement[run.start] = self._merge_run(sources, handles, keeps)
-                if replacement[run.start] is not None:
-                    written.append(replacement[run.start])
+                info = self._merge_run(sources, handles, keeps)
+                merged.append((sources, info))
+                if info is not None:
+                    written.append(info)
             self._crash("merge:built")
-            skip = {p for run in runs for p in run}
-            new_segments = []
-            for p, s in enumerate(segs):
-                if p in replacement and replacement[p] is not None:
-                    new_segments.append(replacement[p])
-                elif p not in skip:
-                    new_segments.append(s)
-            state = CommitState(generation=old.generation + 1, next_id=old.next_id, segments=tuple(new_segments))
-            def write(txn) -> None:
-                for s in involved:
-                    txn.delete(s.name.encode(), db=self.store.deleted)
-                self.store.put_state(txn, state)
-
-            self._transact(write)
+            with self._lock:
+                state = self._transact(lambda txn: self._replace_segments(txn, merged, keeps))
+                self._set_committed(state)
         except BaseException:
             for info in written:  # the transaction did not commit: these folders are ours to remove
                 shutil.rmtree(self.segments_dir / info.name, ignore_errors=True)
             raise
         finally:
             self.cache.release(list(handles.values()))
-        self._committed_now(state)
+            with self._lock:
+                self._writing.difference_update(info.name for info in written)
         logger.info(
             "merged %d segments into %d (generation %d)", len(involved), len(written), state.generation
         )
         self._crash("merge:after-txn")
         self.collect_garbage()
+
+    def _replace_segments(self, txn, merged, keeps: dict[str, np.ndarray]) -> CommitState:
+        """In the merge's transaction (under the lock): the committed list with each run's sources replaced
+        by its merged segment, carrying over deletions committed on the sources since the merge began."""
+        current = self.committed  # the store's state: only this writer commits, and only under the lock
+        listed = {s.name for s in current.segments}
+        replaced, first_of_run = set(), {}
+        for sources, info in merged:
+            missing = [s.name for s in sources if s.name not in listed]
+            if missing:
+                raise RuntimeError(f"segments {missing} to merge are no longer committed")
+            replaced.update(s.name for s in sources)
+            if info is None:
+                continue
+            late = np.concatenate([self.store.deleted_bitmap(txn, s.name, s.n)[keeps[s.name]] for s in sources])
+            if late.any():  # deleted by commits made while the merge ran
+                self.store.put_bitmap(txn, info.name, late)
+                info = dataclasses.replace(info, n_deleted=int(late.sum()))
+            first_of_run[sources[0].name] = info
+        new_segments = []
+        for s in current.segments:
+            if s.name in first_of_run:
+                new_segments.append(first_of_run[s.name])
+            elif s.name not in replaced:
+                new_segments.append(s)
+        for name in replaced:
+            txn.delete(name.encode(), db=self.store.deleted)
+        state = CommitState(generation=current.generation + 1, next_id=current.next_id, segments=tuple(new_segments))
+        self.store.put_state(txn, state)
+        return state
 
     def _merge_run(self, sources: list[SegmentInfo], handles, keeps: dict[str, np.ndarray]) -> SegmentInfo | None:
         keep = [keeps[s.name] for s in sources]
@@ -437,7 +511,11 @@ class IndexWriter:
     def collect_garbage(self) -> None:
         """Delete segment folders no commit lists (crash leftovers, merged-away segments) that no reader
         pins; only names this engine creates are touched."""
-        keep = {s.name for s in self.committed.segments} | {s.name for s in self._pending}
+        with self._lock:
+            self._collect_garbage_locked()
+
+    def _collect_garbage_locked(self) -> None:
+        keep = {s.name for s in self.committed.segments} | {s.name for s in self._pending} | self._writing
         removed = False
         for entry in sorted(self.segments_dir.iterdir()):
             if entry.name.startswith(TRASH_PREFIX) and SEGMENT_NAME.match(entry.name[len(TRASH_PREFIX) :]):

@@ -52,7 +52,8 @@ def crash_hook(point):
 
 enc = HashingEncoder(dim=16, vocab_size=3000, seed=0)
 opts = dict(registry=None if components else DOUBLES, buffer_bytes=6000, crash_hook=crash_hook,
-            merge_policy=TieredMergePolicy(merge_factor=3, floor_docs=20, max_deleted_ratio=0.2))
+            merge_policy=TieredMergePolicy(merge_factor=3, floor_docs=20, max_deleted_ratio=0.2),
+            background_merge=os.environ.get("M3S_TEST_BACKGROUND", "1") == "1")
 if (path / "manifest.json").exists():
     index = Index.open(path, writable=True, identity=enc.identity, **opts)
 else:
@@ -72,8 +73,9 @@ index.close()
 class Child:
     """The writer subprocess; collects the steps it reports as committed."""
 
-    def __init__(self, path: Path, steps: int, crash_at: str | None = None, components: dict | None = None):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def __init__(self, path: Path, steps: int, crash_at: str | None = None, components: dict | None = None,
+                 background: bool = True):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "M3S_TEST_BACKGROUND": "1" if background else "0"}
         env.pop("M3S_TEST_CRASH_AT", None)
         if crash_at:
             env["M3S_TEST_CRASH_AT"] = crash_at
@@ -175,7 +177,7 @@ def test_random_kills_leave_the_last_commit(tmp_path):
 )
 def test_kill_at_each_crash_point(tmp_path, point, nth, committed):
     path = tmp_path / "ix"
-    child = Child(path, steps=40, crash_at=f"{point}:{nth}")
+    child = Child(path, steps=40, crash_at=f"{point}:{nth}", background=False)  # merges inside commit()
     code = child.wait()
     assert code == -signal.SIGKILL, f"crash point {point} was never reached: {child.stderr[-2000:]}"
     recovered = committed_state(path)
@@ -183,6 +185,25 @@ def test_kill_at_each_crash_point(tmp_path, point, nth, committed):
     before, after = recover(path)
     if point in ("flush:segment-built", "commit:before-txn", "merge:built", "merge:after-txn", "gc:renamed"):
         assert before - after, "the crash should have left a folder for the next writer to remove"
+
+
+@pytest.mark.parametrize("point, nth", [("merge:built", 1), ("merge:built", 3), ("merge:after-txn", 2),
+                                         ("gc:renamed", 2)])
+def test_kill_during_a_background_merge(tmp_path, point, nth):
+    """Killed on the merge thread while the writer goes on committing: the index opens at a commit the
+    writer made (the last one it reported, or the next one, committed but not yet reported)."""
+    path = tmp_path / "ix"
+    child = Child(path, steps=40, crash_at=f"{point}:{nth}", background=True)
+    code = child.wait()
+    assert code == -signal.SIGKILL, f"crash point {point} was never reached: {child.stderr[-2000:]}"
+    recovered = committed_state(path)
+    assert child.last_reported <= recovered <= child.last_reported + 1
+    before, after = recover(path)
+    if point != "gc:renamed":
+        assert before - after, "the crash should have left a folder for the next writer to remove"
+    again = Child(path, steps=3)  # the next writer resumes at the recovered step and merges again
+    assert again.wait() == 0, again.stderr[-2000:]
+    assert again.start_step == recovered and committed_state(path) == recovered + 3
 
 
 def test_kill_while_creating(tmp_path):
@@ -202,7 +223,7 @@ def test_real_components_survive_kills(tmp_path):
     """The same checks with the real components (fewer rounds: they start slower)."""
     components = real_components()
     path = tmp_path / "ix"
-    child = Child(path, steps=40, crash_at="merge:built:1", components=components)
+    child = Child(path, steps=40, crash_at="merge:built:1", components=components, background=False)
     assert child.wait() == -signal.SIGKILL, child.stderr[-2000:]
     step = committed_state(path, real=True)
     assert step == child.last_reported + 1

@@ -84,7 +84,7 @@ def test_optimize_keeps_search_results_identical(make_index, hashing_encoder, tm
 
 def test_auto_merge_bounds_the_segment_count(make_index, hashing_encoder):
     policy = TieredMergePolicy(merge_factor=3, floor_docs=10, max_deleted_ratio=0.3)
-    index = make_index(merge_policy=policy)
+    index = make_index(merge_policy=policy, background_merge=False)  # merges in commit(): a fixed sequence
     live = fill(index, hashing_encoder, n_batches=14, per_batch=4)
     # deleting most of the oldest documents triggers a purge of their segment
     with index.snapshot() as snap:

@@ -23,6 +23,7 @@ def test_fp16_segment_is_reencoded_once_the_codec_exists(tmp_path, hashing_encod
     big = _texts("b", 60)  # trains the codec
     index.add([f"b{i}" for i in range(60)], hashing_encoder.encode(big), [{"text": t} for t in big])
     index.commit()
+    index.wait_for_merges()  # the rewrite runs in the background of the commit
     segs = index._committed_state().segments
     assert len(segs) == 2  # two small segments: the tiered policy alone would leave both as they are
     assert TieredMergePolicy().plan([s.n for s in segs], [0, 0]) == []

@@ -222,6 +222,24 @@ class MultivecSegmentReader(MultivecReader):
         rows, lengths = token_rows(self.offsets, ids)
         return self._decode(np.asarray(self.codes[rows])), lengths
 
+    # -- the generator's stages, for a search over several segments at once (multiseg.py) ------------
+    def probe_estimates(self, sims: np.ndarray, deleted: np.ndarray | None, nprobe: int) -> np.ndarray:
+        """Stage 1 of `_generate` on this segment's lists: (n_docs,) estimates, -inf where not reached."""
+        return gen.probe_scores(self.lists[0], self.lists[1], sims, nprobe, deleted, self.n_docs)
+
+    def centroid_scores(self, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """Stage 2 of `_generate`: MaxSim with every token replaced by its centroid, for sorted local ids."""
+        return gen.centroid_maxsim(self._verified_codes(ids), self.offsets, ids, sims)
+
+    def full_scores(self, q: np.ndarray, ids: np.ndarray, tables=None) -> np.ndarray:
+        """Stage 3 (and re-scoring): MaxSim of one query's tokens q against local ids from their full codes;
+        tables: `codec.lut_tables(q)`, built once by the caller for all segments, or None to decompress."""
+        codes = self._verified_codes(ids)
+        if tables is not None:
+            return maxsim_lut(tables[0], tables[1], codes, self.offsets, ids, self.codec.spec["residual"],
+                              self._sq_norms)
+        return maxsim_decoded(q, codes, self.offsets, ids, self._decode)
+
     def token_codes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes of the documents' tokens, lengths) as stored, for merges that keep the codec."""
         ids = check_ids(ids, self.n_docs, "ids")

@@ -16,7 +16,7 @@ from m3search.indexes.sparse.segment import Segment
 APPROX_ALPHA = 0.9
 APPROX_BETA = 1.0
 WARMUP_BLOCKS = 16
-_PARAMS = ("exact", "alpha", "beta", "warmup", "threads")
+_PARAMS = ("exact", "alpha", "beta", "warmup", "threads", "floor")
 
 
 class SparseSegmentReader(SparseReader):
@@ -74,7 +74,9 @@ class SparseSegmentReader(SparseReader):
         alpha in (0, 1] (approximate: skip a block when alpha * its bound is below the k-th score),
         beta in (0, 1] (approximate: drop the query tokens whose score bounds add up to at most
         1 - beta of the query's); warmup (blocks scored first, default 16); threads (default 1:
-        one query after the other on the calling thread; > 1: queries split over that many threads).
+        one query after the other on the calling thread; > 1: queries split over that many threads);
+        floor ((m,) float32: per query, a score the caller already holds k results at or above, e.g. from
+        other segments; documents below it are left out and blocks bounded below it skipped).
         Only documents sharing a token with the query qualify; rows are padded with (-inf, -1).
         """
         opts = self._search_options(params)
@@ -91,12 +93,15 @@ class SparseSegmentReader(SparseReader):
         args = (qptr, qt, qw, s.term_max, k, np.float32(opts["alpha"]), float(opts["beta"]), int(opts["warmup"]),
                 dmask, self.n_docs, s.shift, s.header["n_blocks"], s.term_ptr, s.term_dense, s.term_entries,
                 postings, dense_max, s.group_ptr, D, I)
+        floors = opts["floor"]
+        if len(floors) not in (0, m):
+            raise InputError(f"floor must hold one score per query ({m}), got {len(floors)}")
         threads = min(opts["threads"], m)
         counters = np.zeros((threads, 4), np.int64)
         if threads > 1:
-            kernels.search_batch_parallel(*args, counters)
+            kernels.search_batch_parallel(*args, counters, floors)
         else:
-            kernels.search_batch(*args, counters)
+            kernels.search_batch(*args, counters, floors)
         self.last_search_counters = dict(zip(("blocks_above_threshold", "blocks_fully_scored", "entries_decoded",
                                               "queries"), counters.sum(axis=0).tolist()))
         return D, I
@@ -143,7 +148,9 @@ class SparseSegmentReader(SparseReader):
         for name, value in (("warmup", warmup), ("threads", threads)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if name == "threads" else 0):
                 raise ConfigError(f"{name}={value!r} must be an integer >= {1 if name == 'threads' else 0}")
-        return {"alpha": alpha, "beta": beta, "warmup": int(warmup), "threads": int(threads)}
+        floor = params.get("floor")
+        floor = np.zeros(0, np.float32) if floor is None else np.ascontiguousarray(floor, dtype=np.float32).ravel()
+        return {"alpha": alpha, "beta": beta, "warmup": int(warmup), "threads": int(threads), "floor": floor}
 
     def _prepare_queries(self, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-query local token indices and weights times the impact step, in token id order."""

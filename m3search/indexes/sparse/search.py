@@ -243,9 +243,13 @@ def _pop_sorted(hs, hi, size, out_s, out_i):
 
 @njit(cache=True, nogil=True)
 def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
-               term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters):
+               term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters,
+               floor=np.float32(-np.inf)):
     """Top-k of one query (local token indices qt, weights qw already times the impact step).
 
+    floor: a score the caller already has k documents at or above (e.g. from other segments of the
+    index): documents scoring below it are not returned and blocks whose bound is below it are skipped,
+    as if the heap were already full at that threshold. -inf: none.
     counters (int64[4]) accumulates: blocks above the threshold, blocks fully scored, entries decoded
     for bounds, queries."""
     R = 1 << shift
@@ -284,8 +288,9 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
             b = wb[it] if phase == 0 else it
             if done[b] or ub[b] <= 0:
                 continue
-            full = size < k
-            if not full and alpha * ub[b] * BOUND_SLACK < hs[0]:
+            thr = hs[0] if size == k else floor  # hs[0] >= floor: nothing below floor enters the heap
+            full = thr == -np.inf
+            if not full and alpha * ub[b] * BOUND_SLACK < thr:
                 continue
             done[b] = True
             counters[0] += 1
@@ -311,11 +316,11 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
                     _add_entry(stream, hp, term_ptr[t + 1], R, qw[j], acc)
             if dub > 0 and not full:
                 # documents without non-dense tokens score at most dub; the others at most acc + dub
-                full = alpha * dub * sum_slack >= hs[0]
+                full = alpha * dub * sum_slack >= thr
                 for o in range(R):
                     if full:
                         break
-                    full = acc[o] > 0 and alpha * (acc[o] + dub) * sum_slack >= hs[0]
+                    full = acc[o] > 0 and alpha * (acc[o] + dub) * sum_slack >= thr
                 if not full:
                     acc[:] = 0
                     continue
@@ -340,7 +345,7 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
                 if s > 0:
                     acc[o] = 0
                     doc = base + o
-                    if size == k and (s < hs[0] or (s == hs[0] and doc > hi[0])):
+                    if s < floor or (size == k and (s < hs[0] or (s == hs[0] and doc > hi[0]))):
                         continue
                     if doc < n_docs and not (has_del and deleted[doc]):
                         size = _heap_offer(hs, hi, size, k, s, doc)
@@ -349,26 +354,30 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
 
 @njit(cache=True, nogil=True)
 def _search_range(q0, q1, qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs, shift,
-                  n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters):
+                  n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters,
+                  floors):
     for qi in range(q0, q1):
         qt, qw = prune_terms(qt_all[qptr[qi] : qptr[qi + 1]], qw_all[qptr[qi] : qptr[qi + 1]], term_max, beta)
         search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks, term_ptr, term_dense,
-                   term_entries, stream, dense_max, gptr, out_s[qi], out_i[qi], counters)
+                   term_entries, stream, dense_max, gptr, out_s[qi], out_i[qi], counters,
+                   floors[qi] if len(floors) else np.float32(-np.inf))
 
 
 @njit(cache=True, nogil=True)
 def search_batch(qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs, shift, n_blocks,
-                 term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters):
-    """All queries one after the other, on the calling thread; counters: (1, 4) int64."""
+                 term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters,
+                 floors=np.zeros(0, np.float32)):
+    """All queries one after the other, on the calling thread; counters: (1, 4) int64; floors: (m,) float32
+    per-query floors (see search_one) or empty."""
     _search_range(0, len(qptr) - 1, qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs,
                   shift, n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i,
-                  counters[0])
+                  counters[0], floors)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def search_batch_parallel(qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs,
                           shift, n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr,
-                          out_s, out_i, counters):
+                          out_s, out_i, counters, floors=np.zeros(0, np.float32)):
     """Queries split into len(counters) contiguous chunks run in parallel (throughput, not latency)."""
     n_q = len(qptr) - 1
     n_threads = len(counters)
@@ -377,4 +386,4 @@ def search_batch_parallel(qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup
         q1 = n_q * (c + 1) // n_threads
         _search_range(q0, q1, qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs, shift,
                       n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i,
-                      counters[c])
+                      counters[c], floors)
