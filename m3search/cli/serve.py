@@ -22,8 +22,9 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
               help="Largest request body, in MiB.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="Most queries encoded together in one micro-batch.")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Extra wait to gather a micro-batch (0: batch what queued up while the last one ran).")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Longest wait for search requests already being read to join a micro-batch (0: never wait; "
+              "an idle server never waits).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (access log at info).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
