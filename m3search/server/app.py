@@ -31,7 +31,7 @@ from m3search.errors import (
 from m3search.planner.filters import Filter
 from m3search.planner.planner import hit_fields
 from m3search.server import schemas
-from m3search.server.batching import SearchBatcher, name_os_thread
+from m3search.server.batching import SearchBatcher, name_os_thread, torch_threads_here
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class ServerSettings:
     max_query_chars: int = 20_000
     max_batch: int = 256  # queries per encoder pass
     batch_wait_ms: float = 5.0  # longest wait for search requests being read to join a batch (0: never wait)
+    search_workers: int = 1  # search threads, each running whole batches (encode + search)
+    torch_threads: int | None = None  # intra-op torch threads of each search worker and the writer (None: torch's)
 
 
 class ApiError(Exception):
@@ -142,9 +144,14 @@ class _Guard:
 def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     """The app serving `index`. It does not close the index: whoever opened it does."""
     settings = settings or ServerSettings(api_key=os.environ.get(API_KEY_ENV) or None)
-    batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-writer",
-                                initializer=name_os_thread, initargs=("m3s-writer",))  # the single writer
+    batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000,
+                            workers=settings.search_workers, torch_threads=settings.torch_threads)
+
+    def writer_thread() -> None:
+        name_os_thread("m3s-writer")
+        torch_threads_here(settings.torch_threads)
+
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-writer", initializer=writer_thread)  # the single writer
     side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-encode",
                               initializer=name_os_thread, initargs=("m3s-side",))  # /v1/encode, /v1/info
 

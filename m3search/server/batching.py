@@ -23,6 +23,8 @@ import collections
 import dataclasses
 import json
 import logging
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -41,6 +43,18 @@ def name_os_thread(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):
         pass
+
+
+def torch_threads_here(n: int | None) -> None:
+    """Give the calling thread n intra-op torch threads (OpenMP's thread count is per thread), if torch is in
+    use and n is set. The server's search workers and writer call it: with several workers, each runs its
+    batches on one thread and the workers use the cores side by side, instead of one OpenMP team that stalls
+    whenever another thread (the event loop, the writer) takes one of its cores."""
+    if n is None or "torch" not in sys.modules:
+        return
+    torch = sys.modules["torch"]
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def search_queries(index: Any, queries: list[str], options: dict) -> list[list[Any]]:
@@ -94,16 +108,22 @@ class SearchBatcher:
     """Owns the search thread. `await batcher.search(queries, options)` -> list[list[Hit]]."""
 
     def __init__(self, index: Any, max_batch: int = 256, max_wait_s: float = 0.005,
-                 run: Callable[[Any, Groups], list[Any]] = search_groups):
+                 run: Callable[[Any, Groups], list[Any]] = search_groups, workers: int = 1,
+                 torch_threads: int | None = None):
         self.index = index
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.workers = workers
+        self.torch_threads = torch_threads
         self._run = run
         self._queue: collections.deque[_Request] = collections.deque()
         self._moved: asyncio.Event | None = None  # set when a request is queued or an arrival ends
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-search",
+        self._free: asyncio.Semaphore | None = None  # idle search workers
+        self._running: set[asyncio.Task] = set()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="m3search-search",
                                             initializer=name_os_thread, initargs=("m3s-search",))
+        self._local = threading.local()
         self.arriving = 0  # search requests begun but not queued yet (see Arrival)
         self.batches = 0  # counters, reported by /health
         self.queries = 0
@@ -115,6 +135,7 @@ class SearchBatcher:
 
     async def start(self) -> None:
         self._moved = asyncio.Event()
+        self._free = asyncio.Semaphore(self.workers)
         self._worker = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -124,6 +145,8 @@ class SearchBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     def _wake(self) -> None:
@@ -149,9 +172,10 @@ class SearchBatcher:
         return n
 
     async def _loop(self) -> None:
-        assert self._moved is not None
+        assert self._moved is not None and self._free is not None
         loop = asyncio.get_running_loop()
         while True:
+            await self._free.acquire()  # a batch forms only when a worker can take it at once
             batch: list[_Request] = []
             n = 0
             while not batch:
@@ -170,7 +194,21 @@ class SearchBatcher:
                 except asyncio.TimeoutError:
                     break
                 n = self._take(batch, n)
-            await self._run_batch(loop, batch)
+            task = asyncio.create_task(self._run_batch(loop, batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        assert self._free is not None
+        self._free.release()
+
+    def _call(self, work: Groups) -> list[Any]:
+        """On a search worker: set its torch threads once, then run the batch."""
+        if not getattr(self._local, "ready", False):
+            torch_threads_here(self.torch_threads)
+            self._local.ready = "torch" in sys.modules
+        return self._run(self.index, work)
 
     async def _run_batch(self, loop, batch: list[_Request]) -> None:
         groups: dict[str, list[_Request]] = {}
@@ -180,7 +218,7 @@ class SearchBatcher:
         work = [([q for r in reqs for q in r.queries], reqs[0].options) for reqs in members]
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, self._run, self.index, work)
+            results = await loop.run_in_executor(self._executor, self._call, work)
         except Exception as e:  # the runner itself failed: every request gets the error
             results = [e] * len(members)
         self.batches += 1
