@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,7 +55,10 @@ class ServerSettings:
     max_batch: int = 256  # queries per encoder pass
     batch_wait_ms: float = 5.0  # longest wait for search requests being read to join a batch (0: never wait)
     search_workers: int = 1  # search threads, each running whole batches (encode + search)
-    torch_threads: int | None = None  # intra-op torch threads of each search worker and the writer (None: torch's)
+    torch_threads: int | None = None  # intra-op torch threads of each search worker (None: torch's count)
+    # the writer encodes on one thread: documents are background work, and a second OpenMP team would fight
+    # the search worker's for the same cores (each stalls whenever the other holds a core it waits on)
+    writer_torch_threads: int | None = 1
 
 
 class ApiError(Exception):
@@ -144,16 +148,22 @@ class _Guard:
 def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     """The app serving `index`. It does not close the index: whoever opened it does."""
     settings = settings or ServerSettings(api_key=os.environ.get(API_KEY_ENV) or None)
+    search_threads = settings.torch_threads
+    if search_threads is None and "torch" in sys.modules:  # pinned now: the writer's setting changes torch's default
+        search_threads = sys.modules["torch"].get_num_threads()
     batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000,
-                            workers=settings.search_workers, torch_threads=settings.torch_threads)
+                            workers=settings.search_workers, torch_threads=search_threads)
 
     def writer_thread() -> None:
         name_os_thread("m3s-writer")
-        torch_threads_here(settings.torch_threads)
+        torch_threads_here(settings.writer_torch_threads)
+
+    def side_thread() -> None:
+        name_os_thread("m3s-side")
+        torch_threads_here(search_threads)
 
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-writer", initializer=writer_thread)  # the single writer
-    side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-encode",
-                              initializer=name_os_thread, initargs=("m3s-side",))  # /v1/encode, /v1/info
+    side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-encode", initializer=side_thread)  # /v1/encode, /v1/info
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

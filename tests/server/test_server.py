@@ -180,7 +180,7 @@ class OnlySearchMany:
     def search_many(self, queries, **options):
         self.calls.append(len(queries))
         if len(self.calls) == 1:
-            time.sleep(0.5)
+            time.sleep(1.0)
         return self._index.search_many(queries, **options)
 
     def __getattr__(self, name):
@@ -247,7 +247,7 @@ def test_concurrent_requests_with_different_options_get_their_own_answers(index,
     with serve(slow, ServerSettings(search_workers=workers)) as url:
         answers = _ask_concurrently(url, bodies)
     if workers == 1:  # the first call holds the only worker: the others queue and share calls
-        assert max(slow.calls) > 2
+        assert len(slow.calls) < len(bodies)
     if wrapper is SlowFirstSearch and workers == 1:
         assert max(slow.groups) > 1 and len(slow.calls) < len(bodies)  # one call served several option groups
     for i, body in enumerate(bodies):
