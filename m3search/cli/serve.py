@@ -27,6 +27,9 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
               "an idle server never waits).")
 @click.option("--search-workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Search threads; each runs whole micro-batches (encode + search).")
+@click.option("--split-batches", is_flag=True, default=False,
+              help="With --search-workers N: form one batch at a time and split it over the N workers (batches stay "
+              "whole; pair with --torch-threads 1).")
 @click.option("--torch-threads", type=click.IntRange(min=1), default=None,
               help="Intra-op torch threads of each search worker and of the writer (default: torch's, one per "
               "core). With --search-workers 2 on 2 cores, 1 runs the workers side by side.")
@@ -39,7 +42,7 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
               help="With --ray: read copies per shard.")
 @model_option
 def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch, batch_wait_ms, search_workers,
-                  torch_threads, log_level, ray_address, replicas, model):
+                  split_batches, torch_threads, log_level, ray_address, replicas, model):
     """Serve INDEX at http://HOST:PORT: /v1/search, /v1/documents, /v1/documents/delete, /v1/encode,
     /v1/info, /health; OpenAPI at /openapi.json and docs at /docs.
 
@@ -64,7 +67,7 @@ def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch
         click.echo(f"warning: serving on {host} without an API key; anyone who can reach it can write", err=True)
     settings = ServerSettings(api_key=api_key or None, max_k=max_k, max_body_bytes=int(max_body_mb * (1 << 20)),
                               max_batch=max_batch, batch_wait_ms=batch_wait_ms, search_workers=search_workers,
-                              torch_threads=torch_threads)
+                              split_batches=split_batches, torch_threads=torch_threads)
     if ray_address is not None:
         from m3search.distributed.serve import serve_http
 

@@ -55,6 +55,7 @@ class ServerSettings:
     max_batch: int = 256  # queries per encoder pass
     batch_wait_ms: float = 5.0  # longest wait for search requests being read to join a batch (0: never wait)
     search_workers: int = 1  # search threads, each running whole batches (encode + search)
+    split_batches: bool = False  # with several workers: one batch at a time, split over them (not measured yet)
     torch_threads: int | None = None  # intra-op torch threads of each search worker (None: torch's count)
     # the writer encodes on one thread: documents are background work, and a second OpenMP team would fight
     # the search worker's for the same cores (each stalls whenever the other holds a core it waits on)
@@ -152,7 +153,8 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     if search_threads is None and "torch" in sys.modules:  # pinned now: the writer's setting changes torch's default
         search_threads = sys.modules["torch"].get_num_threads()
     batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000,
-                            workers=settings.search_workers, torch_threads=search_threads)
+                            workers=settings.search_workers, torch_threads=search_threads,
+                            split=settings.split_batches)
 
     def writer_thread() -> None:
         name_os_thread("m3s-writer")

@@ -109,11 +109,12 @@ class SearchBatcher:
 
     def __init__(self, index: Any, max_batch: int = 256, max_wait_s: float = 0.005,
                  run: Callable[[Any, Groups], list[Any]] = search_groups, workers: int = 1,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, split: bool = False):
         self.index = index
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.workers = workers
+        self.split = split and workers > 1  # one batch at a time, its requests split over the workers
         self.torch_threads = torch_threads
         self._run = run
         self._queue: collections.deque[_Request] = collections.deque()
@@ -135,7 +136,7 @@ class SearchBatcher:
 
     async def start(self) -> None:
         self._moved = asyncio.Event()
-        self._free = asyncio.Semaphore(self.workers)
+        self._free = asyncio.Semaphore(1 if self.split else self.workers)
         self._worker = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -211,6 +212,23 @@ class SearchBatcher:
         return self._run(self.index, work)
 
     async def _run_batch(self, loop, batch: list[_Request]) -> None:
+        if not self.split or len(batch) < 2:
+            return await self._run_part(loop, batch)
+        # split: the batch's requests in `workers` parts of about equal query counts, run side by side (each
+        # worker single-threaded: one sync per batch instead of an OpenMP barrier per op); batches stay whole
+        sizes = [len(r.queries) for r in batch]
+        total, parts, part, acc = sum(sizes), [], [], 0
+        for r, size in zip(batch, sizes):
+            part.append(r)
+            acc += size
+            if acc * self.workers >= total * (len(parts) + 1) and len(parts) < self.workers - 1:
+                parts.append(part)
+                part = []
+        if part:
+            parts.append(part)
+        await asyncio.gather(*(self._run_part(loop, p) for p in parts))
+
+    async def _run_part(self, loop, batch: list[_Request]) -> None:
         groups: dict[str, list[_Request]] = {}
         for req in batch:
             groups.setdefault(req.key, []).append(req)

@@ -240,14 +240,17 @@ def _direct(index, body):
     return index.search_many(body["queries"], **options)
 
 
-@pytest.mark.parametrize("wrapper, workers", [(SlowFirstSearch, 1), (OnlySearchMany, 1), (SlowFirstSearch, 2)])
-def test_concurrent_requests_with_different_options_get_their_own_answers(index, wrapper, workers):
+@pytest.mark.parametrize("wrapper, workers, split", [(SlowFirstSearch, 1, False), (OnlySearchMany, 1, False),
+                                                     (SlowFirstSearch, 2, False), (SlowFirstSearch, 2, True)])
+def test_concurrent_requests_with_different_options_get_their_own_answers(index, wrapper, workers, split):
     slow = wrapper(index)
     bodies = [MIXED[0]] + MIXED * 2
-    with serve(slow, ServerSettings(search_workers=workers)) as url:
+    with serve(slow, ServerSettings(search_workers=workers, split_batches=split)) as url:
         answers = _ask_concurrently(url, bodies)
     if workers == 1:  # the first call holds the only worker: the others queue and share calls
         assert len(slow.calls) < len(bodies)
+    if split:  # the first call holds the batch; the rest form one batch, split in two calls side by side
+        assert len(slow.calls) < len(bodies) and len(slow.calls) >= 3
     if wrapper is SlowFirstSearch and workers == 1:
         assert max(slow.groups) > 1 and len(slow.calls) < len(bodies)  # one call served several option groups
     for i, body in enumerate(bodies):
