@@ -29,6 +29,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+import numpy as np
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
 from m3search.errors import ConfigError, IndexFormatError, InputError, ModelError
 from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResult, DocLike, encode_documents, ingest
@@ -269,6 +270,63 @@ class SearchIndex:
             return []
         filter = Filter.parse(filter)  # once, before the encoder runs: a bad filter fails fast
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
+        return self._search_batch(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k,
+                                  explain=explain, all_scores=all_scores, with_text=with_text, params=params,
+                                  filter=filter, offset=offset, fields=fields, drop_pieces=drop_pieces)
+
+    def search_groups(self, groups: Sequence[tuple[Sequence[str], Mapping[str, Any]]], *,
+                      return_exceptions: bool = False) -> list[Any]:
+        """Several `search_many` calls, each with its own options, sharing ONE encoder pass over all their
+        queries (the encoder is most of a query's cost, and it is cheaper per query in bigger batches).
+        groups: (queries, options) pairs, options as `search_many` takes them. Returns, per group, its list
+        of hit lists; with return_exceptions, a group whose options fail gets its exception in its place
+        and the other groups are still answered (the server's micro-batcher relies on this)."""
+        out: list[Any] = [None] * len(groups)
+        todo: dict[Any, list[tuple[int, list[str], dict]]] = {}  # max_length -> groups that can share a pass
+        for g, (queries, options) in enumerate(groups):
+            try:
+                texts = _query_list(queries)
+                options = dict(options)
+                options["filter"] = Filter.parse(options.get("filter"))
+                if not texts:
+                    out[g] = []
+                    continue
+                todo.setdefault(options.pop("max_length", None), []).append((g, texts, options))
+            except Exception as e:
+                if not return_exceptions:
+                    raise
+                out[g] = e
+        for max_length, members in todo.items():
+            try:
+                batch = self.encoder.encode([t for _, texts, _ in members for t in texts], kind="query",
+                                            max_length=max_length)
+            except Exception:  # e.g. one text too long: encode each group alone below, so only its group fails
+                batch = None
+            start = 0
+            for g, texts, options in members:
+                try:
+                    if batch is None:
+                        part = self.encoder.encode(texts, kind="query", max_length=max_length)
+                    elif len(members) == 1:
+                        part = batch
+                    else:
+                        part = batch.select(np.arange(start, start + len(texts)))
+                    out[g] = self._search_batch(part, **options)
+                except Exception as e:
+                    if not return_exceptions:
+                        raise
+                    out[g] = e
+                start += len(texts)
+        return out
+
+    def _search_batch(self, batch: EncodedBatch, *, k: int = 10, mode: str | None = None,
+                      weights: Mapping[str, float] | str | None = None,
+                      depths: int | Mapping[str, int] | None = None, fusion: str | None = None,
+                      rrf_k: float | None = None, explain: bool = False, all_scores: bool = False,
+                      with_text: bool = True, params: Mapping[str, Mapping[str, Any]] | None = None,
+                      filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None,
+                      drop_pieces: str | Sequence[str] | None = None) -> list[list[Hit]]:
+        """search_many after the encoder: query pieces dropped, stored defaults applied, then searched."""
         if drop_pieces:
             batch = self._drop_query_pieces(batch, drop_pieces)
         if mode is None and weights is None and fusion is None and self.search_defaults is not None:

@@ -22,8 +22,17 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
               help="Largest request body, in MiB.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="Most queries encoded together in one micro-batch.")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Extra wait to gather a micro-batch (0: batch what queued up while the last one ran).")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Longest wait for search requests already being read to join a micro-batch (0: never wait; "
+              "an idle server never waits).")
+@click.option("--search-workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Search threads; each runs whole micro-batches (encode + search).")
+@click.option("--split-batches", is_flag=True, default=False,
+              help="With --search-workers N: form one batch at a time and split it over the N workers (batches stay "
+              "whole; pair with --torch-threads 1).")
+@click.option("--torch-threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op torch threads of each search worker and of the writer (default: torch's, one per "
+              "core). With --search-workers 2 on 2 cores, 1 runs the workers side by side.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (access log at info).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
@@ -32,8 +41,8 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: read copies per shard.")
 @model_option
-def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch, batch_wait_ms, log_level,
-                  ray_address, replicas, model):
+def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch, batch_wait_ms, search_workers,
+                  split_batches, torch_threads, log_level, ray_address, replicas, model):
     """Serve INDEX at http://HOST:PORT: /v1/search, /v1/documents, /v1/documents/delete, /v1/encode,
     /v1/info, /health; OpenAPI at /openapi.json and docs at /docs.
 
@@ -57,7 +66,8 @@ def serve_command(index_path, host, port, api_key, max_k, max_body_mb, max_batch
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         click.echo(f"warning: serving on {host} without an API key; anyone who can reach it can write", err=True)
     settings = ServerSettings(api_key=api_key or None, max_k=max_k, max_body_bytes=int(max_body_mb * (1 << 20)),
-                              max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+                              max_batch=max_batch, batch_wait_ms=batch_wait_ms, search_workers=search_workers,
+                              split_batches=split_batches, torch_threads=torch_threads)
     if ray_address is not None:
         from m3search.distributed.serve import serve_http
 

@@ -12,13 +12,14 @@ import hmac
 import logging
 import os
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from m3search import __version__
 from m3search.errors import (
@@ -31,11 +32,12 @@ from m3search.errors import (
 from m3search.planner.filters import Filter
 from m3search.planner.planner import hit_fields
 from m3search.server import schemas
-from m3search.server.batching import SearchBatcher
+from m3search.server.batching import SearchBatcher, name_os_thread, torch_threads_here
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "M3SEARCH_API_KEY"
+ARRIVAL = "m3search.arrival"  # scope key of a search request's Arrival (see batching.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,13 @@ class ServerSettings:
     max_documents: int = 10_000  # per request
     max_query_chars: int = 20_000
     max_batch: int = 256  # queries per encoder pass
-    batch_wait_ms: float = 0.0  # extra wait to gather a batch (0: batch only what queued up meanwhile)
+    batch_wait_ms: float = 5.0  # longest wait for search requests being read to join a batch (0: never wait)
+    search_workers: int = 1  # search threads, each running whole batches (encode + search)
+    split_batches: bool = False  # with several workers: one batch at a time, split over them (not measured yet)
+    torch_threads: int | None = None  # intra-op torch threads of each search worker (None: torch's count)
+    # the writer encodes on one thread: documents are background work, and a second OpenMP team would fight
+    # the search worker's for the same cores (each stalls whenever the other holds a core it waits on)
+    writer_torch_threads: int | None = 1
 
 
 class ApiError(Exception):
@@ -79,9 +87,10 @@ class _Guard:
     """ASGI middleware: the API key on /v1/* (compared in constant time) and the request size limit
     (by Content-Length, or counted as a chunked body arrives, before the app sees any of it)."""
 
-    def __init__(self, app, settings: ServerSettings):
+    def __init__(self, app, settings: ServerSettings, batcher: SearchBatcher | None = None):
         self.app = app
         self.settings = settings
+        self.batcher = batcher
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -101,6 +110,17 @@ class _Guard:
             return await self._too_large(scope, receive, send)
         if scope.get("method") != "POST":
             return await self.app(scope, receive, send)
+        if scope["path"] == "/v1/search" and self.batcher is not None:
+            # the micro-batcher waits (briefly) for search requests being read, so they join its next batch
+            arrival = scope[ARRIVAL] = self.batcher.arrival()
+            try:
+                return await self._post(scope, receive, send)
+            finally:
+                arrival.done()
+        return await self._post(scope, receive, send)
+
+    async def _post(self, scope, receive, send):
+        s = self.settings
         body, more = bytearray(), True
         while more:
             message = await receive()
@@ -129,9 +149,23 @@ class _Guard:
 def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     """The app serving `index`. It does not close the index: whoever opened it does."""
     settings = settings or ServerSettings(api_key=os.environ.get(API_KEY_ENV) or None)
-    batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-writer")  # the single writer
-    side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-encode")  # /v1/encode, /v1/info
+    search_threads = settings.torch_threads
+    if search_threads is None and "torch" in sys.modules:  # pinned now: the writer's setting changes torch's default
+        search_threads = sys.modules["torch"].get_num_threads()
+    batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000,
+                            workers=settings.search_workers, torch_threads=search_threads,
+                            split=settings.split_batches)
+
+    def writer_thread() -> None:
+        name_os_thread("m3s-writer")
+        torch_threads_here(settings.writer_torch_threads)
+
+    def side_thread() -> None:
+        name_os_thread("m3s-side")
+        torch_threads_here(search_threads)
+
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-writer", initializer=writer_thread)  # the single writer
+    side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3search-encode", initializer=side_thread)  # /v1/encode, /v1/info
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -166,7 +200,7 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
         m = _FIELD_PREFIX.match(str(e))
         return _error(_status_of(e), type(e).__name__, str(e), m.group(1) if m else None)
 
-    app.add_middleware(_Guard, settings=settings)
+    app.add_middleware(_Guard, settings=settings, batcher=batcher)
 
     def _limit(value: int, limit: int, field: str, what: str) -> None:
         if value > limit:
@@ -176,7 +210,7 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "version": __version__, "batches": batcher.batches, "queries": batcher.queries,
-                "search_busy_s": round(batcher.busy_s, 3)}
+                "largest_batch": batcher.largest, "search_busy_s": round(batcher.busy_s, 3)}
 
     @app.get("/v1/info")
     async def info() -> dict:
@@ -184,7 +218,7 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/search", response_model=schemas.SearchResponse, response_model_exclude_none=True,
               responses={400: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse}})
-    async def search(body: schemas.SearchRequest) -> dict:
+    async def search(body: schemas.SearchRequest, request: Request) -> Response:
         _limit(len(body.queries), settings.max_queries, "queries", "queries")
         _limit(body.k, settings.max_k, "k", "hits asked for")
         _limit(body.offset, settings.max_offset, "offset", "hits skipped")
@@ -211,13 +245,15 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
             options["filter"] = flt
         if fields is not None:
             options["fields"] = fields
-        results = await batcher.search(body.queries, options)
+        results = await batcher.search(body.queries, options, request.scope.get(ARRIVAL))
         start = body.offset + 1
-        return {"results": [
+        # serialized here, not through the response model: the hits are plain JSON already, and validating
+        # them again costs the event loop more than the search (the model still documents the shape)
+        return _json_response({"results": [
             {"qid": str(i + 1), "query": q,
              "hits": [{"rank": r, **h.to_dict()} for r, h in enumerate(hits, start=start)]}
             for i, (q, hits) in enumerate(zip(body.queries, results))
-        ]}
+        ]})
 
     @app.post("/v1/documents", response_model=schemas.DocumentsResponse,
               responses={400: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse}})
@@ -249,6 +285,18 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
         return {"model": getattr(index, "model", None), "results": results}
 
     return app
+
+
+def _json_response(content: Any) -> Response:
+    try:
+        import orjson
+
+        body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    except ImportError:
+        import json
+
+        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return Response(body, media_type="application/json")
 
 
 def _encoded(encoder: Any, batch: Any, outputs: set[str]) -> list[dict]:

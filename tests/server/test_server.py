@@ -152,7 +152,26 @@ def test_api_key_is_required_on_v1(index):
 
 class SlowFirstSearch:
     """The real index, whose first search call holds the search thread for a moment, so that concurrent
-    requests queue up behind it; records the size of each search call."""
+    requests queue up behind it; records the queries of each call (one call = one batch)."""
+
+    def __init__(self, index):
+        self._index = index
+        self.calls: list[int] = []
+        self.groups: list[int] = []  # option groups per call
+
+    def search_groups(self, groups, return_exceptions=False):
+        self.calls.append(sum(len(q) for q, _ in groups))
+        self.groups.append(len(groups))
+        if len(self.calls) == 1:
+            time.sleep(0.5)
+        return self._index.search_groups(groups, return_exceptions=return_exceptions)
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+
+class OnlySearchMany:
+    """An index offering search_many but not search_groups (as a sharded or remote index may)."""
 
     def __init__(self, index):
         self._index = index
@@ -161,37 +180,112 @@ class SlowFirstSearch:
     def search_many(self, queries, **options):
         self.calls.append(len(queries))
         if len(self.calls) == 1:
-            time.sleep(0.5)
+            time.sleep(1.0)
         return self._index.search_many(queries, **options)
 
     def __getattr__(self, name):
+        if name == "search_groups":
+            raise AttributeError(name)
         return getattr(self._index, name)
+
+
+def _ask_concurrently(url, bodies, hold_first=0.2):
+    """POST each body from its own thread; the first alone, then (while it holds the search thread) the rest."""
+    answers: dict[int, httpx.Response] = {}
+
+    def ask(i):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            answers[i] = http.post("/v1/search", json=bodies[i])
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    time.sleep(hold_first)
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(1, len(bodies))]
+    for t in threads:
+        t.start()
+    for t in [first, *threads]:
+        t.join()
+    return answers
 
 
 def test_concurrent_queries_are_micro_batched(index):
     slow = SlowFirstSearch(index)
     queries = [f"{w} column {i}" for i, w in enumerate(["delete", "sort", "navigator", "Spalte"] * 6)]
-    answers: dict[int, list] = {}
     with serve(slow) as url:
-        def ask(i):
-            with httpx.Client(base_url=url, timeout=30) as http:
-                r = http.post("/v1/search", json={"queries": [queries[i]], "k": 3, "mode": "dense"})
-                answers[i] = [h["docid"] for h in r.json()["results"][0]["hits"]]
-
-        first = threading.Thread(target=ask, args=(0,))
-        first.start()
-        time.sleep(0.2)  # the first call now holds the search thread
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(1, len(queries))]
-        for t in threads:
-            t.start()
-        for t in [first, *threads]:
-            t.join()
+        answers = _ask_concurrently(url, [{"queries": [q], "k": 3, "mode": "dense"} for q in queries])
         health = httpx.get(url + "/health").json()
     assert len(answers) == len(queries)
     assert slow.calls[0] == 1 and max(slow.calls) > 1 and len(slow.calls) < len(queries)
     assert health["queries"] == len(queries) and health["batches"] == len(slow.calls)
+    assert health["largest_batch"] == max(slow.calls)
     for i, q in enumerate(queries):  # batching changes nothing in the answers
-        assert answers[i] == [h.docid for h in index.search(q, k=3, mode="dense")]
+        got = [h["docid"] for h in answers[i].json()["results"][0]["hits"]]
+        assert got == [h.docid for h in index.search(q, k=3, mode="dense")]
+
+
+# one batch, every request with its own options; each must get exactly what search_many gives it alone
+MIXED = [
+    {"queries": ["delete a column"], "k": 3, "mode": "dense"},
+    {"queries": ["Spalte löschen", "sort rows"], "k": 5, "mode": "sparse"},
+    {"queries": ["Navigator"], "k": 2, "offset": 1, "mode": "dense+sparse"},
+    {"queries": ["delete a column"], "k": 4, "filter": {"lang": {"$in": ["de", "fr"]}}, "fields": ["metadata"]},
+    {"queries": ["open the navigator"], "k": 3, "weights": {"dense": 1, "sparse": 2}, "fusion": "rrf"},
+    {"queries": ["delete a column"], "k": 3, "mode": "dense"},  # same options as the first: same group
+    {"queries": ["sort rows"], "k": 3, "filter": {"n": {"$gte": 5}}, "all_scores": True},
+]
+
+
+def _direct(index, body):
+    options = {k: v for k, v in body.items() if k != "queries"}
+    return index.search_many(body["queries"], **options)
+
+
+@pytest.mark.parametrize("wrapper, workers, split", [(SlowFirstSearch, 1, False), (OnlySearchMany, 1, False),
+                                                     (SlowFirstSearch, 2, False), (SlowFirstSearch, 2, True)])
+def test_concurrent_requests_with_different_options_get_their_own_answers(index, wrapper, workers, split):
+    slow = wrapper(index)
+    bodies = [MIXED[0]] + MIXED * 2
+    with serve(slow, ServerSettings(search_workers=workers, split_batches=split)) as url:
+        answers = _ask_concurrently(url, bodies)
+    if workers == 1:  # the first call holds the only worker: the others queue and share calls
+        assert len(slow.calls) < len(bodies)
+    if split:  # the first call holds the batch; the rest form one batch, split in two calls side by side
+        assert len(slow.calls) < len(bodies) and len(slow.calls) >= 3
+    if wrapper is SlowFirstSearch and workers == 1:
+        assert max(slow.groups) > 1 and len(slow.calls) < len(bodies)  # one call served several option groups
+    for i, body in enumerate(bodies):
+        assert answers[i].status_code == 200, answers[i].text
+        want = _direct(index, body)
+        results = answers[i].json()["results"]
+        assert len(results) == len(body["queries"])
+        for res, hits in zip(results, want):
+            assert [h["docid"] for h in res["hits"]] == [h.docid for h in hits]
+            assert [h["score"] for h in res["hits"]] == pytest.approx([h.score for h in hits], rel=1e-6)
+            assert [h["rank"] for h in res["hits"]] == list(range(body.get("offset", 0) + 1,
+                                                                  body.get("offset", 0) + 1 + len(hits)))
+            for h, w in zip(res["hits"], hits):
+                assert h["scores"] == pytest.approx(w.scores, rel=1e-6)
+                assert h.get("metadata") == w.metadata and h.get("text") == w.text
+
+
+def test_a_failing_request_in_a_batch_fails_alone(index):
+    slow = SlowFirstSearch(index)
+    bad = {"queries": ["delete a column"], "k": 3, "filter": {"langx": "de"}}  # unknown field: found by the index
+    bodies = [MIXED[0], MIXED[1], bad, MIXED[2], bad, MIXED[3]]
+    with serve(slow) as url:
+        answers = _ask_concurrently(url, bodies)
+    assert max(slow.calls) > 2 and len(slow.calls) < len(bodies)
+    assert sum(slow.calls) == sum(len(b["queries"]) for b in bodies)  # the bad ones were batched with the rest
+    for i, body in enumerate(bodies):
+        if body is bad:
+            assert answers[i].status_code == 400
+            err = answers[i].json()["error"]
+            assert err["field"] == "filter.langx" and "unknown metadata field" in err["message"]
+        else:
+            assert answers[i].status_code == 200
+            want = _direct(index, body)
+            got = answers[i].json()["results"]
+            assert [[h["docid"] for h in r["hits"]] for r in got] == [[h.docid for h in w] for w in want]
 
 
 def test_readers_follow_commits_made_elsewhere_while_writes_go_on(index, tmp_path):
