@@ -281,7 +281,7 @@ class SearchIndex:
         rrf_k = DEFAULT_RRF_K if rrf_k is None else rrf_k
         return self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
-                                   params=params, filter=filter, offset=offset, fields=fields)
+                                   params=params, filter=filter, offset=offset, fields=fields, query_texts=texts)
 
     @property
     def default_mode(self) -> str:
