@@ -198,7 +198,9 @@ def _run_language(config, task, encoder, retriever, bm25, texts) -> dict:
     pool = text_pool = None
     q_texts = [queries[q] for q in qids]
     pool_mode = next((m for m in config.modes if m != BM25 and len(mode_signals(m)) == len(SIGNALS)), None)
-    sweep = retriever is not None and set(SIGNALS) <= set(retriever.nbytes()) and bool(config.sweep_sparse)
+    # the weight sweep re-weights the pool of the mode that weighs every signal: only when that mode is run
+    sweep = (retriever is not None and pool_mode is not None and set(SIGNALS) <= set(retriever.nbytes())
+             and bool(config.sweep_sparse))
     for mode in config.modes:
         start = time.perf_counter()
         if mode == BM25:
