@@ -33,6 +33,7 @@ DEFAULT_MODE = "all"
 # this weight is the one the dev sets chose (bench/results/eval_summary.md).
 TEXT = "text"
 TEXT_WEIGHT = 0.02
+TEXT_DEFAULT_MODE = "all+text"  # the default mode of an index that has a text component
 ALL_SIGNALS = (*COMPONENTS, TEXT)
 
 

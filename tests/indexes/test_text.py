@@ -164,6 +164,12 @@ def test_fused_text_weight_is_the_weighted_sum(text_index):
     from m3search.planner.weights import TEXT_WEIGHT, mode_weights
 
     assert mode_weights("all+text") == {"dense": 1.0, "sparse": 0.3, "multivec": 1.0, "text": TEXT_WEIGHT}
+    # an index with all three M3 components and text searches all+text when no mode is given
+    with m3search.build_index(text_index.path.parent / "full", docs, model=MODEL,
+                              components={"dense": {}, "sparse": {}, "multivec": {}, "text": {}}) as full:
+        assert full.default_mode == "all+text"
+        assert [h.docid for h in full.search(q, k=5)] == [h.docid for h in full.search(q, mode="all+text", k=5)]
+    assert text_index.default_mode == "all"  # no multivec: the usual default
 
 
 def test_text_is_optional_and_refused_where_absent(tmp_path):
