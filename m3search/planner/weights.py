@@ -30,9 +30,9 @@ DEFAULT_MODE = "all"
 # The optional fourth signal: full-text BM25 of an index created with a "text" component
 # (m3search.indexes.text). It is never part of "all"; name it in a mode ("all+text", "dense+text") or in
 # weights. Its weight in fused modes is TEXT_WEIGHT: BM25 scores are ~10-40x dense/multi-vector scores, and
-# this weight is the one the dev sets chose (bench/results/eval_summary.md).
+# this weight is the one the dev sets chose (bench/results/text_signal.md: best of the sweep on all three tasks).
 TEXT = "text"
-TEXT_WEIGHT = 0.02
+TEXT_WEIGHT = 0.01
 TEXT_DEFAULT_MODE = "all+text"  # the default mode of an index that has a text component
 ALL_SIGNALS = (*COMPONENTS, TEXT)
 
