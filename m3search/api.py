@@ -36,6 +36,7 @@ from m3search.ingest import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL, AddResu
 from m3search.planner import DEFAULT_MODE, Hit, Planner
 from m3search.planner.filters import Filter
 from m3search.planner.fusion import DEFAULT_RRF_K
+from m3search.planner.weights import TEXT_DEFAULT_MODE
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
@@ -339,14 +340,17 @@ class SearchIndex:
         rrf_k = DEFAULT_RRF_K if rrf_k is None else rrf_k
         return self.search_encoded(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion,
                                    rrf_k=rrf_k, explain=explain, all_scores=all_scores, with_text=with_text,
-                                   params=params, filter=filter, offset=offset, fields=fields)
+                                   params=params, filter=filter, offset=offset, fields=fields, query_texts=texts)
 
     @property
     def default_mode(self) -> str:
         """The mode of a search that names neither mode nor weights: 'all', unless the model's sparse and multi-vector heads are untrained: then their scores are
         noise, and 'dense' is the better default (an explicit mode or weights is always obeyed)."""
         if getattr(self.encoder, "heads_trained", True):
-            return DEFAULT_MODE
+            # an index created with the optional text (BM25) component searches it too: all+text beat all on
+            # the dev sets (bench/results/text_signal.md)
+            with_text = {"dense", "sparse", "multivec", "text"} <= set(self._index.components)
+            return TEXT_DEFAULT_MODE if with_text else DEFAULT_MODE
         if not self._warned_untrained:
             log.warning("the model's sparse and multi-vector heads are untrained: searching in 'dense' mode "
                         "(ask for another mode explicitly to override)")

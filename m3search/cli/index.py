@@ -39,9 +39,13 @@ if TYPE_CHECKING:  # imported lazily in the command, so `--help` stays fast
               metavar="SECONDS", help="Commit at least this often, so an interrupted run loses little.")
 @click.option("--shards", type=click.IntRange(min=1), default=None, metavar="N",
               help="Build a sharded index of N shards (documents assigned by a stable hash of their id).")
+@click.option("--text", "text_language", default=None, metavar="LANGUAGE",
+              help="Also keep a full-text BM25 index (the 'text' signal: --mode all+text, text, ...), its words "
+              "analysed as LANGUAGE: multilingual (no stemming, CJK bigrams) or a code with a Snowball stemmer "
+              "(en, de, fr, es, ru, ...). Chosen when the index is created.")
 @quiet_option
 def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, max_doc_tokens,
-                  batch_size, replace, commit_interval, shards, quiet):
+                  batch_size, replace, commit_interval, shards, text_language, quiet):
     """Index CORPUS (files, folders, or - for stdin) into the folder INDEX.
 
     \b
@@ -97,7 +101,19 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     model = explicit_model(model, existing_index=was_index)
     encoder_options = {key: value for key, value in (("batch_tokens", batch_tokens), ("max_doc_tokens", max_doc_tokens))
                        if value} or None
-    index = api.build_index(index_path, model=model, encoder_options=encoder_options, shards=shards)
+    components = None
+    if text_language is not None:
+        from m3search.indexes.text.analysis import check_language
+
+        if shards:
+            raise click.UsageError("--text is not available with --shards yet (BM25 needs statistics over all shards)")
+        components = {"dense": {}, "sparse": {}, "multivec": {}, "text": {"language": check_language(text_language)}}
+    index = api.build_index(index_path, model=model, encoder_options=encoder_options, shards=shards,
+                            components=components)
+    if text_language is not None and "text" not in index.info().get("components", {}):
+        index.close()
+        raise click.UsageError(f"the index at {index_path} was created without a text component; --text applies "
+                               "only when an index is created (index into a new folder)")
     failure = None
     try:
         write = index.upsert if replace else index.add

@@ -70,6 +70,10 @@ class BenchConfig:
     work_dir: Path | None = None  # where indexes are built (a temporary folder inside it, removed after)
     runs_dir: Path | None = None  # where TREC runs go; None: not written
     runs_gzip: bool = False  # write runs/<lang>/<mode>.trec.gz instead of .trec
+    # the text (BM25) component's language for modes with 'text': "auto" = the corpus language's stemmer
+    # where tantivy has one, else "multilingual"; or a language code for every corpus
+    text_language: str = "auto"
+    text_sweep: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # text weights tried beside 'all'
 
     def __post_init__(self) -> None:
         if self.task not in TASK_DEFAULTS:

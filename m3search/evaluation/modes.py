@@ -10,7 +10,8 @@ from m3search.planner.weights import PAPER_WEIGHTS, SIGNALS, mode_signals, mode_
 BM25 = "bm25"
 DEFAULT_MODES = ("dense", "sparse", "multivec", "dense+sparse", "all")
 # how the report names the rows, after the paper's tables
-LABELS = {"bm25": "BM25", "dense": "Dense", "sparse": "Sparse", "multivec": "Multi-vec", "dense+sparse": "Dense+Sparse", "all": "All"}
+LABELS = {"bm25": "BM25", "dense": "Dense", "sparse": "Sparse", "multivec": "Multi-vec", "dense+sparse": "Dense+Sparse", "all": "All",
+          "text": "Text (BM25)", "all+text": "All+Text"}
 
 __all__ = ["BM25", "DEFAULT_MODES", "LABELS", "PAPER_WEIGHTS", "SIGNALS", "label", "mode_signals", "mode_weights",
            "parse_fusion_weights", "parse_modes"]

@@ -97,7 +97,7 @@ def _mode_components(mode: str) -> list[str]:
         return [BM25]
     signals = list(mode_signals(mode))
     if "multivec" in signals:
-        signals = sorted(set(signals) | {"dense", "sparse"}, key=["dense", "sparse", "multivec"].index)
+        signals = sorted(set(signals) | {"dense", "sparse"}, key=["dense", "sparse", "multivec", "text"].index)
     return signals
 
 
@@ -167,6 +167,22 @@ def sweep_table(report: Mapping[str, Any]) -> str:
     return (f"{metric_title(metric)}, mean over languages, dense weight 1. Each cell re-weights the exact "
             "component scores of the same candidates (the union of the dense and sparse indexes' top lists, "
             "as the All mode gathers them), so cells differ only by the fusion weights.\n\n" + "\n".join(lines))
+
+
+def text_sweep_table(report: Mapping[str, Any]) -> str:
+    """The headline metric per language of All plus text at each swept weight (runner._text_sweep)."""
+    langs = [l for l, r in report["languages"].items() if "text_sweep" in r]
+    if not langs:
+        return ""
+    first = report["languages"][langs[0]]["text_sweep"]
+    weights = [p["text"] for p in first["grid"]]
+    lines = ["| text weight | " + " | ".join(langs) + " | Avg |", "|---|" + "---:|" * (len(langs) + 1)]
+    for i, wt in enumerate(weights):
+        vals = [report["languages"][l]["text_sweep"]["grid"][i]["value"] for l in langs]
+        lines.append(f"| {wt:g} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(sum(vals) / len(vals))} |")
+    return (f"{metric_title(first['metric'])}; the other weights are All's. Each row re-weights the exact scores "
+            "of one candidate pool (dense, sparse, multi-vector and text candidates), so rows differ only by the "
+            "text weight; weight 0 is All over that larger pool.\n\n" + "\n".join(lines))
 
 
 def queries_table(report: Mapping[str, Any]) -> str:
@@ -241,6 +257,9 @@ def to_markdown(report: Mapping[str, Any], plot_paths: Sequence[Path] = ()) -> s
     sweep = sweep_table(report)
     if sweep:
         parts += ["## Weight sweep (dev)", "", sweep, ""]
+    text_sweep = text_sweep_table(report)
+    if text_sweep:
+        parts += ["## Text (BM25) weight beside All (dev)", "", text_sweep, ""]
     parts += ["## Cost", "", cost_table(report), "", corpus_table(report), "", "## Queries per language", "",
               queries_table(report), ""]
     env = report.get("environment", {})

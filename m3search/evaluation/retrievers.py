@@ -137,10 +137,12 @@ class EngineRetriever:
         return cls(Index.open(path, writable=False, identity=identity), depth)
 
     def search(
-        self, queries: EncodedBatch, weights: Mapping[str, float], k: int, all_scores: bool = False
+        self, queries: EncodedBatch, weights: Mapping[str, float], k: int, all_scores: bool = False,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[Scored]]:
+        """query_texts: the queries' texts, for the text (BM25) signal of an index that has one."""
         hits = self._planner.search(queries, k=k, weights=dict(weights), depths=self.depth, all_scores=all_scores,
-                                    with_text=False)
+                                    with_text=False, query_texts=query_texts)
         return [[Scored(h.docid, h.score, dict(h.scores)) for h in row] for row in hits]
 
     def nbytes(self) -> dict[str, int]:

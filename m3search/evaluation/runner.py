@@ -116,8 +116,12 @@ def _run_corpus(config, group, encoder, fingerprint, cache, work, progress) -> t
     if searchable:
         start = time.perf_counter()
         if config.backend == "engine":
+            components = dict(config.components or {"dense": {}, "sparse": {}, "multivec": {}})
+            if any("text" in mode_signals(m) for m in searchable):
+                components["text"] = {"language": _text_language(config, group)}
+                corpus_report["text_language"] = components["text"]["language"]
             retriever = EngineRetriever.build(folder / "index", encoder.identity, config.model, docs, batch,
-                                              depth=config.depth, components=config.components)
+                                              depth=config.depth, components=components)
         else:
             retriever = ExactRetriever(docids, batch)
         corpus_report["index_seconds"] = time.perf_counter() - start
@@ -191,9 +195,12 @@ def _run_language(config, task, encoder, retriever, bm25, texts) -> dict:
         metric_names = [*(config.defaults.answer_metrics), *(metric_names if task.qrels else [])]
     # The mode that weighs every signal ('all') is asked for its whole candidate list with all three exact
     # scores: its top k is its run, and the whole list is the pool the weight sweep re-weights.
-    pool = None
+    pool = text_pool = None
+    q_texts = [queries[q] for q in qids]
     pool_mode = next((m for m in config.modes if m != BM25 and len(mode_signals(m)) == len(SIGNALS)), None)
-    sweep = retriever is not None and set(SIGNALS) <= set(retriever.nbytes()) and bool(config.sweep_sparse)
+    # the weight sweep re-weights the pool of the mode that weighs every signal: only when that mode is run
+    sweep = (retriever is not None and pool_mode is not None and set(SIGNALS) <= set(retriever.nbytes())
+             and bool(config.sweep_sparse))
     for mode in config.modes:
         start = time.perf_counter()
         if mode == BM25:
@@ -201,6 +208,11 @@ def _run_language(config, task, encoder, retriever, bm25, texts) -> dict:
         elif mode == pool_mode and sweep:
             pool = retriever.search(q_batch, mode_weights(mode, config.fusion), 2 * config.depth, all_scores=True)
             ranked = [row[: config.k] for row in pool]
+        elif "text" in mode_signals(mode):
+            ranked = retriever.search(q_batch, mode_weights(mode, config.fusion), config.k, query_texts=q_texts)
+            if mode == "all+text" and config.text_sweep:
+                text_pool = retriever.search(q_batch, mode_weights(mode, config.fusion), 2 * config.depth,
+                                             all_scores=True, query_texts=q_texts)
         else:
             ranked = retriever.search(q_batch, mode_weights(mode, config.fusion), config.k)
         seconds = time.perf_counter() - start
@@ -217,7 +229,35 @@ def _run_language(config, task, encoder, retriever, bm25, texts) -> dict:
         if pool is None:
             pool = retriever.search(q_batch, {s: 1.0 for s in SIGNALS}, 2 * config.depth, all_scores=True)
         out["sweep"] = _sweep(config, task, pool, qids, metric_names[0], texts)
+    if text_pool is not None:
+        out["text_sweep"] = _text_sweep(config, task, text_pool, qids, metric_names[0], texts)
     return out
+
+
+def _text_language(config, group) -> str:
+    """The text component's language for a corpus: config.text_language, or with "auto" the corpus
+    language's stemmer (MKQA's corpus is English) where tantivy has one, else multilingual."""
+    from m3search.indexes.text.analysis import STEMMERS
+
+    if config.text_language != "auto":
+        return config.text_language
+    lang = "en" if config.task == "mkqa" else group[0].language.split("-")[0].lower()
+    return lang if lang in STEMMERS else "multilingual"
+
+
+def _text_sweep(config, task, pool, qids, metric, texts) -> dict:
+    """The headline metric of 'all' (fusion weights) plus text at each weight of config.text_sweep,
+    re-weighting the exact scores of one candidate pool (the dense, sparse, multivec and text candidates)."""
+    base = mode_weights("all", config.fusion)
+    grid = []
+    for wt in config.text_sweep:
+        w = {**base, "text": float(wt)}
+        run = {}
+        for qid, row in zip(qids, pool):
+            fused = {h.docid: sum(v * h.scores.get(s, 0.0) for s, v in w.items()) for h in row}
+            run[qid] = dict(sorted(fused.items(), key=lambda kv: kv[1], reverse=True)[: config.k])
+        grid.append({**w, "value": _score_run(run, task, [metric], texts)[metric]})
+    return {"metric": metric, "grid": grid}
 
 
 def _score_run(run, task, metric_names, texts) -> dict[str, float]:

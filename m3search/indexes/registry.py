@@ -17,6 +17,7 @@ DEFAULT_COMPONENTS: dict[str, str] = {
     "dense": "m3search.indexes.dense:DenseComponent",
     "sparse": "m3search.indexes.sparse:SparseComponent",
     "multivec": "m3search.indexes.multivec:MultivecComponent",
+    "text": "m3search.indexes.text:TextComponent",  # optional full-text BM25
 }
 
 Registry = Mapping[str, "type[ComponentType] | str"]

@@ -83,6 +83,11 @@ class Snapshot:
         self.dense = IndexDenseReader(segset, identity.dense_dim) if "dense" in kinds else None
         self.sparse = IndexSparseReader(segset, identity.vocab_size) if "sparse" in kinds else None
         self.multivec = IndexMultivecReader(segset, identity.multivec_dim) if "multivec" in kinds else None
+        self.text = None  # the optional full-text BM25 component (m3search.indexes.text)
+        if "text" in kinds:
+            from m3search.indexes.text.reader import IndexTextReader
+
+            self.text = IndexTextReader(segset, cache.components["text"].config)
         self._finalizer = weakref.finalize(self, _release, txn, cache, handles)
 
     # -- documents

@@ -76,6 +76,7 @@ from m3search.indexes import fields
 from m3search.indexes.background import BackgroundMerges
 from m3search.indexes.base import ComponentType
 from m3search.document import Document
+from m3search.ingest import passage_text
 from m3search.indexes.docstore import DocStore, begin, ext_key, grow_map, guarded, id_value, int_key, pack, pack_record
 from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs
 from m3search.indexes.handles import HandleCache, load_ids, write_ids
@@ -147,12 +148,14 @@ class IndexWriter:
         with guarded(store.path), begin(store.env) as txn:
             self.committed: CommitState = store.state(txn)
         fields.ensure_table(store)
+        self._uses_text = any(getattr(c, "uses_text", False) for c in self.components.values())
         self._reset_pending()
 
     # -- the uncommitted changes -------------------------------------------------------------------
     def _reset_pending(self) -> None:
         self._next_id = self.committed.next_id
         self._buffer: list[tuple[int, EncodedBatch]] = []
+        self._buffer_texts: list[str] = []  # the buffered documents' texts, for components with uses_text
         self._buffered_bytes = 0
         self._pending: list[SegmentInfo] = []  # built, not yet committed
         self._ext_changes: dict[str, int] = {}  # external id -> new internal id, or -1 once deleted
@@ -187,7 +190,8 @@ class IndexWriter:
         if len(batch) != len(ids):
             raise InputError(f"{action}: {len(ids)} ids but the batch encodes {len(batch)} texts; give one id per row")
         batch = self._check_batch(batch, ids, action)
-        records = [pack_record(e, d) for e, d in zip(ids, _check_docs(docs, ids, action))]
+        checked = _check_docs(docs, ids, action)
+        records = [pack_record(e, d) for e, d in zip(ids, checked)]
         current = self._lookup(ids)
         if not replace and (current >= 0).any():
             present = [e for e, c in zip(ids, current) if c >= 0]
@@ -202,6 +206,8 @@ class IndexWriter:
         start = self._next_id
         self._next_id += len(ids)
         self._buffer.append((start, batch))
+        if self._uses_text:  # components that index the words (text) get title + text as the encoder saw it
+            self._buffer_texts.extend(passage_text(d) if d is not None else "" for d in checked)
         self._buffered_bytes += _batch_bytes(batch)
         for j, (ext, rec) in enumerate(zip(ids, records)):
             self._ext_changes[ext] = start + j
@@ -252,11 +258,18 @@ class IndexWriter:
         start = self._buffer[0][0]
         batch = self._buffer[0][1] if len(self._buffer) == 1 else EncodedBatch.concat([b for _, b in self._buffer])
         assert start + len(batch) == self._next_id, "buffered ids must be contiguous"
-        info = self._write_segment(start, len(batch), None, lambda comp, path, shared: comp.build(path, batch, shared))
+        texts = self._buffer_texts
+
+        def build(comp: ComponentType, path: Path, shared: Path) -> dict:
+            if getattr(comp, "uses_text", False):
+                return comp.build(path, batch, shared, texts=texts)
+            return comp.build(path, batch, shared)
+
+        info = self._write_segment(start, len(batch), None, build)
         with self._lock:
             self._pending.append(info)
             self._writing.discard(info.name)
-        self._buffer, self._buffered_bytes = [], 0
+        self._buffer, self._buffer_texts, self._buffered_bytes = [], [], 0
         self._crash("flush:segment-built")
 
     def commit(self) -> int:

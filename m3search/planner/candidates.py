@@ -14,7 +14,7 @@ from m3search.errors import ConfigError
 from m3search.indexes.base import DenseReader, MultivecReader, SegmentReader, SparseReader
 from m3search.types import EncodedBatch
 
-SOURCES = ("dense", "sparse", "multivec")
+SOURCES = ("dense", "sparse", "multivec", "text")  # text: full-text BM25, on indexes that have it
 DEFAULT_DEPTH = 100
 
 
@@ -51,7 +51,7 @@ def resolve_depths(
     # a source never returns fewer than k candidates, so a one-source search can fill k hits
     out = {s: max(d, k) for s, d in wanted.items() if d > 0}
     if not out:
-        raise ConfigError("every candidate source has depth 0: give the dense, sparse or multivec source a positive depth")
+        raise ConfigError("every candidate source has depth 0: give the dense, sparse, multivec or text source a positive depth")
     return out
 
 
@@ -60,6 +60,8 @@ def search_source(reader: SegmentReader, source: str, queries: EncodedBatch, dep
     """(D, I) of one candidate source, each interface given its part of the queries; `exclude` is a bool
     mask over internal ids never to return (deleted or filtered out), applied inside the index's search."""
     extra = {} if exclude is None else {"deleted": exclude}
+    if source == "text":  # a reader bound to the analysed query texts (planner.BoundText)
+        return reader.search(depth, **extra, **dict(params or {}))
     if isinstance(reader, DenseReader):
         return reader.search(queries.dense, depth, **extra, **dict(params or {}))
     if isinstance(reader, SparseReader):

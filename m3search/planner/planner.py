@@ -23,7 +23,7 @@ from m3search.planner import candidates as cand
 from m3search.planner import fusion as fuse
 from m3search.planner.filters import Filter
 from m3search.planner.hits import HIT_FIELDS, Hit, MatchedTerm
-from m3search.planner.weights import COMPONENTS, resolve_weights
+from m3search.planner.weights import ALL_SIGNALS, TEXT, resolve_weights
 from m3search.types import EncodedBatch
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Planner:
         filter: Any = None,
         offset: int = 0,
         fields: Sequence[str] | None = None,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """The top-k hits of every query in `queries` (encoded with kind='query'), best first.
 
@@ -110,6 +111,8 @@ class Planner:
         offset:     skip this many of the best hits (paging: offset=10, k=10 gives hits 11..20).
         fields:     which of the hit fields text, title, metadata, scores to fill (default all; docid and
                     score always come back).
+        query_texts: the queries' texts, which the full-text signal ('text', BM25) analyses; needed when
+                    it is weighted or searched, and all_scores scores it only when they are given.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
@@ -125,6 +128,9 @@ class Planner:
         flt = Filter.parse(filter)
         w = resolve_weights(mode, weights)
         readers = self.readers()
+        text_wanted = TEXT in w or (isinstance(depths, Mapping) and (depths.get(TEXT) or 0) > 0)
+        if getattr(self.snapshot, TEXT, None) is not None and (text_wanted or (all_scores and query_texts is not None)):
+            readers[TEXT] = BoundText.bind(self.snapshot.text, query_texts, len(queries))
         self._check_components(w, readers)
         queries = check_values(queries, readers, what="search")  # NaN or out-of-range query values: an error
         n_docs = max(1, self.snapshot.n_docs)  # never more hits (or memory for them) than documents
@@ -148,7 +154,7 @@ class Planner:
         found: dict = {}
         with _timed(timings, "candidates"):
             q_index, ids = cand.gather(readers, queries, depth_of, params, exclude=exclude, found_scores=found)
-        scored = [c for c in COMPONENTS if c in readers and (all_scores or c in w)]
+        scored = [c for c in ALL_SIGNALS if c in readers and (all_scores or c in w)]
         with _timed(timings, "rescore"):
             scores = {c: self._score(readers[c], queries, q_index, ids, found.get(c) if c == "multivec" else None)
                       for c in scored}
@@ -184,6 +190,8 @@ class Planner:
         what it finds from the same codes): those pairs are not scored again."""
         if len(ids) == 0:
             return np.zeros(0, dtype=np.float32)
+        if isinstance(reader, BoundText):
+            return reader.score_pairs(q_index, ids)
         if known is not None and len(known[1]):
             n_ids = max(int(ids.max()), int(known[1].max())) + 1
             have = known[0] * n_ids + known[1]
@@ -267,6 +275,32 @@ class Planner:
             terms.sort(key=lambda t: (-t.contribution, t.token_id))
             out.append(tuple(terms))
         return out
+
+
+class BoundText:
+    """The full-text reader with one search's queries analysed and weighed (idf of this snapshot), in the
+    shape the candidate gathering and re-scoring use: search(depth, deleted) and score_pairs(q_index, ids)."""
+
+    def __init__(self, reader, queries):
+        self.reader, self.queries = reader, queries
+
+    @classmethod
+    def bind(cls, reader, query_texts: Sequence[str] | None, m: int) -> "BoundText":
+        if query_texts is None:
+            raise ConfigError("the text (BM25) signal needs the queries' texts: search with query strings "
+                              "(search/search_many), or pass query_texts= with the encoded queries")
+        texts = list(query_texts)
+        if len(texts) != m:
+            raise ConfigError(f"{len(texts)} query texts for {m} encoded queries; give one text per query")
+        return cls(reader, reader.prepare(texts))
+
+    def search(self, depth: int, deleted: np.ndarray | None = None, **params: Any):
+        if params:
+            raise ConfigError(f"the text source takes no search parameters, got {sorted(params)}")
+        return self.reader.search(self.queries, depth, deleted)
+
+    def score_pairs(self, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return self.reader.score_pairs(self.queries, q_index, ids)
 
 
 def hit_fields(fields: Sequence[str] | str | None) -> frozenset[str]:

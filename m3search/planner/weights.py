@@ -27,6 +27,14 @@ COMPONENTS = ("dense", "sparse", "multivec")
 SIGNALS = COMPONENTS  # the benchmark's name for them
 PAPER_WEIGHTS: dict[str, float] = {"dense": 1.0, "sparse": 0.3, "multivec": 1.0}
 DEFAULT_MODE = "all"
+# The optional fourth signal: full-text BM25 of an index created with a "text" component
+# (m3search.indexes.text). It is never part of "all"; name it in a mode ("all+text", "dense+text") or in
+# weights. Its weight in fused modes is TEXT_WEIGHT: BM25 scores are ~10-40x dense/multi-vector scores, and
+# this weight is the one the dev sets chose (bench/results/text_signal.md: best of the sweep on all three tasks).
+TEXT = "text"
+TEXT_WEIGHT = 0.01
+TEXT_DEFAULT_MODE = "all+text"  # the default mode of an index that has a text component
+ALL_SIGNALS = (*COMPONENTS, TEXT)
 
 
 def mode_signals(mode: str) -> tuple[str, ...]:
@@ -38,13 +46,16 @@ def mode_signals(mode: str) -> tuple[str, ...]:
     if mode == "all":
         return COMPONENTS
     parts = tuple(p.strip() for p in str(mode).split("+"))
-    bad = [p for p in parts if p not in COMPONENTS]
+    if "all" in parts and len(parts) == 2 and TEXT in parts:  # all+text: the three M3 signals and BM25
+        return ALL_SIGNALS
+    bad = [p for p in parts if p not in ALL_SIGNALS]
     if bad or len(set(parts)) != len(parts):
         raise ConfigError(
-            f"unknown mode {mode!r}: choose all, or signals joined by '+' from {', '.join(COMPONENTS)} "
-            "(e.g. dense+sparse), or give weights such as 'dense=1,sparse=0.3,multivec=1'"
+            f"unknown mode {mode!r}: choose all, all+text, or signals joined by '+' from {', '.join(ALL_SIGNALS)} "
+            "(e.g. dense+sparse; text needs an index with a text component), or give weights such as "
+            "'dense=1,sparse=0.3,multivec=1'"
         )
-    return tuple(s for s in COMPONENTS if s in parts)
+    return tuple(s for s in ALL_SIGNALS if s in parts)
 
 
 def mode_weights(mode: str, fusion: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -56,7 +67,7 @@ def mode_weights(mode: str, fusion: Mapping[str, float] | None = None) -> dict[s
     signals = mode_signals(mode)
     if len(signals) == 1:
         return {signals[0]: 1.0}
-    fusion = {**PAPER_WEIGHTS, **check_weights(dict(fusion or {}), keep_zeros=True)}
+    fusion = {**PAPER_WEIGHTS, TEXT: TEXT_WEIGHT, **check_weights(dict(fusion or {}), keep_zeros=True)}
     weights = {s: fusion[s] for s in signals if fusion[s] > 0}
     if not weights:
         raise ConfigError(f"mode {mode!r} has all its fusion weights at 0: {dict(fusion)}")
@@ -89,8 +100,8 @@ def check_weights(weights: Mapping[str, float], keep_zeros: bool = False) -> dic
     fusion weights use so that a 0 overrides the paper's default. Raises ConfigError naming the bad entry."""
     out: dict[str, float] = {}
     for name, value in weights.items():
-        if name not in COMPONENTS:
-            raise ConfigError(f"unknown weight {name!r}: the components are {', '.join(COMPONENTS)}")
+        if name not in ALL_SIGNALS:
+            raise ConfigError(f"unknown weight {name!r}: the signals are {', '.join(ALL_SIGNALS)}")
         try:
             value = float(value)
         except (TypeError, ValueError):

@@ -14,7 +14,7 @@ class _Body(BaseModel):
 class SearchRequest(_Body):
     queries: list[str] = Field(..., min_length=1, description="Query texts; searched together in one batch.")
     k: int = Field(10, ge=1, description="Hits per query.")
-    mode: str | None = Field(None, description="dense, sparse, multivec, dense+sparse or all.")
+    mode: str | None = Field(None, description="dense, sparse, multivec, dense+sparse, all; with a text index also text, all+text, ...")
     weights: dict[str, float] | str | None = Field(None, description="Weights instead of a mode.")
     filter: dict[str, Any] | None = Field(None, description='Metadata filter, e.g. {"lang": "de"}.')
     offset: int = Field(0, ge=0, description="Skip this many of the best hits.")

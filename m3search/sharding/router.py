@@ -64,6 +64,10 @@ def search_encoded(fan: Fan, n_shards: int, components: Sequence[str], n_docs: i
     if fusion == "rrf" and not rrf_k > 0:
         raise ConfigError(f"rrf_k must be > 0, got {rrf_k!r}")
     w = resolve_weights(mode, weights)
+    if "text" in w or (isinstance(depths, Mapping) and (depths.get("text") or 0) > 0):
+        # BM25 needs collection statistics over all shards, which the fan-out does not gather yet
+        raise ConfigError("the text (BM25) signal is not available on a sharded index yet: search it without "
+                          "'text' in the mode, weights or depths")
     absent = [c for c in w if c not in components]
     if absent:
         raise ConfigError(f"this index has no {' or '.join(absent)} component (it has: {', '.join(components) or 'none'}): "
