@@ -60,6 +60,11 @@ class _LitePath:
         self.colbert_w, self.colbert_b = t["colbert_linear.weight"], t["colbert_linear.bias"]
         self.sparse_w, self.sparse_b = t["sparse_linear.weight"], t["sparse_linear.bias"]
         self.pooling = m["spec"]["pooling"]
+        from threadpoolctl import ThreadpoolController
+
+        # Query-sized matmuls run on one BLAS thread: on busy cores each 2-thread call waited for its second
+        # thread (a 9-token forward: ~1 s on 2 threads, 30 ms on 1; bench/cold_start.py)
+        self.blas = ThreadpoolController()
 
     def content_ids(self, text: str) -> list[int] | None:
         """Token ids without special tokens; None when the text holds an added token (the full tokenizer
@@ -173,11 +178,12 @@ class FastQueryEncoder(Encoder):
         ident = self.identity
         dense = np.zeros((n, ident.dense_dim), dtype=np.float32)
         weights, vectors = [], []
-        for i, c in enumerate(content):
-            ids = np.asarray([lite.cls_id, *c, lite.eos_id], dtype=np.int64)
-            dense[i], w, v = lite.forward(ids)
-            weights.append(w)
-            vectors.append(v)
+        with lite.blas.limit(limits=1, user_api="blas"):
+            for i, c in enumerate(content):
+                ids = np.asarray([lite.cls_id, *c, lite.eos_id], dtype=np.int64)
+                dense[i], w, v = lite.forward(ids)
+                weights.append(w)
+                vectors.append(v)
         sparse = max_per_token(n, np.arange(n), weights, ident.vocab_size)
         lengths = np.asarray([len(v) for v in vectors], dtype=np.int64)
         multivec = np.ascontiguousarray(np.concatenate(vectors).astype(np.float32, copy=False))

@@ -69,10 +69,18 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return centered / np.sqrt(var + np.float32(eps)) * w + b
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf in float32 arithmetic to within ~1.5e-7 (Abramowitz & Stegun 7.1.26), without importing
+    scipy.special (~0.15 s of a cold start); the GELU it feeds then differs from torch's by < 1e-6."""
+    a = np.abs(x)
+    t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.3275911) * a)
+    poly = t * (np.float32(0.254829592) + t * (np.float32(-0.284496736) + t * (
+        np.float32(1.421413741) + t * (np.float32(-1.453152027) + t * np.float32(1.061405429)))))
+    return np.copysign(np.float32(1.0) - poly * np.exp(-a * a), x)
 
-    return np.float32(0.5) * x * (np.float32(1.0) + erf(x * np.float32(1.0 / math.sqrt(2.0))))
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return np.float32(0.5) * x * (np.float32(1.0) + _erf(x * np.float32(1.0 / math.sqrt(2.0))))
 
 
 class NumpyBackbone:
