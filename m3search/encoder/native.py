@@ -66,6 +66,10 @@ def mmap_safetensors(file: Path) -> dict[str, torch.Tensor]:
         count = (end - start) // torch.empty((), dtype=dtype).element_size()
         flat = torch.frombuffer(buf, dtype=dtype, count=count, offset=base + start) if count else torch.empty(0, dtype=dtype)
         out[name] = flat.reshape(info["shape"])
+        if name.endswith("word_embeddings.weight"):  # rows are touched sparsely: no readahead (RSS)
+            from m3search.encoder.numpy_backbone import advise_random
+
+            advise_random(buf, base + start, end - start)
     return out
 
 
