@@ -50,8 +50,10 @@ class _LitePath:
         if self.backbone is None:
             raise ValueError(f"{folder}: the numpy backbone can't map its weights")
         t = artifact.tensors
-        self.pieces = bytes(t["vocab_pieces"]).decode("utf-8").split("\x00")
-        self.vocab = UnigramVocab(self.pieces, t["vocab_scores"].tolist(), m["unigram_unk_id"])
+        self._tensors = t
+        self.vocab = UnigramVocab.from_sorted(
+            t["vocab_sorted"].tobytes(), memoryview(t["vocab_offsets"]), memoryview(t["vocab_order"]),
+            memoryview(t["vocab_scores"]), m["unigram_unk_id"], m["max_piece_chars"])
         self.pipeline = Tokenizer.from_str(artifact.pipeline_json)
         sentencepiece_whitespace(self.pipeline)  # a no-op for files written by M3Tokenizer.save
         self.added = [a for a in m["added_tokens"] if a]
@@ -65,6 +67,16 @@ class _LitePath:
         # Query-sized matmuls run on one BLAS thread: on busy cores each 2-thread call waited for its second
         # thread (a 9-token forward: ~1 s on 2 threads, 30 ms on 1; bench/cold_start.py)
         self.blas = ThreadpoolController()
+
+    def token_string(self, token_id: int) -> str | None:
+        t = self._tensors
+        if not 0 <= token_id < len(t["vocab_order"]):
+            return None
+        if "vocab_rank" not in t:  # id -> position in code-point order, built on first use
+            t["vocab_rank"] = np.argsort(t["vocab_order"])
+        i = int(t["vocab_rank"][token_id])
+        a, b = int(t["vocab_offsets"][i]), int(t["vocab_offsets"][i + 1])
+        return t["vocab_sorted"][a:b].tobytes().decode("utf-8")
 
     def content_ids(self, text: str) -> list[int] | None:
         """Token ids without special tokens; None when the text holds an added token (the full tokenizer
@@ -141,7 +153,7 @@ class FastQueryEncoder(Encoder):
         lite = self._lite_path()
         if lite is None:
             return self.full.token_strings(token_ids)
-        return [lite.pieces[int(t)] if 0 <= int(t) < len(lite.pieces) else f"#{int(t)}" for t in token_ids]
+        return [s if (s := lite.token_string(int(t))) is not None else f"#{int(t)}" for t in token_ids]
 
     def encode(self, texts: Sequence[str] | str, kind: Kind = "passage", max_length: int | None = None) -> EncodedBatch:
         check_kind(kind)

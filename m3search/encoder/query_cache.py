@@ -7,7 +7,8 @@ artifact, and later processes read it with numpy alone:
 
     <cache>/query-encoders/v<VERSION>-<key>/
         manifest.json      format, version, key, the encoder's identity, spec, special ids, sha256 of the files
-        query.safetensors  the vocabulary (NUL-joined UTF-8 pieces, f64 scores) and the two heads (fp32)
+        query.safetensors  the vocabulary (UTF-8 pieces in code-point order with their ids, f64 scores by id)
+                           and the two heads (fp32)
         pipeline.json      the tokenizer.json without its vocabulary (normalizer and pre-tokenizer, ~0.3 MB)
 
 The backbone is not copied: `numpy_backbone.py` maps the folder's own fp32 model.safetensors.
@@ -37,12 +38,11 @@ from m3search.types import EncoderIdentity
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.query-encoder"
-VERSION = 1
+VERSION = 2
 MANIFEST, TENSORS, PIPELINE = "manifest.json", "query.safetensors", "pipeline.json"
 _HASHED = ("config.json", SPEC_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
            COLBERT_FILE, SPARSE_FILE)
 _WEIGHTS = "model.safetensors"
-_SEP = "\x00"
 
 
 class CacheUnavailable(Exception):
@@ -134,10 +134,14 @@ def build_artifact(model_folder: Path, loaded, cache_dir: str | Path | None = No
     if unigram.get("type") != "Unigram" or unigram.get("byte_fallback") or unigram.get("unk_id") is None:
         raise CacheUnavailable(f"{model_folder}: the numpy path reads Unigram tokenizers without byte fallback")
     pieces = [p for p, _ in unigram["vocab"]]
-    if any(_SEP in p for p in pieces):
-        raise CacheUnavailable(f"{model_folder}: a vocabulary piece contains NUL")
+    if len(set(pieces)) != len(pieces):
+        raise CacheUnavailable(f"{model_folder}: the vocabulary repeats a piece")
+    order = sorted(range(len(pieces)), key=pieces.__getitem__)  # code-point order, as Python compares str
+    encoded = [pieces[i].encode("utf-8") for i in order]
     tensors = {
-        "vocab_pieces": np.frombuffer(_SEP.join(pieces).encode("utf-8"), dtype=np.uint8),
+        "vocab_sorted": np.frombuffer(b"".join(encoded), dtype=np.uint8),
+        "vocab_offsets": np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64),
+        "vocab_order": np.asarray(order, dtype=np.int64),
         "vocab_scores": np.asarray([s for _, s in unigram["vocab"]], dtype=np.float64),
     }
     for head in ("colbert_linear", "sparse_linear"):
@@ -156,6 +160,7 @@ def build_artifact(model_folder: Path, loaded, cache_dir: str | Path | None = No
         "special_ids": {"cls": tokenizer.cls_id, "eos": tokenizer.eos_id, "pad": tokenizer.pad_id,
                         "unk": tokenizer.unk_id, "unused": sorted(tokenizer.unused_ids)},
         "unigram_unk_id": int(unigram["unk_id"]), "added_tokens": added,
+        "max_piece_chars": max((len(p) for p in pieces), default=1),
     }
     target = artifact_path(model_folder, key, cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
