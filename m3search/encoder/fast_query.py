@@ -160,7 +160,10 @@ class FastQueryEncoder(Encoder):
         texts = validate_texts(texts)
         if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
             raise InputError(f"max_length must be an int >= 2 (room for the special tokens), got {max_length!r}")
-        lite = self._lite_path() if texts and sum(len(t) for t in texts) <= 8 * LITE_TOKENS else None
+        # passages go to torch once it is loaded anyway (it batches; the pure-Python Unigram search is
+        # meant for query-sized text)
+        small = texts and sum(len(t) for t in texts) <= 8 * LITE_TOKENS
+        lite = self._lite_path() if small and (kind == "query" or self._full is None) else None
         if lite is not None:
             prefix = self._prefix[kind]
             content = [lite.content_ids(prefix + t) for t in texts]
