@@ -28,9 +28,10 @@ from m3search.types import EncodedBatch, EncoderIdentity
 
 logger = logging.getLogger(__name__)
 
-# Calls with at most this many tokens in all run in numpy (one sequence at a time, no padding); larger
-# ones batch better in torch.
+# Calls of at most this many texts and tokens run in numpy (one sequence at a time, no padding); larger
+# ones (a queries file, a server's batch of many clients) batch better in torch.
 LITE_TOKENS = 2048
+LITE_TEXTS = 8
 # Options that change what the torch encoder computes in ways the numpy path does not reproduce.
 _TORCH_ONLY = {"mcls": (False, None), "quantize": (None,)}
 
@@ -162,7 +163,7 @@ class FastQueryEncoder(Encoder):
             raise InputError(f"max_length must be an int >= 2 (room for the special tokens), got {max_length!r}")
         # passages go to torch once it is loaded anyway (it batches; the pure-Python Unigram search is
         # meant for query-sized text)
-        small = texts and sum(len(t) for t in texts) <= 8 * LITE_TOKENS
+        small = 0 < len(texts) <= LITE_TEXTS and sum(len(t) for t in texts) <= 8 * LITE_TOKENS
         lite = self._lite_path() if small and (kind == "query" or self._full is None) else None
         if lite is not None:
             prefix = self._prefix[kind]

@@ -62,13 +62,13 @@ def test_flagembedding_reference(fast, flag_reference):
 
 
 def test_large_long_and_special_inputs_go_to_torch(tiny_model_dir, cache, tiny_encoder, make_encoder):
-    from m3search.encoder.fast_query import LITE_TOKENS, load_fast
+    from m3search.encoder.fast_query import LITE_TEXTS, LITE_TOKENS, load_fast
 
     fast = load_fast(tiny_model_dir, device="cpu", cache_dir=cache)
     special = ["a <mask> b", "<s> x </s>"]  # added tokens: split out by the full tokenizer first
     assert_same(fast.encode(special, kind="query"), tiny_encoder.encode(special, kind="query"))
     assert fast._full is not None
-    many = ["passage number %d about cells and tables" % i for i in range(LITE_TOKENS // 8)]
+    many = ["passage number %d about cells and tables" % i for i in range(max(LITE_TOKENS // 8, LITE_TEXTS + 1))]
     assert_same(fast.encode(many), tiny_encoder.encode(many), atol=1e-5)
     windowed = load_fast(tiny_model_dir, device="cpu", cache_dir=cache, window_tokens=16)
     long = ["word " * 40]
