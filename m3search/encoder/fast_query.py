@@ -209,13 +209,13 @@ class FastQueryEncoder(Encoder):
 def load_fast(folder: str | Path, device=None, cache_dir: str | Path | None = None, **options) -> Encoder:
     """A FastQueryEncoder over the folder's query-encoder cache (built now, with torch, if missing), or the
     torch M3Encoder when the folder can't use the numpy path."""
-    from m3search.encoder.query_cache import CacheUnavailable, build_artifact, load_artifact
+    from m3search.encoder.query_cache import CacheUnavailable, Unsupported, build_artifact, load_artifact
 
     folder = Path(folder).expanduser()
     try:
         artifact = load_artifact(folder, cache_dir)
     except CacheUnavailable as e:
-        logger.warning("%s; queries go through torch", e)
+        (logger.debug if isinstance(e, Unsupported) else logger.warning)("%s; queries go through torch", e)
         artifact = None
         unusable = True
     else:

@@ -243,5 +243,5 @@ class WordRows:
         if self._fd is not None:
             try:
                 os.close(self._fd)
-            except (OSError, TypeError):  # TypeError: os torn down at interpreter exit
+            except Exception:  # OSError; or `os` already torn down at interpreter exit
                 pass

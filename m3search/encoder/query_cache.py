@@ -49,6 +49,10 @@ class CacheUnavailable(Exception):
     """This folder can't use the numpy query path (the message says why); the torch encoder serves it."""
 
 
+class Unsupported(CacheUnavailable):
+    """The folder's layout is not one the numpy path runs (not damage: nothing to report)."""
+
+
 @dataclass
 class QueryArtifact:
     folder: Path
@@ -75,7 +79,7 @@ def artifact_key(model_folder: Path) -> str:
 
     weights = model_folder / _WEIGHTS
     if not weights.is_file() or not (model_folder / "tokenizer.json").is_file():
-        raise CacheUnavailable(f"{model_folder} has no {_WEIGHTS} or no tokenizer.json")
+        raise Unsupported(f"{model_folder} has no {_WEIGHTS} or no tokenizer.json")
     st = weights.stat()
     parts = {"format": FORMAT, "version": VERSION, "tokenizers": tokenizers.__version__,
              _WEIGHTS: [st.st_size, st.st_mtime_ns]}
