@@ -71,6 +71,7 @@ def main() -> None:
     if args.baseline is not None:
         commands["m3search query (baseline)"] = (
             [py, "-m", "m3search", "query", str(index), QUERY, "-k", "10"], env_for(args.baseline.resolve()))
+    load_start = os.getloadavg()
     for name, (argv, env) in commands.items():  # warm-up: model conversion, numba caches, page cache
         run_once(argv, env)
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
@@ -90,7 +91,7 @@ def main() -> None:
         f"# Cold start: one `m3search query` process ({args.repeats} repeats, medians)",
         "",
         f"Index: {index}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average at the end {load[0]:.1f} (shared machine: timings are noisy; commands interleaved).",
+        f"load average {load_start[0]:.1f} at the start, {load[0]:.1f} at the end (shared machine: timings are noisy; commands interleaved).",
         "",
         "| command | wall p50 (s) | min | max | x import torch | peak RSS p50 (MB) | max |",
         "|---|---|---|---|---|---|---|",

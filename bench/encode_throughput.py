@@ -64,6 +64,17 @@ def load_texts(n_per_language: int, n_long: int, n_queries: int) -> tuple[list[s
     return passages, queries
 
 
+def load_short_german(n: int, n_queries: int) -> tuple[list[str], list[str]]:
+    """The issue's short-passage case: n MIRACL-like German passages (median ~25 words), title + text."""
+    with gzip.open(DATA / "miracl_like" / "de" / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = sorted((json.loads(line) for line in f), key=lambda d: d["docid"])
+    step = max(len(docs) // n, 1)
+    passages = [f"{d.get('title', '')}\n{d['text']}".strip() for d in docs[::step][:n]]
+    with open(DATA / "miracl_like" / "de" / "topics.dev.tsv", encoding="utf-8") as f:
+        queries = [line.rstrip("\n").split("\t", 1)[1] for line in f][:n_queries]
+    return passages, queries
+
+
 # -- one method, in a child process ------------------------------------------------------------------
 
 def _peak_rss_mb() -> float:
@@ -229,6 +240,9 @@ class Worker:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="BGE-M3-layout folder (default: m3search-small)")
+    parser.add_argument("--corpus", choices=["mixed", "short-de"], default="mixed",
+                        help="mixed: multilingual passages + long documents; short-de: --per-language German passages")
+    parser.add_argument("--skip-int8", action="store_true", help="leave out the int8 row (and its quality check)")
     parser.add_argument("--per-language", type=int, default=40)
     parser.add_argument("--long", type=int, default=24)
     parser.add_argument("--queries", type=int, default=100)
@@ -248,7 +262,10 @@ def main() -> None:
 
     args.model = args.model or default_model_path()
     spec = read_spec(Path(args.model))
-    texts, queries = load_texts(args.per_language, args.long, args.queries)
+    if args.corpus == "short-de":
+        texts, queries = load_short_german(args.per_language, args.queries)
+    else:
+        texts, queries = load_texts(args.per_language, args.long, args.queries)
     tok = M3Tokenizer.from_folder(args.model)
     n_tokens = sum(len(ids) for ids in tok.encode([spec.passage_prefix + t for t in texts], max_length=MAX_LENGTH))
     with tempfile.TemporaryDirectory(prefix="m3-encode-bench-") as work:
@@ -259,7 +276,8 @@ def main() -> None:
         fe_sizes = [int(s) for s in args.fe_batch_sizes.split(",")]
         budgets = [int(s) for s in args.batch_tokens.split(",")]
         methods = [f"flagembedding:{fe_sizes[0]}"] + [f"m3search:{b}" for b in budgets]
-        methods += [f"flagembedding:{s}" for s in fe_sizes[1:]] + [f"m3search-int8:{budgets[0]}"]
+        methods += [f"flagembedding:{s}" for s in fe_sizes[1:]]
+        methods += [] if args.skip_int8 else [f"m3search-int8:{budgets[0]}"]
         workers = {}
         for method in methods:  # loaded one after another, then all kept alive
             print(f"loading {method} ...", file=sys.stderr, flush=True)
@@ -286,12 +304,14 @@ def main() -> None:
         for row in rows:
             row["speedup_vs_first"] = rows[0]["median_s"] / row["median_s"]
             row["speedup_vs_fe_best"] = fe_best["median_s"] / row["median_s"]
-        quality = int8_quality(Path(work) / f"{ours}.npz", Path(work) / f"m3search-int8:{budgets[0]}.npz")
+        quality = None if args.skip_int8 else int8_quality(
+            Path(work) / f"{ours}.npz", Path(work) / f"m3search-int8:{budgets[0]}.npz")
     report = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "device": "cpu", "torch_threads": results[ours]["threads"]},
         "model": str(args.model), "n_texts": len(texts), "n_tokens": n_tokens, "n_queries": len(queries),
         "repeats": args.repeats, "rows": rows, "int8_quality_vs_fp32": quality,
+        "corpus_label": "MIRACL-like German passages" if args.corpus == "short-de" else "mixed-length multilingual passages",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
@@ -306,7 +326,7 @@ def markdown(report: dict) -> str:
         "",
         f"Machine: {m['cpu_count']} CPU cores ({m['processor'] or 'cpu'}), no GPU, torch threads {m['torch_threads']}; "
         f"{m['platform']}.",
-        f"Model: {Path(report['model']).name}; {report['n_texts']} mixed-length multilingual passages, "
+        f"Model: {Path(report['model']).name}; {report['n_texts']} {report.get('corpus_label', 'mixed-length multilingual passages')}, "
         f"{report['n_tokens']} tokens (cut at {MAX_LENGTH}); all three outputs; median of {report['repeats']} runs.",
         "",
         f"| method | passages/s | tokens/s | median s | peak RSS MB | vs {report['rows'][0]['method']} | vs FE best "
@@ -326,6 +346,8 @@ def markdown(report: dict) -> str:
         "flagembedding:N = BGEM3FlagModel with batch_size N texts per batch (256 is its default); m3search:N = "
         "M3Encoder with batch_tokens N padded tokens per forward pass (0 = its default, 2048 on CPU); "
         "m3search-int8:N = the same with dynamic int8 Linear layers.",
+    ]
+    lines += [] if q is None else [
         "",
         f"int8 quality vs m3search fp32: dense cosine mean {q['dense_cosine_mean']:.4f} (min {q['dense_cosine_min']:.4f}), "
         f"token-vector cosine mean {q['token_cosine_mean']:.4f}; top-10 overlap over {report['n_queries']} queries: "

@@ -72,9 +72,9 @@ def load_encoder(model: str | Path | Encoder | None = None, device: str | None =
         return load_default_encoder(device=device, **options)
     path = Path(name).expanduser()
     if path.is_dir():
-        from m3search.encoder.m3 import M3Encoder
+        from m3search.encoder.fast_query import load_fast  # queries without torch; see fast_query.py
 
-        return M3Encoder.from_pretrained(path, device=device, **options)
+        return load_fast(path, device=device, **options)
     raise ModelError(
         f"model {name!r} is neither {DEFAULT_MODEL!r}, 'hashing', nor a folder: give the path of a local model "
         "folder in BGE-M3's layout (m3search never downloads from a hub)"

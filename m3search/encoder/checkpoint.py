@@ -24,17 +24,13 @@ from typing import Literal
 
 import torch
 
+from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, SPEC_FORMAT, SPEC_VERSION  # noqa: F401
 from m3search.encoder.model import M3Model
 from m3search.encoder.tokenizer import M3Tokenizer
 from m3search.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-SPEC_FILE = "m3search_model.json"
-SPEC_FORMAT = "m3search.model"
-SPEC_VERSION = 1
-COLBERT_FILE = "colbert_linear.pt"
-SPARSE_FILE = "sparse_linear.pt"
 BACKBONE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Position-embedding tables of RoBERTa-family models start after the padding index (XLM-R: 8194 rows -> 8192 tokens).
 _ROBERTA_LIKE = ("xlm-roberta", "roberta", "camembert", "xlm-roberta-xl")

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from m3search.encoder.checkpoint import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, ModelSpec
+# file names only: checkpoint.py imports torch, which the cold query path avoids (fast_query.py)
+from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE
 from m3search.encoder.e5s1 import E5S1File
 from m3search.encoder.tokenizer import XLMR_SPECIAL_TOKENS, M3Tokenizer
 from m3search.errors import ModelError
@@ -175,6 +176,8 @@ def convert_e5s1(
     import torch
     from safetensors.numpy import save_file
 
+    from m3search.encoder.checkpoint import ModelSpec
+
     e5 = E5S1File(e5s1_path)
     tokenizer = M3Tokenizer.from_file(tokenizer_json, XLMR_SPECIAL_TOKENS, model_max_length=e5.header.max_positions)
     state = e5s1_to_xlmr(e5, tokenizer.vocab_size)
@@ -227,7 +230,8 @@ def default_model_path(cache_dir: str | Path | None = None) -> Path:
 
 
 def load_default_encoder(device=None, cache_dir: str | Path | None = None, **options):
-    """M3Encoder for m3search-small (converted on first use); options as for M3Encoder."""
-    from m3search.encoder.m3 import M3Encoder
+    """The m3search-small encoder (converted on first use); options as for M3Encoder. Queries run without
+    torch from the query-encoder cache (`fast_query.py`)."""
+    from m3search.encoder.fast_query import load_fast
 
-    return M3Encoder.from_pretrained(default_model_path(cache_dir), device=device, **options)
+    return load_fast(default_model_path(cache_dir), device=device, cache_dir=cache_dir, **options)

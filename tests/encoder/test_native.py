@@ -72,3 +72,17 @@ def test_unsupported_configs_fall_back_to_transformers(tiny_model_dir, tmp_path)
     assert not supports(read_config(folder))
     loaded = load_m3_model(folder, device="cpu", native=True)
     assert not isinstance(loaded.model.backbone, NativeEncoder)
+
+
+def test_word_rows_are_read_not_mapped_and_equal_the_table(tiny_model_dir):
+    """Word rows come from pread (RSS: no fault-around over the mapped table) and equal F.embedding's."""
+    from m3search.encoder.checkpoint import load_m3_model
+
+    backbone = load_m3_model(tiny_model_dir, device="cpu", native=True).model.backbone
+    assert backbone._reads_word_rows()
+    ids = torch.tensor([[0, 5, 5, 250001, 17], [3, 2, 1, 1, 1]])
+    assert torch.equal(backbone.word_rows(ids), torch.nn.functional.embedding(ids, backbone.word))
+    with pytest.raises(IndexError):
+        backbone.word_rows(torch.tensor([[backbone.word.shape[0]]]))
+    backbone.word = torch.nn.Parameter(backbone.word.detach().clone(), requires_grad=False)  # a moved table
+    assert not backbone._reads_word_rows()  # then the tensor itself is used
