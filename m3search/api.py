@@ -271,7 +271,7 @@ class SearchIndex:
             return []
         filter = Filter.parse(filter)  # once, before the encoder runs: a bad filter fails fast
         batch = self.encoder.encode(texts, kind="query", max_length=max_length)
-        return self._search_batch(batch, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k,
+        return self._search_batch(batch, texts, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k,
                                   explain=explain, all_scores=all_scores, with_text=with_text, params=params,
                                   filter=filter, offset=offset, fields=fields, drop_pieces=drop_pieces)
 
@@ -312,7 +312,7 @@ class SearchIndex:
                         part = batch
                     else:
                         part = batch.select(np.arange(start, start + len(texts)))
-                    out[g] = self._search_batch(part, **options)
+                    out[g] = self._search_batch(part, texts, **options)
                 except Exception as e:
                     if not return_exceptions:
                         raise
@@ -320,14 +320,15 @@ class SearchIndex:
                 start += len(texts)
         return out
 
-    def _search_batch(self, batch: EncodedBatch, *, k: int = 10, mode: str | None = None,
+    def _search_batch(self, batch: EncodedBatch, texts: list[str], *, k: int = 10, mode: str | None = None,
                       weights: Mapping[str, float] | str | None = None,
                       depths: int | Mapping[str, int] | None = None, fusion: str | None = None,
                       rrf_k: float | None = None, explain: bool = False, all_scores: bool = False,
                       with_text: bool = True, params: Mapping[str, Mapping[str, Any]] | None = None,
                       filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None,
                       drop_pieces: str | Sequence[str] | None = None) -> list[list[Hit]]:
-        """search_many after the encoder: query pieces dropped, stored defaults applied, then searched."""
+        """search_many after the encoder (`texts` are the queries `batch` encodes, for the text signal): query
+        pieces dropped, stored defaults applied, then searched."""
         if drop_pieces:
             batch = self._drop_query_pieces(batch, drop_pieces)
         if mode is None and weights is None and fusion is None and self.search_defaults is not None:
