@@ -24,6 +24,7 @@ class MultivecSegmentReader(MultivecReader):
                  config: dict, lists: tuple[np.ndarray, np.ndarray] | None = None):
         self.path = path
         self.lists = lists  # the candidate generator's (offsets, docs) per coarse centroid, or None
+        self._doc_cents = None  # the lists transposed (per document its centroids), built on first search
         self.header = header
         self.codec = codec
         self.codes = codes
@@ -74,7 +75,7 @@ class MultivecSegmentReader(MultivecReader):
         n_centroids = len(self.lists[0]) - 1
         cands = gen.default_candidates(k, self.n_docs)
         return {"generator": "centroid-lists", "generator_centroids": n_centroids,
-                "generator_nprobe": gen.default_nprobe(n_centroids), "generator_candidates": cands,
+                "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
                 "generator_pool": gen.default_pool(cands, self.n_docs)}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
@@ -124,21 +125,28 @@ class MultivecSegmentReader(MultivecReader):
 
     def _generate(self, q, deleted, nprobe, cands, pool, n_live) -> np.ndarray:
         """Sorted local ids of the `cands` documents to score from their full codes."""
-        sims = q @ self.codec.arrays["coarse"].T  # (lq, K)
+        sims = np.dot(q, self.codec.arrays["coarse"].T)  # (lq, K)
         n_centroids = sims.shape[1]
-        est = gen.probe_scores(self.lists[0], self.lists[1], sims, nprobe or gen.default_nprobe(n_centroids),
-                               deleted, self.n_docs)
-        all_ids = np.arange(self.n_docs, dtype=np.int64)
+        est = gen.probe_scores(self.lists[0], self.lists[1], sims,
+                               nprobe or gen.default_nprobe(n_centroids, self.n_docs), deleted, self.n_docs)
         pool = min(n_live, max(cands, pool or gen.default_pool(cands, n_live)))
-        pooled = gen.top_ids(est, all_ids, pool)
+        pooled = gen.top_ids(est, np.arange(self.n_docs, dtype=np.int64), pool)
         if len(pooled) < pool:  # too few reached: fill up with unreached live documents, by id
             unreached = np.isinf(est)
             if deleted is not None:
                 unreached &= ~deleted
             pooled = np.concatenate([pooled, np.nonzero(unreached)[0][: pool - len(pooled)]])
-        pooled = np.sort(pooled)
-        ci = gen.centroid_maxsim(self._verified_codes(pooled), self.offsets, pooled, sims)
+        if len(pooled) <= cands:
+            return np.sort(pooled)
+        ci = gen.centroid_maxsim(self.doc_centroids(), pooled, sims)
         return np.sort(gen.top_ids(ci, pooled, cands))
+
+    def doc_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per document the distinct coarse centroids of its tokens (the lists transposed; derived, kept in
+        memory: about 4 bytes per (document, centroid) pair)."""
+        if self._doc_cents is None:
+            self._doc_cents = gen.doc_centroids(self.lists[0], self.lists[1], self.n_docs)
+        return self._doc_cents
 
     def _check_queries(self, q_vecs, q_lengths):
         q_vecs = np.asarray(q_vecs)
