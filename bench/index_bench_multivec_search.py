@@ -175,16 +175,18 @@ def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rera
                                  "bytes_per_token": base["bytes_per_token"] + 4 * xt.shape[1] + 8,
                                  "build_s": build_s + ivf_build, **tm,
                                  "recall@10": recall(found, ref.top, 10), "recall@100": recall(found, ref.top, 100)})
-            for nprobe, cands in grid:
-                found, tm = time_queries(lambda qi: reader.search(*one(qi), 100, nprobe=nprobe, candidates=cands)[1][0], m)
-                rows.append({"method": f"generator nprobe={nprobe} candidates={cands}", "nprobe": nprobe,
-                             "candidates": cands, **base, **tm,
+            for nprobe, cands, *pool in grid:
+                pool = pool[0] if pool else None
+                found, tm = time_queries(lambda qi: reader.search(*one(qi), 100, nprobe=nprobe, candidates=cands,
+                                                                  pool=pool)[1][0], m)
+                rows.append({"method": f"generator nprobe={nprobe} candidates={cands}" + (f" pool={pool}" if pool else ""),
+                             "nprobe": nprobe, "candidates": cands, "pool": pool, **base, **tm,
                              "recall@10": recall(found, ref.top, 10), "recall@100": recall(found, ref.top, 100)})
             found, tm = time_queries(lambda qi: reader.search(*one(qi), 100)[1][0], m)
             rows.append({"method": "generator defaults", **reader.generator_settings(100), **base, **tm,
                          "recall@10": recall(found, ref.top, 10), "recall@100": recall(found, ref.top, 100)})
         info = {"n_docs": n, "n_tokens": t, "dim": reader.dim, "queries": m, "compression": compression,
-                "fidelity": reader.fidelity()}
+                "fidelity": reader.fidelity(), "generator_k100": reader.generator_settings(100)}
         reader.close()
     return info, rows
 
@@ -223,9 +225,11 @@ def real(task, encodings: Path, n_queries, chunk, langs):
 
 def markdown(res: dict) -> str:
     i = res["info"]
+    gen_cfg = i.get("generator_k100", {})
     lines = [f"Multi-vector search, {res['data']}: N={i['n_docs']:,} docs, {i['n_tokens']:,} tokens x {i['dim']}, "
              f"{i['queries']} queries, compression {i['compression']}, {res['threads']} thread(s), "
-             "2 shared CPU cores, no GPU", "",
+             "2 shared CPU cores, no GPU" + (f", load average {res['load']}" if res.get("load") else ""), "",
+             f"Generator defaults at k=100: {gen_cfg}", "",
              "| method | B/token (codes + lists) | build s | p50 ms | p95 ms | QPS | R@10 | R@100 |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
@@ -268,7 +272,7 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="")
     p.add_argument("--token-ivf", action="store_true", help="also the token-level FAISS IVF-Flat alternative "
                    "(keeps every float token in memory: real data / small runs only)")
-    p.add_argument("--grid", default=None, help="generator settings NPROBE:CANDIDATES,... (default: a fixed grid)")
+    p.add_argument("--grid", default=None, help="generator settings NPROBE:CANDIDATES[:POOL],... (default: a fixed grid)")
     p.add_argument("--export", default=None, help="save queries + exact top-100 here (.npz) for bench/fastplaid_peer.py")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--merge-peer", nargs=2, metavar=("RESULT_JSON", "PEER_JSON"), default=None,
@@ -296,7 +300,9 @@ def main(argv=None) -> int:
     grid = [tuple(int(v) for v in g.split(":")) for g in a.grid.split(",")] if a.grid else GRID
     info, rows = run(chunks, q, ql, a.compression, config, a.threads, a.tmp, grid,
                      [int(x) for x in a.rerank.split(",")], a.export, a.token_ivf)
-    res = {"data": data, "threads": a.threads, "info": info, "rows": rows}
+    import os
+    res = {"data": data, "threads": a.threads, "info": info, "rows": rows,
+           "load": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
     print(save_results(res, a.out, stem + a.tag, markdown, plot))
     return 0
 

@@ -201,3 +201,39 @@ def test_auto_compression_is_residual_pq_at_a_byte_per_8_dims(dim, name):
 
     assert resolve_compression("auto", dim) == name
     assert resolve_compression("pq48", dim) == "pq48"
+
+
+def test_doc_centroids_are_the_lists_transposed(seg):
+    doc_off, cents = seg.doc_centroids()
+    lists_off, lists_docs = seg.lists
+    cids = seg.codes[:, 0].astype(np.int64) | (seg.codes[:, 1].astype(np.int64) << 8)
+    for d in range(seg.n_docs):
+        expect = sorted(set(cids[seg.offsets[d]:seg.offsets[d + 1]].tolist()))
+        assert cents[doc_off[d]:doc_off[d + 1]].tolist() == expect
+    assert doc_off[-1] == lists_off[-1] == len(lists_docs)
+
+
+def test_centroid_interaction_equals_maxsim_over_the_tokens_centroids(seg, data):
+    _, _, q, q_lengths = data
+    q1 = q[: q_lengths[0]]
+    coarse = seg.codec.arrays["coarse"]
+    sims = q1 @ coarse.T
+    ids = np.arange(2, 40)
+    got = gen.centroid_maxsim(seg.doc_centroids(), ids, sims)
+    cids = seg.codes[:, 0].astype(np.int64) | (seg.codes[:, 1].astype(np.int64) << 8)
+    for j, d in enumerate(ids):
+        toks = coarse[cids[seg.offsets[d]:seg.offsets[d + 1]]]
+        np.testing.assert_allclose(got[j], (q1 @ toks.T).max(axis=1).sum(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_tokens, train, expect", [
+    (1_000_000, 200_000, 4096),   # PLAID: 2^floor(log2(16 * 1000)) = 8192, capped by 200k / 48 sample tokens
+    (50_000, 200_000, 2048),      # 16 * 223.6 = 3578 -> 2048
+    (10_000, 10_000, 128),        # only 10k sample tokens: 10k / 48 = 208 -> 128
+    (10 ** 9, 10 ** 8, 65536),    # 2-byte centroid ids
+])
+def test_auto_coarse_k_scales_with_the_tokens(n_tokens, train, expect):
+    from m3search.indexes.multivec.config import coarse_k_for
+
+    assert coarse_k_for("auto", n_tokens, train) == expect
+    assert coarse_k_for(333, n_tokens, train) == 333

@@ -37,19 +37,22 @@ def build_lists(cids: np.ndarray, lengths: np.ndarray, n_centroids: int) -> tupl
 
 
 def default_nprobe(n_centroids: int, n_docs: int | None = None) -> int:
-    """Centroids probed per query token by default: PLAID probes 1-4 of 2^12-2^18; ours are fewer and
-    coarser, so a larger share (measured on bench/index_bench_multivec.py and the dev sets)."""
-    return int(min(n_centroids, max(4, round(n_centroids / 64))))
+    """Centroids probed per query token by default: K/512, at least 4 (8 at the 4096 centroids `coarse_k`
+    'auto' gives from 200k sample tokens). PLAID probes 1-4 of 2^12-2^18 centroids; on the synthetic 10k x
+    100-token benchmark at K=4096, 8 probes reached 0.94 of the exhaustive top-10 where 4 reached 0.88
+    (bench/results/multivec_generator_profile.md). Stage 1's cost is nprobe x lq lists of ~nnz/K documents."""
+    return int(min(n_centroids, max(4, round(n_centroids / 512))))
 
 
 def default_candidates(k: int, n_live: int) -> int:
-    """Documents scored from their full codes (stage 3)."""
-    return int(min(n_live, max(4 * k, 256)))
+    """Documents scored from their full codes (stage 3, the expensive one): 2k, at least 256."""
+    return int(min(n_live, max(2 * k, 256)))
 
 
 def default_pool(candidates: int, n_live: int) -> int:
-    """Documents scored by centroid interaction (stage 2)."""
-    return int(min(n_live, max(8 * candidates, 2048)))
+    """Documents scored by centroid interaction (stage 2, cheap: a few distinct centroids per document):
+    4 x candidates, at least 1024 (PLAID's ndocs for k=100)."""
+    return int(min(n_live, max(4 * candidates, 1024)))
 
 
 @numba.njit(cache=True)
