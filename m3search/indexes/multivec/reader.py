@@ -8,7 +8,8 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.base import MultivecReader
-from m3search.indexes.faiss_support import faiss_threads, threads_for
+from m3search.indexes.blas_threads import one_blas_thread
+from m3search.indexes.faiss_support import SMALL_WORK, faiss_threads, threads_for
 from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec import generator as gen
@@ -107,7 +108,7 @@ class MultivecSegmentReader(MultivecReader):
         q_off = np.zeros(m + 1, np.int64)
         np.cumsum(q_lengths, out=q_off[1:])
         cands = min(n_live, max(k, candidates or gen.default_candidates(k, n_live)))
-        with faiss_threads(self.config.get("threads") if threads is None else threads):
+        with faiss_threads(self.config.get("threads") if threads is None else threads), one_blas_thread():
             for qi in range(m):
                 q = q_vecs[q_off[qi] : q_off[qi + 1]]
                 if not len(q):
@@ -187,7 +188,10 @@ class MultivecSegmentReader(MultivecReader):
             raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
         work = float(self.doc_lengths(ids).sum()) * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * self.dim
         with faiss_threads(threads_for(work, self.config.get("threads") if threads is None else threads)):
-            return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
+            if work > SMALL_WORK:
+                return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
+            with one_blas_thread():  # the query's lookup tables and products are small
+                return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
 
     def _score(self, q_vecs, q_lengths, q_index, ids, use_lut):
         codes = self._verified_codes(ids)
