@@ -108,7 +108,11 @@ class MultivecSegmentReader(MultivecReader):
         q_off = np.zeros(m + 1, np.int64)
         np.cumsum(q_lengths, out=q_off[1:])
         cands = min(n_live, max(k, candidates or gen.default_candidates(k, n_live)))
-        with faiss_threads(self.config.get("threads") if threads is None else threads), one_blas_thread():
+        # one thread per query unless configured: a query's stages are a few ms of work, and waking a team
+        # for each kernel cost 2.7x the CPU and 2.3x the wall time on the shared 2 cores (5,000 x 384-d,
+        # K=4096: 26 vs 9.7 ms CPU, 44 vs 19 ms p50; bench/results/multivec_generator_profile.md)
+        configured = self.config.get("threads") if threads is None else threads
+        with faiss_threads(1 if configured is None else configured), one_blas_thread():
             for qi in range(m):
                 q = q_vecs[q_off[qi] : q_off[qi + 1]]
                 if not len(q):
