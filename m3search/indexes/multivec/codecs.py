@@ -25,6 +25,7 @@ from m3search.indexes import segment_files as sf
 
 _NAME = re.compile(r"^(fp16|sq8|sq4|(r?)(o?)pq(\d+))$")
 _ENCODE_ROWS = 65536
+_HNSW_ASSIGN_K = 2048  # coarse centroids from which tokens are assigned through an HNSW graph (see _assign)
 
 
 def parse_name(name: str, dim: int | None = None) -> dict:
@@ -60,7 +61,7 @@ class Codec:
     def __post_init__(self) -> None:
         self.spec = parse_name(self.name, self.dim)
         self.code_size = code_size(self.name, self.dim)
-        self._sq = self._pq = None
+        self._sq = self._pq = self._assigner = None
         fam = self.spec["family"]
         if fam in ("sq8", "sq4"):
             qtype = faiss.ScalarQuantizer.QT_8bit if fam == "sq8" else faiss.ScalarQuantizer.QT_4bit
@@ -212,14 +213,32 @@ class Codec:
         cent = self.arrays["pq_centroids"]  # (M, 256, dsub)
         qr = q @ self.arrays["rotation"].T if self.spec["rotation"] else q
         qs = qr.reshape(len(q), self.spec["m"], -1)  # (lq, M, dsub)
-        tables = np.einsum("mkd,qmd->mkq", cent, qs, optimize=True).astype(np.float32)
-        coarse = self.arrays["coarse"] @ q.T if self.spec["residual"] else np.zeros((0, len(q)), np.float32)
+        tables = np.matmul(cent, np.ascontiguousarray(qs.transpose(1, 2, 0)))  # (M, 256, lq): one GEMM per m
+        coarse = np.dot(self.arrays["coarse"], q.T) if self.spec["residual"] else np.zeros((0, len(q)), np.float32)
         return np.ascontiguousarray(tables), np.ascontiguousarray(coarse, dtype=np.float32)
 
     def _assign(self, x: np.ndarray) -> np.ndarray:
-        index = faiss.IndexFlatL2(self.dim)
-        index.add(self.arrays["coarse"])
-        return index.search(np.ascontiguousarray(x), 1)[1][:, 0]
+        """Nearest coarse centroid of every row. From _HNSW_ASSIGN_K centroids on, through an HNSW graph
+        over the centroids (built once per codec, single-threaded so it is the same every time): a flat
+        search costs T x K x d (10M tokens x 4096 x 384: minutes on 2 cores); an occasional second-nearest
+        centroid only makes that token's residual a little larger (its code records the centroid used)."""
+        if self._assigner is None:
+            coarse = np.ascontiguousarray(self.arrays["coarse"], dtype=np.float32)
+            if len(coarse) >= _HNSW_ASSIGN_K:
+                index = faiss.IndexHNSWFlat(self.dim, 32)
+                index.hnsw.efConstruction = 80
+                before = faiss.omp_get_max_threads()
+                faiss.omp_set_num_threads(1)
+                try:
+                    index.add(coarse)
+                finally:
+                    faiss.omp_set_num_threads(before)
+                index.hnsw.efSearch = 96
+            else:
+                index = faiss.IndexFlatL2(self.dim)
+                index.add(coarse)
+            self._assigner = index
+        return self._assigner.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0]
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, folder: Path) -> dict:

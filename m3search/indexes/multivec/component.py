@@ -30,7 +30,7 @@ from m3search.indexes.fsutil import fsync_dir, write_json
 from m3search.indexes.inputs import check_ids, check_tokens
 from m3search.indexes.multivec.codecs import Codec, coarse_ids
 from m3search.indexes.multivec.generator import LISTS_DOCS, LISTS_OFFSETS, build_lists
-from m3search.indexes.multivec.config import resolve_compression, validate_config
+from m3search.indexes.multivec.config import coarse_k_for, resolve_compression, validate_config
 from m3search.indexes.multivec.reader import MultivecSegmentReader
 from m3search.types import EncodedBatch
 
@@ -181,7 +181,9 @@ class MultivecComponent(ComponentType):
             logger.info("%d tokens: too few to train the %s codec (min_train_tokens=%d); storing fp16",
                         n_tokens, name, self.config["min_train_tokens"])
             return Codec("fp16", dim)
-        codec = Codec.train(name, sample(), coarse_k=self.config["coarse_k"], seed=self.config["seed"])
+        x = sample()
+        k = coarse_k_for(self.config["coarse_k"], n_tokens, min(len(x), self.config["train_tokens"]))
+        codec = Codec.train(name, x, coarse_k=k, seed=self.config["seed"])
         return self._publish(shared, codec)
 
     def shared_codec(self, shared: Path) -> Codec | None:

@@ -1,6 +1,8 @@
 """Multi-vector component configuration."""
 from __future__ import annotations
 
+import numpy as np
+
 from m3search.errors import ConfigError
 from m3search.indexes.multivec.codecs import parse_name
 
@@ -12,7 +14,10 @@ DEFAULTS = {
     # (192 B/token at 384-d, 4x pq48's size for the same nDCG@10); measurements in /work/notes/e-multivec.md
     # and bench/results/multivec_search_*.md.
     "compression": "auto",
-    "coarse_k": 1024,  # coarse centroids of the residual codecs (2-byte ids, at most 65536)
+    # coarse centroids of the residual codecs (2-byte ids, at most 65536) = the candidate generator's lists.
+    # "auto": scaled with the tokens the codec is trained for, as PLAID does (2^floor(log2(16 sqrt(T)))),
+    # capped so k-means keeps >= 48 sample tokens per centroid (4096 at train_tokens=200k); see coarse_k_for.
+    "coarse_k": "auto",
     # The codec is trained once per index, on the first segment (or merge) with at least this many tokens;
     # smaller segments before that store fp16 and are re-encoded when merged.
     "min_train_tokens": 50_000,
@@ -43,11 +48,14 @@ def validate_config(config: dict) -> dict:
     out = {**DEFAULTS, **config}
     if out["compression"] != "auto":
         parse_name(out["compression"])
-    for key, low, high in (("coarse_k", 1, 65536), ("min_train_tokens", 1, None), ("train_tokens", 1, None),
-                           ("seed", 0, None)):
+    checks = [("min_train_tokens", 1, None), ("train_tokens", 1, None), ("seed", 0, None)]
+    if out["coarse_k"] != "auto":
+        checks.append(("coarse_k", 1, 65536))
+    for key, low, high in checks:
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
             valid = f"an integer in [{low}, {high}]" if high else f"an integer >= {low}"
+            valid += " or 'auto'" if key == "coarse_k" else ""
             raise ConfigError(f"multivec config {key!r} is {v!r}; valid: {valid}")
     if not isinstance(out["rescale"], bool):
         raise ConfigError(f"multivec config 'rescale' is {out['rescale']!r}; valid: true, false")
@@ -57,3 +65,15 @@ def validate_config(config: dict) -> dict:
     if out["scorer"] not in SCORERS:
         raise ConfigError(f"multivec config 'scorer' is {out['scorer']!r}; valid: {list(SCORERS)}")
     return out
+
+
+def coarse_k_for(config_value, n_tokens: int, train_tokens: int) -> int:
+    """The number of coarse centroids for a codec trained when the index holds n_tokens tokens: PLAID's
+    2^floor(log2(16 sqrt(T))), at least 256, at most a power of two leaving >= 48 training tokens per
+    centroid (k-means on fewer gives noisy centroids) and at most 65536 (2-byte ids). An integer config
+    value is taken as it is."""
+    if config_value != "auto":
+        return int(config_value)
+    want = 2 ** int(np.floor(np.log2(max(1.0, 16 * np.sqrt(max(1, n_tokens))))))
+    cap = 2 ** int(np.floor(np.log2(max(1, train_tokens // 48))))
+    return int(max(1, min(want, cap, 65536), min(256, cap)))

@@ -36,20 +36,23 @@ def build_lists(cids: np.ndarray, lengths: np.ndarray, n_centroids: int) -> tupl
     return offsets, docs
 
 
-def default_nprobe(n_centroids: int) -> int:
-    """Centroids probed per query token by default: PLAID probes 1-4 of 2^12-2^18; ours are fewer and
-    coarser, so a larger share (measured on bench/index_bench_multivec.py and the dev sets)."""
-    return int(min(n_centroids, max(4, round(n_centroids / 64))))
+def default_nprobe(n_centroids: int, n_docs: int | None = None) -> int:
+    """Centroids probed per query token by default: K/512, at least 4 (8 at the 4096 centroids `coarse_k`
+    'auto' gives from 200k sample tokens). PLAID probes 1-4 of 2^12-2^18 centroids; on the synthetic 10k x
+    100-token benchmark at K=4096, 8 probes reached 0.94 of the exhaustive top-10 where 4 reached 0.88
+    (bench/results/multivec_generator_profile.md). Stage 1's cost is nprobe x lq lists of ~nnz/K documents."""
+    return int(min(n_centroids, max(4, round(n_centroids / 512))))
 
 
 def default_candidates(k: int, n_live: int) -> int:
-    """Documents scored from their full codes (stage 3)."""
-    return int(min(n_live, max(4 * k, 256)))
+    """Documents scored from their full codes (stage 3, the expensive one): 2k, at least 256."""
+    return int(min(n_live, max(2 * k, 256)))
 
 
 def default_pool(candidates: int, n_live: int) -> int:
-    """Documents scored by centroid interaction (stage 2)."""
-    return int(min(n_live, max(8 * candidates, 2048)))
+    """Documents scored by centroid interaction (stage 2, cheap: a few distinct centroids per document):
+    4 x candidates, at least 1024 (PLAID's ndocs for k=100)."""
+    return int(min(n_live, max(4 * candidates, 1024)))
 
 
 @numba.njit(cache=True)
@@ -98,22 +101,46 @@ def probe_scores(lists_offsets: np.ndarray, lists_docs: np.ndarray, sims: np.nda
     return _probe_kernel(lists_offsets, lists_docs, probed, scores, missing, skip, n_docs)
 
 
+@numba.njit(cache=True)
+def _transpose_kernel(lists_offsets, lists_docs, n_docs):  # pragma: no cover - compiled
+    counts = np.zeros(n_docs + 1, np.int64)
+    for p in range(lists_docs.shape[0]):
+        counts[lists_docs[p] + 1] += 1
+    for d in range(n_docs):
+        counts[d + 1] += counts[d]
+    fill = counts[:-1].copy()
+    cents = np.empty(lists_docs.shape[0], np.int32)
+    for c in range(lists_offsets.shape[0] - 1):
+        for p in range(lists_offsets[c], lists_offsets[c + 1]):
+            d = lists_docs[p]
+            cents[fill[d]] = c
+            fill[d] += 1
+    return counts, cents
+
+
+def doc_centroids(lists_offsets: np.ndarray, lists_docs: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lists transposed: (offsets (n + 1,) int64, centroids (nnz,) int32), per document the distinct
+    centroids of its tokens, ascending. Stage 2 reads these instead of the token codes: a document's
+    centroid MaxSim only depends on its set of centroids, which is smaller and contiguous."""
+    return _transpose_kernel(np.asarray(lists_offsets, np.int64), np.asarray(lists_docs), int(n_docs))
+
+
 @numba.njit(parallel=True, cache=True)
-def _centroid_maxsim_kernel(codes, starts, ends, sims_t):  # pragma: no cover - compiled
+def _centroid_maxsim_kernel(doc_off, doc_cents, ids, sims_t):  # pragma: no cover - compiled
     # sims_t (K, lq): a token with centroid c scores sims_t[c, i] against query token i
-    n = starts.shape[0]
+    n = ids.shape[0]
     lq = sims_t.shape[1]
     out = np.zeros(n, np.float32)
     for j in numba.prange(n):
-        if ends[j] <= starts[j]:
+        d = ids[j]
+        lo, hi = doc_off[d], doc_off[d + 1]
+        if hi <= lo:
             continue
-        best = np.full(lq, -np.inf, np.float32)
-        for t in range(starts[j], ends[j]):
-            c = np.int64(codes[t, 0]) | (np.int64(codes[t, 1]) << 8)
-            row = sims_t[c]
+        best = sims_t[doc_cents[lo]].copy()
+        for p in range(lo + 1, hi):
+            row = sims_t[doc_cents[p]]
             for i in range(lq):
-                if row[i] > best[i]:
-                    best[i] = row[i]
+                best[i] = max(best[i], row[i])
         total = np.float32(0.0)
         for i in range(lq):
             total += best[i]
@@ -121,12 +148,13 @@ def _centroid_maxsim_kernel(codes, starts, ends, sims_t):  # pragma: no cover - 
     return out
 
 
-def centroid_maxsim(codes: np.ndarray, offsets: np.ndarray, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
-    """Stage 2: (len(ids),) MaxSim sums with every document token replaced by its coarse centroid."""
+def centroid_maxsim(doc_cents: tuple[np.ndarray, np.ndarray], ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Stage 2: (len(ids),) MaxSim sums with every document token replaced by its coarse centroid;
+    doc_cents from `doc_centroids`."""
     if len(ids) == 0:
         return np.zeros(0, np.float32)
     sims_t = np.ascontiguousarray(sims.T, dtype=np.float32)
-    return _centroid_maxsim_kernel(codes, offsets[ids], offsets[ids + 1], sims_t)
+    return _centroid_maxsim_kernel(doc_cents[0], doc_cents[1], np.asarray(ids, np.int64), sims_t)
 
 
 def top_ids(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

@@ -51,42 +51,49 @@ def maxsim_decoded(q: np.ndarray, codes: np.ndarray, offsets: np.ndarray, ids: n
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms):  # pragma: no cover - compiled
-    # sq_norms (M, 256): squared norms of the sub-centroids, to rescale each token to unit norm; (0, 0): don't
+    # sq_norms (M, 256): squared norms of the sub-centroids, to rescale each token to unit norm; (0, 0): don't.
+    # Per document, sub-quantizer by sub-quantizer (m outer, tokens inner): one (256, lq) table slab stays in
+    # L1 while all the document's tokens add their entry, instead of M slabs touched per token.
     n = starts.shape[0]
     m_sub = tables.shape[0]
     lq = tables.shape[2]
     rescale = sq_norms.shape[0] > 0
     out = np.zeros(n, np.float32)
     for c in numba.prange(n):
-        if ends[c] <= starts[c]:
+        s0 = starts[c]
+        nt = ends[c] - s0
+        if nt <= 0:
             continue
-        best = np.full(lq, -np.inf, np.float32)
-        acc = np.empty(lq, np.float32)
-        for t in range(starts[c], ends[c]):
-            if skip == 2:
-                cid = np.int64(codes[t, 0]) | (np.int64(codes[t, 1]) << 8)
+        acc = np.zeros((nt, lq), np.float32)
+        if skip == 2:
+            for t in range(nt):
+                cid = np.int64(codes[s0 + t, 0]) | (np.int64(codes[s0 + t, 1]) << 8)
+                acc[t] = coarse[cid]
+        for m in range(m_sub):
+            slab = tables[m]
+            for t in range(nt):
+                row = slab[codes[s0 + t, skip + m]]
                 for i in range(lq):
-                    acc[i] = coarse[cid, i]
-            else:
+                    acc[t, i] += row[i]
+        total = np.float32(0.0)
+        if not rescale:
+            best_row = acc[0].copy()
+            for t in range(1, nt):
                 for i in range(lq):
-                    acc[i] = 0.0
-            for m in range(m_sub):
-                row = tables[m, codes[t, skip + m]]
-                for i in range(lq):
-                    acc[i] += row[i]
-            if rescale:
+                    best_row[i] = max(best_row[i], acc[t, i])
+            for i in range(lq):
+                total += best_row[i]
+        else:
+            best_row = np.full(lq, -np.inf, np.float32)
+            for t in range(nt):
                 nrm2 = np.float32(0.0)
                 for m in range(m_sub):
-                    nrm2 += sq_norms[m, codes[t, skip + m]]
+                    nrm2 += sq_norms[m, codes[s0 + t, skip + m]]
                 inv = np.float32(1.0) / np.sqrt(max(nrm2, np.float32(1e-12)))
                 for i in range(lq):
-                    acc[i] *= inv
+                    best_row[i] = max(best_row[i], acc[t, i] * inv)
             for i in range(lq):
-                if acc[i] > best[i]:
-                    best[i] = acc[i]
-        total = np.float32(0.0)
-        for i in range(lq):
-            total += best[i]
+                total += best_row[i]
         out[c] = total / lq
     return out
 

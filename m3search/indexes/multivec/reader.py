@@ -8,7 +8,8 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.base import MultivecReader
-from m3search.indexes.faiss_support import faiss_threads, threads_for
+from m3search.indexes.blas_threads import one_blas_thread
+from m3search.indexes.faiss_support import SMALL_WORK, faiss_threads, threads_for
 from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec import generator as gen
@@ -24,6 +25,7 @@ class MultivecSegmentReader(MultivecReader):
                  config: dict, lists: tuple[np.ndarray, np.ndarray] | None = None):
         self.path = path
         self.lists = lists  # the candidate generator's (offsets, docs) per coarse centroid, or None
+        self._doc_cents = None  # the lists transposed (per document its centroids), built on first search
         self.header = header
         self.codec = codec
         self.codes = codes
@@ -74,7 +76,7 @@ class MultivecSegmentReader(MultivecReader):
         n_centroids = len(self.lists[0]) - 1
         cands = gen.default_candidates(k, self.n_docs)
         return {"generator": "centroid-lists", "generator_centroids": n_centroids,
-                "generator_nprobe": gen.default_nprobe(n_centroids), "generator_candidates": cands,
+                "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
                 "generator_pool": gen.default_pool(cands, self.n_docs)}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
@@ -106,7 +108,11 @@ class MultivecSegmentReader(MultivecReader):
         q_off = np.zeros(m + 1, np.int64)
         np.cumsum(q_lengths, out=q_off[1:])
         cands = min(n_live, max(k, candidates or gen.default_candidates(k, n_live)))
-        with faiss_threads(self.config.get("threads") if threads is None else threads):
+        # one thread per query unless configured: a query's stages are a few ms of work, and waking a team
+        # for each kernel cost 2.7x the CPU and 2.3x the wall time on the shared 2 cores (5,000 x 384-d,
+        # K=4096: 26 vs 9.7 ms CPU, 44 vs 19 ms p50; bench/results/multivec_generator_profile.md)
+        configured = self.config.get("threads") if threads is None else threads
+        with faiss_threads(1 if configured is None else configured), one_blas_thread():
             for qi in range(m):
                 q = q_vecs[q_off[qi] : q_off[qi + 1]]
                 if not len(q):
@@ -124,21 +130,28 @@ class MultivecSegmentReader(MultivecReader):
 
     def _generate(self, q, deleted, nprobe, cands, pool, n_live) -> np.ndarray:
         """Sorted local ids of the `cands` documents to score from their full codes."""
-        sims = q @ self.codec.arrays["coarse"].T  # (lq, K)
+        sims = np.dot(q, self.codec.arrays["coarse"].T)  # (lq, K)
         n_centroids = sims.shape[1]
-        est = gen.probe_scores(self.lists[0], self.lists[1], sims, nprobe or gen.default_nprobe(n_centroids),
-                               deleted, self.n_docs)
-        all_ids = np.arange(self.n_docs, dtype=np.int64)
+        est = gen.probe_scores(self.lists[0], self.lists[1], sims,
+                               nprobe or gen.default_nprobe(n_centroids, self.n_docs), deleted, self.n_docs)
         pool = min(n_live, max(cands, pool or gen.default_pool(cands, n_live)))
-        pooled = gen.top_ids(est, all_ids, pool)
+        pooled = gen.top_ids(est, np.arange(self.n_docs, dtype=np.int64), pool)
         if len(pooled) < pool:  # too few reached: fill up with unreached live documents, by id
             unreached = np.isinf(est)
             if deleted is not None:
                 unreached &= ~deleted
             pooled = np.concatenate([pooled, np.nonzero(unreached)[0][: pool - len(pooled)]])
-        pooled = np.sort(pooled)
-        ci = gen.centroid_maxsim(self._verified_codes(pooled), self.offsets, pooled, sims)
+        if len(pooled) <= cands:
+            return np.sort(pooled)
+        ci = gen.centroid_maxsim(self.doc_centroids(), pooled, sims)
         return np.sort(gen.top_ids(ci, pooled, cands))
+
+    def doc_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per document the distinct coarse centroids of its tokens (the lists transposed; derived, kept in
+        memory: about 4 bytes per (document, centroid) pair)."""
+        if self._doc_cents is None:
+            self._doc_cents = gen.doc_centroids(self.lists[0], self.lists[1], self.n_docs)
+        return self._doc_cents
 
     def _check_queries(self, q_vecs, q_lengths):
         q_vecs = np.asarray(q_vecs)
@@ -179,7 +192,10 @@ class MultivecSegmentReader(MultivecReader):
             raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
         work = float(self.doc_lengths(ids).sum()) * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * self.dim
         with faiss_threads(threads_for(work, self.config.get("threads") if threads is None else threads)):
-            return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
+            if work > SMALL_WORK:
+                return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
+            with one_blas_thread():  # the query's lookup tables and products are small
+                return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
 
     def _score(self, q_vecs, q_lengths, q_index, ids, use_lut):
         codes = self._verified_codes(ids)
