@@ -245,7 +245,7 @@ class MultivecSegmentReader(MultivecReader):
 
     def centroid_scores(self, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """Stage 2 of `_generate`: MaxSim with every token replaced by its centroid, for sorted local ids."""
-        return gen.centroid_maxsim(self._verified_codes(ids), self.offsets, ids, sims)
+        return gen.centroid_maxsim(self.doc_centroids(), ids, sims)
 
     def full_scores(self, q: np.ndarray, ids: np.ndarray, tables=None) -> np.ndarray:
         """Stage 3 (and re-scoring): MaxSim of one query's tokens q against local ids from their full codes;
