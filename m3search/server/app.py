@@ -150,8 +150,10 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     """The app serving `index`. It does not close the index: whoever opened it does."""
     settings = settings or ServerSettings(api_key=os.environ.get(API_KEY_ENV) or None)
     search_threads = settings.torch_threads
-    if search_threads is None and "torch" in sys.modules:  # pinned now: the writer's setting changes torch's default
-        search_threads = sys.modules["torch"].get_num_threads()
+    if search_threads is None:  # pinned now: the writer's setting changes torch's default
+        # torch may load later (queries of a few texts run without it): its default is the usable cores
+        search_threads = (sys.modules["torch"].get_num_threads() if "torch" in sys.modules
+                          else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000,
                             workers=settings.search_workers, torch_threads=search_threads,
                             split=settings.split_batches)
@@ -159,6 +161,12 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     def writer_thread() -> None:
         name_os_thread("m3s-writer")
         torch_threads_here(settings.writer_torch_threads)
+
+    def in_writer(fn, *args):
+        """Run on the writer thread with its torch threads set: torch may have loaded since the thread
+        started (the first documents load it), and two OpenMP teams on the same cores stall each other."""
+        torch_threads_here(settings.writer_torch_threads)
+        return fn(*args)
 
     def side_thread() -> None:
         name_os_thread("m3s-side")
@@ -261,13 +269,13 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
         _limit(len(body.documents), settings.max_documents, "documents", "documents")
         docs = [d.model_dump(exclude_none=True) for d in body.documents]
         write = index.upsert if body.upsert else index.add
-        result = await asyncio.get_running_loop().run_in_executor(writer, lambda: write(docs))
+        result = await asyncio.get_running_loop().run_in_executor(writer, in_writer, write, docs)
         return dataclasses.asdict(result)
 
     @app.post("/v1/documents/delete", response_model=schemas.DeleteResponse)
     async def delete(body: schemas.DeleteRequest) -> dict:
         _limit(len(body.ids), settings.max_documents, "ids", "ids")
-        n = await asyncio.get_running_loop().run_in_executor(writer, index.delete, list(body.ids))
+        n = await asyncio.get_running_loop().run_in_executor(writer, in_writer, index.delete, list(body.ids))
         return {"deleted": int(n)}
 
     @app.post("/v1/encode", response_model=schemas.EncodeResponse, response_model_exclude_none=True)
