@@ -1,5 +1,7 @@
-"""Merges in the background of commits: one worker thread per writer, started when a commit asks for
-merges and ending when the merge policy has nothing left to do.
+"""Merges in the background of commits: one worker thread per writer, started by the first commit that
+asks for merges and kept until the writer closes. One long-lived thread, not one per burst of merges:
+the thread pools that OpenMP (FAISS, torch) and numba keep per calling thread are then made once, instead
+of being built and torn down after every commit.
 
 A commit is durable and visible when its transaction ends; the merges its policy asks for then run on this
 thread while the caller goes on adding (encoding, buffering) and readers go on searching. Each merge commits
@@ -30,12 +32,13 @@ class BackgroundMerges:
         self._cond = threading.Condition()
         self._requested = False
         self._thread: threading.Thread | None = None
+        self._busy = False  # a policy round is running
         self._closed = False
         self.round_lock = threading.Lock()  # held while the policy runs; pause() takes it too
         self.failures = 0  # policy rounds that raised (logged), for callers and tests
 
     def request(self) -> None:
-        """Ask for a policy round after the current one (starting the worker if it is idle)."""
+        """Ask for a policy round after the current one (starting the worker on first use)."""
         with self._cond:
             if self._closed:
                 return
@@ -43,15 +46,21 @@ class BackgroundMerges:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
                 self._thread.start()
+            self._cond.notify_all()
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                if not self._requested or self._closed:
+                self._busy = False
+                self._cond.notify_all()
+                while not self._requested and not self._closed:
+                    self._cond.wait()
+                if not self._requested:  # closed, nothing left to run
                     self._thread = None
                     self._cond.notify_all()
                     return
                 self._requested = False
+                self._busy = True
             with self.round_lock:
                 try:
                     self._run_policy()
@@ -61,13 +70,14 @@ class BackgroundMerges:
 
     @property
     def running(self) -> bool:
+        """A policy round is under way or requested."""
         with self._cond:
-            return self._thread is not None
+            return self._busy or self._requested
 
     def wait(self) -> None:
         """Block until every requested round has run."""
         with self._cond:
-            while self._thread is not None:
+            while self._busy or self._requested:
                 if self._thread is threading.current_thread():
                     return
                 self._cond.wait()
@@ -79,7 +89,11 @@ class BackgroundMerges:
             yield
 
     def close(self) -> None:
-        """Run what was requested, then refuse new requests."""
+        """Run what was requested, refuse new requests, and end the worker."""
         self.wait()
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
