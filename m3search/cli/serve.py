@@ -25,14 +25,14 @@ API_KEY_ENV = "M3SEARCH_API_KEY"
 @click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Longest wait for search requests already being read to join a micro-batch (0: never wait; "
               "an idle server never waits).")
-@click.option("--search-workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Search threads; each runs whole micro-batches (encode + search).")
-@click.option("--split-batches", is_flag=True, default=False,
-              help="With --search-workers N: form one batch at a time and split it over the N workers (batches stay "
-              "whole; pair with --torch-threads 1).")
-@click.option("--torch-threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op torch threads of each search worker and of the writer (default: torch's, one per "
-              "core). With --search-workers 2 on 2 cores, 1 runs the workers side by side.")
+@click.option("--search-workers", type=click.IntRange(min=1), default=None,
+              help="Search threads (default: one per usable core); each encodes and searches.")
+@click.option("--split-batches/--whole-batches", default=True, show_default=True,
+              help="Form one micro-batch at a time and split it over the search workers, or give each worker "
+              "whole batches of its own.")
+@click.option("--torch-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Intra-op torch threads of each search worker. One thread per worker, workers side by side, "
+              "measured fastest on 2 cores with a writer running (bench/results/server_load_quiet_s2.md).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (access log at info).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",

@@ -54,9 +54,14 @@ class ServerSettings:
     max_query_chars: int = 20_000
     max_batch: int = 256  # queries per encoder pass
     batch_wait_ms: float = 5.0  # longest wait for search requests being read to join a batch (0: never wait)
-    search_workers: int = 1  # search threads, each running whole batches (encode + search)
-    split_batches: bool = False  # with several workers: one batch at a time, split over them (not measured yet)
-    torch_threads: int | None = None  # intra-op torch threads of each search worker (None: torch's count)
+    # Search threads (None: one per usable core), each encoding and searching on `torch_threads` threads;
+    # with split_batches one batch forms at a time and is split over them. Measured on 2 cores, 100k passages,
+    # 32 clients, a writer adding 20 docs/s (bench/results/server_load_quiet_s2.md): one worker with a 2-thread
+    # OpenMP team 33 q/s (the team stalls whenever the writer holds a core), one 1-thread worker 67 q/s, two
+    # 1-thread workers sharing each batch 115 q/s.
+    search_workers: int | None = None
+    split_batches: bool = True
+    torch_threads: int | None = 1  # intra-op torch threads of each search worker (None: torch's count)
     # the writer encodes on one thread: documents are background work, and a second OpenMP team would fight
     # the search worker's for the same cores (each stalls whenever the other holds a core it waits on)
     writer_torch_threads: int | None = 1
@@ -146,16 +151,19 @@ class _Guard:
                             "send fewer documents or queries per request", "body")(scope, receive, send)
 
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
     """The app serving `index`. It does not close the index: whoever opened it does."""
     settings = settings or ServerSettings(api_key=os.environ.get(API_KEY_ENV) or None)
     search_threads = settings.torch_threads
     if search_threads is None:  # pinned now: the writer's setting changes torch's default
         # torch may load later (queries of a few texts run without it): its default is the usable cores
-        search_threads = (sys.modules["torch"].get_num_threads() if "torch" in sys.modules
-                          else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        search_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else _usable_cores()
     batcher = SearchBatcher(index, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000,
-                            workers=settings.search_workers, torch_threads=search_threads,
+                            workers=settings.search_workers or _usable_cores(), torch_threads=search_threads,
                             split=settings.split_batches)
 
     def writer_thread() -> None:
