@@ -17,7 +17,6 @@ version and the heads, so shipping trained heads triggers a fresh conversion.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import importlib.util
 import json
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 # file names only: checkpoint.py imports torch, which the cold query path avoids (fast_query.py)
-from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, publish_cache_folder
+from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, file_sha256, publish_cache_folder
 from m3search.encoder.e5s1 import E5S1File
 from m3search.encoder.tokenizer import XLMR_SPECIAL_TOKENS, M3Tokenizer
 from m3search.errors import ModelError
@@ -68,14 +67,6 @@ def packaged_heads() -> Path | None:
     """m3search/heads/m3search-small/heads.safetensors if this installation ships trained heads."""
     path = importlib.resources.files("m3search") / "heads" / NAME / "heads.safetensors"
     return Path(str(path)) if path.is_file() else None
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def untrained_heads(hidden: int) -> dict[str, np.ndarray]:
@@ -204,7 +195,7 @@ def convert_e5s1(
 def default_model_path(cache_dir: str | Path | None = None) -> Path:
     """The converted m3search-small folder in the cache, converting it first if needed (~10 s, ~1.5 GB RAM)."""
     heads = packaged_heads()
-    tag = f"heads-{_file_digest(heads)[:12]}" if heads else "untrained"
+    tag = f"heads-{file_sha256(heads)[:12]}" if heads else "untrained"
     root = cache_root(cache_dir) / "models"
     target = root / f"{NAME}-v{CONVERSION_VERSION}-{tag}"
     if (target / SPEC_FILE).is_file():

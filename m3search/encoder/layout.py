@@ -2,6 +2,7 @@
 importable without torch."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -30,3 +31,12 @@ def publish_cache_folder(target: Path, build: Callable[[Path], None], done_file:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary folder
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (cache keys and cache integrity checks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

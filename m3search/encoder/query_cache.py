@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, publish_cache_folder
+from m3search.encoder.layout import COLBERT_FILE, SPARSE_FILE, SPEC_FILE, file_sha256, publish_cache_folder
 from m3search.types import EncoderIdentity
 
 logger = logging.getLogger(__name__)
@@ -62,14 +62,6 @@ class QueryArtifact:
         return EncoderIdentity.from_dict(self.manifest["identity"])
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def artifact_key(model_folder: Path) -> str:
     """Digest of everything the artifact is derived from (see module doc); raises CacheUnavailable."""
     import tokenizers
@@ -82,7 +74,7 @@ def artifact_key(model_folder: Path) -> str:
              _WEIGHTS: [st.st_size, st.st_mtime_ns]}
     for name in _HASHED:
         path = model_folder / name
-        parts[name] = _sha256_file(path) if path.is_file() else None
+        parts[name] = file_sha256(path) if path.is_file() else None
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,7 +98,7 @@ def load_artifact(model_folder: Path, cache_dir: str | Path | None = None) -> Qu
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION or manifest.get("key") != key:
             raise CacheUnavailable(f"{path} is not a version-{VERSION} query-encoder artifact of {model_folder}")
         for name in (TENSORS, PIPELINE):
-            if _sha256_file(path / name) != manifest["files"][name]:
+            if file_sha256(path / name) != manifest["files"][name]:
                 raise CacheUnavailable(f"{path / name} is damaged (sha256 differs from its manifest)")
         pipeline_json = (path / PIPELINE).read_text(encoding="utf-8")
         tensors = {k: np.array(v) for k, v in map_safetensors(path / TENSORS).items()}  # small: copy, unmap
@@ -168,7 +160,7 @@ def build_artifact(model_folder: Path, loaded, cache_dir: str | Path | None = No
     def build(tmp: Path) -> None:
         save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
         (tmp / PIPELINE).write_text(json.dumps(pipeline, ensure_ascii=False), encoding="utf-8")
-        manifest["files"] = {name: _sha256_file(tmp / name) for name in (TENSORS, PIPELINE)}
+        manifest["files"] = {name: file_sha256(tmp / name) for name in (TENSORS, PIPELINE)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
 
     publish_cache_folder(target, build, MANIFEST)
