@@ -23,10 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from m3search.errors import InputError
-from m3search.indexes.blas_threads import one_blas_thread
-from m3search.indexes.faiss_support import SMALL_WORK, faiss_threads, threads_for
 from m3search.indexes.multivec import generator as gen
-from m3search.indexes.multivec.reader import MultivecSegmentReader
+from m3search.indexes.multivec.reader import MultivecSegmentReader, scoring_threads, search_threads
 
 
 def shared_codec_groups(readers: Sequence[object]) -> tuple[list[int], list[int]]:
@@ -92,9 +90,7 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
     n_centroids = len(coarse)
     q_off = np.zeros(m + 1, np.int64)
     np.cumsum(q_lengths, out=q_off[1:])
-    configured = first.config.get("threads") if threads is None else threads
-    # one thread unless configured, small products on one BLAS thread: as MultivecSegmentReader.search
-    with faiss_threads(1 if configured is None else configured), one_blas_thread():
+    with search_threads(first.config.get("threads") if threads is None else threads):
         for qi in range(m):
             q = q_vecs[q_off[qi] : q_off[qi + 1]]
             if not len(q):
@@ -130,11 +126,8 @@ def score_pairs(readers: Sequence[MultivecSegmentReader], q_vecs: np.ndarray, q_
     q_vecs, q_lengths = first._check_queries(q_vecs, q_lengths)
     tokens = sum(float(r.doc_lengths(np.asarray(ids, np.int64)).sum()) for r, ids in zip(readers, local))
     work = tokens * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * first.dim
-    with faiss_threads(threads_for(work, first.config.get("threads") if threads is None else threads)):
-        if work > SMALL_WORK:
-            return _score_pairs(readers, q_vecs, q_lengths, local, q_of, scorer)
-        with one_blas_thread():  # the query's lookup tables and products are small
-            return _score_pairs(readers, q_vecs, q_lengths, local, q_of, scorer)
+    with scoring_threads(work, first.config.get("threads") if threads is None else threads):
+        return _score_pairs(readers, q_vecs, q_lengths, local, q_of, scorer)
 
 
 def _score_pairs(readers, q_vecs, q_lengths, local, q_of, scorer) -> list[np.ndarray]:

@@ -1,6 +1,7 @@
 """Scoring one multi-vector segment: MaxSim over memory-mapped token codes, grouped by query."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -16,6 +17,26 @@ from m3search.indexes.multivec import generator as gen
 from m3search.indexes.multivec.maxsim import maxsim_decoded, maxsim_lut, token_rows
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def search_threads(configured: int | None):
+    """Threads of a generator search: one unless configured, and the query's small products on one BLAS
+    thread (a query's stages are a few ms of work; waking a team for each kernel costs more than it saves)."""
+    with faiss_threads(1 if configured is None else configured), one_blas_thread():
+        yield
+
+
+@contextlib.contextmanager
+def scoring_threads(work: float, configured: int | None):
+    """Threads of a re-scoring call of `work` (tokens x queries x dims): sized by the work, and one BLAS
+    thread when the work is small (the query's lookup tables and products)."""
+    with faiss_threads(threads_for(work, configured)):
+        if work > SMALL_WORK:
+            yield
+        else:
+            with one_blas_thread():
+                yield
 
 
 class MultivecSegmentReader(MultivecReader):
@@ -111,8 +132,7 @@ class MultivecSegmentReader(MultivecReader):
         # one thread per query unless configured: a query's stages are a few ms of work, and waking a team
         # for each kernel cost 2.7x the CPU and 2.3x the wall time on the shared 2 cores (5,000 x 384-d,
         # K=4096: 26 vs 9.7 ms CPU, 44 vs 19 ms p50; bench/results/multivec_generator_profile.md)
-        configured = self.config.get("threads") if threads is None else threads
-        with faiss_threads(1 if configured is None else configured), one_blas_thread():
+        with search_threads(self.config.get("threads") if threads is None else threads):
             for qi in range(m):
                 q = q_vecs[q_off[qi] : q_off[qi + 1]]
                 if not len(q):
@@ -191,11 +211,8 @@ class MultivecSegmentReader(MultivecReader):
         if scorer == "lut" and not self.codec.supports_lut:
             raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
         work = float(self.doc_lengths(ids).sum()) * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * self.dim
-        with faiss_threads(threads_for(work, self.config.get("threads") if threads is None else threads)):
-            if work > SMALL_WORK:
-                return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
-            with one_blas_thread():  # the query's lookup tables and products are small
-                return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
+        with scoring_threads(work, self.config.get("threads") if threads is None else threads):
+            return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
 
     def _score(self, q_vecs, q_lengths, q_index, ids, use_lut):
         codes = self._verified_codes(ids)
