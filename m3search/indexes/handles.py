@@ -7,6 +7,7 @@ there with its committed size; component errors are re-raised naming the segment
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -130,7 +131,12 @@ def _open_component(component: ComponentType, path: Path, info: SegmentInfo, sha
 
 
 class HandleCache:
-    """Reference-counted handles by segment name; thread-safe."""
+    """Reference-counted handles by segment name; thread-safe.
+
+    Snapshots release their handles from a weakref finalizer, which the garbage collector may run inside
+    any allocation, including one made while this cache holds its lock (opening a segment in `acquire`).
+    Such a release must not wait for the lock its own thread holds: it is queued and carried out before
+    the lock is let go."""
 
     def __init__(self, index_dir: Path, components: Mapping[str, ComponentType]):
         self.index_dir = index_dir
@@ -139,10 +145,27 @@ class HandleCache:
         self._refs: dict[str, int] = {}
         self._current: set[str] = set()  # segments of the newest state seen: kept open when unreferenced
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread holding _lock
+        self._deferred: list[Sequence[SegmentHandle]] = []  # releases made while their thread held _lock
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            try:
+                while self._deferred:
+                    self._release_locked(self._deferred.pop())
+                    self._close_unused_locked()
+            finally:
+                self._owner = None
+                self._lock.release()
 
     def acquire(self, infos: Sequence[SegmentInfo]) -> list[SegmentHandle]:
         """Handles for these segments (opened if needed), each with one more reference."""
-        with self._lock:
+        with self._locked():
             got: list[SegmentHandle] = []
             try:
                 for info in infos:
@@ -158,18 +181,21 @@ class HandleCache:
             return got
 
     def release(self, handles: Sequence[SegmentHandle]) -> None:
-        with self._lock:
+        if self._owner == threading.get_ident():  # a finalizer run inside our own locked section
+            self._deferred.append(handles)
+            return
+        with self._locked():
             self._release_locked(handles)
             self._close_unused_locked()
 
     def set_current(self, names: set[str]) -> None:
         """Tell the cache which segments the newest commit lists; others close once unreferenced."""
-        with self._lock:
+        with self._locked():
             self._current = set(names)
             self._close_unused_locked()
 
     def close_all(self) -> None:
-        with self._lock:
+        with self._locked():
             for handle in self._handles.values():
                 handle.close()
             self._handles.clear()

@@ -212,3 +212,31 @@ def test_snapshot_retries_when_a_merge_removes_segments_it_just_listed(
         assert snap.generation == 4 and len(snap.segments) == 1
         assert_matches_brute_force(snap, hashing_encoder, live, QUERIES)
     reader.close()
+
+
+def test_a_snapshot_released_inside_the_cache_lock_does_not_deadlock(make_index, hashing_encoder, monkeypatch):
+    # The garbage collector may run a snapshot's finalizer (which releases its handles) inside any
+    # allocation, also one the handle cache makes while it holds its lock to open a segment.
+    from m3search.indexes import handles
+
+    index = make_index(auto_merge=False)
+    add(index, hashing_encoder, ["a0", "a1"])
+    index.commit()
+    old = index.snapshot()
+    add(index, hashing_encoder, ["b0"])
+    index.commit()
+    opened = handles.SegmentHandle.__init__
+
+    def open_and_collect(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        if old._finalizer.alive:
+            old._finalizer()  # what gc would do here; before the fix this blocked on the cache's own lock
+
+    monkeypatch.setattr(handles.SegmentHandle, "__init__", open_and_collect)
+    done = []
+    t = threading.Thread(target=lambda: done.append(index.snapshot()), daemon=True)
+    t.start()
+    t.join(30)
+    assert done, "taking a snapshot deadlocked"
+    assert not old._finalizer.alive and done[0].n_docs == 3
+    done[0].close()
