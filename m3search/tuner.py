@@ -26,7 +26,7 @@ from m3search import __version__
 from m3search.errors import InputError
 from m3search.planner import tuning
 from m3search.planner.fusion import DEFAULT_RRF_K
-from m3search.planner.weights import COMPONENTS, mode_weights
+from m3search.planner.weights import ALL_SIGNALS, DEFAULT_MODE, TEXT, TEXT_DEFAULT_MODE, mode_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from m3search.api import SearchIndex
@@ -116,14 +116,15 @@ def tune(index: "SearchIndex", queries: Any, qrels: Any, *, metric: str = DEFAUL
     queries: a file (TSV, JSON lines: as `m3search query --queries`), {qid: text}, or `Query`s / (qid, text).
     qrels:   a file (TREC `qid Q0 docid rel` or BEIR TSV) or {qid: {docid: rel}}. Every judged qid must be
              among the queries; queries without judgements are skipped (and counted).
-    fusion:  'weighted' fits the three weights; 'rrf' fits the weights and RRF's k.
+    fusion:  'weighted' fits the signals' weights (the text signal's too, on an index with one; its grid is in
+             units of its default weight); 'rrf' fits the weights and RRF's k.
     save:    store the weights fitted on all queries as the index's search defaults, but only when the
              held-out quality beats the untuned default's (a fit that does not generalise is not stored)
              unless `force`. `report.saved` is the file written, `report.not_saved` says why not.
     """
     metric_obj = tuning.parse_metric(metric)
     texts, qrels_map, skipped = _judged_queries(queries, qrels)
-    components = [c for c in COMPONENTS if c in index.planner.readers()]
+    components = _signals(index)
     settings = tuning.grid(components, fusion, weight_grid, rrf_k_grid)
     baseline = _baseline(index, components, fusion)
     table = candidate_scores(index, texts, depth=depth, max_length=max_length)
@@ -153,15 +154,14 @@ def candidate_scores(index: "SearchIndex", queries: Mapping[str, str], depth: in
                      max_length: int | None = None) -> tuning.ScoreTable:
     """Each query's candidates (top `depth` of every source, unioned) with exact scores on every component
     the index has: one encoder pass and one planner call per batch of queries."""
-    readers = index.planner.readers()
-    weights = {c: 1.0 for c in COMPONENTS if c in readers}
-    n_sources = sum(1 for s in ("dense", "sparse") if s in readers)
+    weights = {c: 1.0 for c in _signals(index)}
+    n_sources = len(weights)  # every signal is a candidate source
     qids, docids, scores = list(queries), [], {c: [] for c in weights}
     for start in range(0, len(qids), QUERY_BATCH):
         chunk = qids[start : start + QUERY_BATCH]
         batch = index.encoder.encode([queries[q] for q in chunk], kind="query", max_length=max_length)
         hits = index.search_encoded(batch, k=max(1, depth * n_sources), weights=weights, depths=depth,
-                                    all_scores=True, with_text=False)
+                                    all_scores=True, with_text=False, query_texts=[queries[q] for q in chunk])
         for row in hits:
             docids.append([h.docid for h in row])
             for c in weights:
@@ -226,9 +226,23 @@ def _check_relevant_indexed(table: tuning.ScoreTable, qrels: Mapping[str, Mappin
                          "are the qrels for this index? (docids must be the ids the documents were indexed with)")
 
 
+def _signals(index: "SearchIndex") -> list[str]:
+    """The signals the index can score: its M3 components and, when it has one, the text (BM25) component."""
+    planner = index.planner
+    have = set(planner.readers())
+    if getattr(planner.snapshot, TEXT, None) is not None:
+        have.add(TEXT)
+    return [c for c in ALL_SIGNALS if c in have]
+
+
+def _default_mode(components: Sequence[str]) -> str:
+    return TEXT_DEFAULT_MODE if TEXT in components else DEFAULT_MODE
+
+
 def _baseline(index: "SearchIndex", components: Sequence[str], fusion: str) -> tuning.Setting:
-    """The untuned default on the grid's components: the paper's weights ('all') over what the index has."""
-    weights = {c: w for c, w in mode_weights("all").items() if c in components} or {components[0]: 1.0}
+    """The untuned default on the grid's components: the paper's weights ('all', or 'all+text' on an index
+    with a text component) over what the index has."""
+    weights = {c: w for c, w in mode_weights(_default_mode(components)).items() if c in components} or {components[0]: 1.0}
     full = {c: weights.get(c, 0.0) for c in components}
     return tuning.Setting.of(full, fusion, DEFAULT_RRF_K)
 
@@ -236,7 +250,8 @@ def _baseline(index: "SearchIndex", components: Sequence[str], fusion: str) -> t
 def _untuned_modes(components: Sequence[str]) -> dict[str, dict[str, float]]:
     out = {c: {c: 1.0} for c in components}
     if len(components) > 1:
-        out["all"] = {c: w for c, w in mode_weights("all").items() if c in components}
+        for mode in dict.fromkeys(("all", _default_mode(components))):
+            out[mode] = {c: w for c, w in mode_weights(mode).items() if c in components}
     return out
 
 

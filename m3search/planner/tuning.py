@@ -25,7 +25,7 @@ import numpy as np
 from m3search.errors import ConfigError, InputError
 from m3search.evaluation.metrics import Metric, parse_metric, query_metric, rank
 from m3search.planner import fusion as fuse
-from m3search.planner.weights import COMPONENTS
+from m3search.planner.weights import ALL_SIGNALS, TEXT, TEXT_WEIGHT
 
 # the values each component's weight takes on the grid (weighted fusion is scale-free, so proportional
 # points are deduplicated); the RRF constants tried when fitting reciprocal-rank fusion. The coarse grid is
@@ -35,6 +35,9 @@ WEIGHT_GRID = (0.0, 0.3, 1.0)
 FINE_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 GRIDS = {"coarse": WEIGHT_GRID, "fine": FINE_WEIGHT_GRID}
 RRF_K_GRID = (5.0, 10.0, 20.0, 40.0, 60.0, 100.0)
+# A grid value is in units of the signal's default fused weight: BM25 scores are ~10-40x the others, so
+# the text weight's grid point 1.0 is TEXT_WEIGHT (0.3 -> 0.003). RRF fuses ranks, so it is not scaled there.
+WEIGHTED_SCALES = {TEXT: TEXT_WEIGHT}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +69,7 @@ class ScoreTable:
 
     @property
     def components(self) -> tuple[str, ...]:
-        return tuple(c for c in COMPONENTS if c in self.scores)
+        return tuple(c for c in ALL_SIGNALS if c in self.scores)
 
     def subset(self, qids: Iterable[str]) -> "ScoreTable":
         """The rows of some queries only (in this table's order)."""
@@ -83,13 +86,13 @@ class ScoreTable:
 class Setting:
     """One point of the search space: fusion weights (zero = off) and, for RRF, its constant."""
 
-    weights: tuple[tuple[str, float], ...]  # (component, weight) in COMPONENTS order
+    weights: tuple[tuple[str, float], ...]  # (signal, weight) in ALL_SIGNALS order
     fusion: str = "weighted"
     rrf_k: float = fuse.DEFAULT_RRF_K
 
     @classmethod
     def of(cls, weights: Mapping[str, float], fusion: str = "weighted", rrf_k: float = fuse.DEFAULT_RRF_K) -> "Setting":
-        return cls(tuple((c, float(weights[c])) for c in COMPONENTS if c in weights), fusion, float(rrf_k))
+        return cls(tuple((c, float(weights[c])) for c in ALL_SIGNALS if c in weights), fusion, float(rrf_k))
 
     @property
     def weight_dict(self) -> dict[str, float]:
@@ -165,14 +168,17 @@ def mean_metric(table: ScoreTable, setting: Setting, qrels, metric, ranks=None) 
 
 def grid(components: Sequence[str], fusion: str = "weighted", values: Sequence[float] = WEIGHT_GRID,
          rrf_ks: Sequence[float] = RRF_K_GRID) -> list[Setting]:
-    """Every weighting of `components` with weights from `values` (not all zero). For weighted fusion,
-    proportional weightings rank alike and are kept once (the one with the largest weight 1)."""
+    """Every weighting of `components` with weights from `values` (not all zero). For weighted fusion a value
+    is scaled by WEIGHTED_SCALES (the text signal's 1.0 is TEXT_WEIGHT), and proportional weightings rank alike
+    and are kept once (the one with the largest weight 1)."""
     if fusion not in ("weighted", "rrf"):
         raise ConfigError(f"unknown fusion {fusion!r}: choose weighted or rrf")
     if not components:
         raise ConfigError("the index has no component to weigh")
+    scales = [WEIGHTED_SCALES.get(c, 1.0) if fusion == "weighted" else 1.0 for c in components]
     seen, out = set(), []
     for combo in itertools.product(values, repeat=len(components)):
+        combo = tuple(v * s for v, s in zip(combo, scales))
         top = max(combo)
         if top <= 0:
             continue
@@ -180,7 +186,7 @@ def grid(components: Sequence[str], fusion: str = "weighted", values: Sequence[f
         if key in seen:
             continue
         seen.add(key)
-        weights = dict(zip(components, (round(v / top, 4) for v in combo) if fusion == "weighted" else combo))
+        weights = dict(zip(components, (round(v / top, 6) for v in combo) if fusion == "weighted" else combo))
         if fusion == "weighted":
             out.append(Setting.of(weights))
         else:

@@ -44,11 +44,11 @@ def index(tmp_path, data):
     idx.close()
 
 
-def _search_metric(index, queries, qrels, qids, weights, metric="ndcg@10"):
+def _search_metric(index, queries, qrels, qids, weights, metric="ndcg@10", sources=("dense", "sparse"), k=10):
     """The metric of real searches with `weights` (every document a candidate) on the queries `qids`."""
     qids = sorted(qids)
-    hits = index.search_many([queries[q] for q in qids], k=10, weights=weights,
-                             depths={"dense": N_DOCS, "sparse": N_DOCS}, with_text=False)
+    hits = index.search_many([queries[q] for q in qids], k=k, weights=weights,
+                             depths={s: N_DOCS for s in sources}, with_text=False)
     run = {q: {h.docid: h.score for h in row} for q, row in zip(qids, hits)}
     return evaluate(run, {q: qrels[q] for q in qids}, [metric])[metric]
 
@@ -186,3 +186,26 @@ def test_drop_pieces_removes_only_the_querys_weights_of_those_pieces(index):
     assert all(h.scores["dense"] == pytest.approx(by_id[h.docid]) for h in none)
     with pytest.raises(ConfigError, match="unknown kind"):
         index.search(q, drop_pieces="words")
+
+
+def test_an_index_with_text_tunes_the_text_weight_too(tmp_path, data):
+    """The text (BM25) signal is on the grid in units of its default fused weight, the untuned baseline is
+    all+text, and the fit is checked by brute force through real searches with those weights."""
+    from m3search.planner.weights import TEXT_WEIGHT
+
+    docs, queries, qrels = data
+    signals = ("dense", "sparse", "multivec", "text")
+    SOURCES = ("dense", "sparse", "text")  # BM25 ties: rank every document, so the cut at 10 is trec_eval's
+    with m3search.build_index(tmp_path / "tx", docs, model=MODEL,
+                              components={"dense": {}, "sparse": {}, "multivec": {}, "text": {}}) as index:
+        report = index.tune(queries, qrels, folds=2, weight_grid=VALUES, depth=N_DOCS, save=False)
+        assert report.baseline.weight_dict == {"dense": 1.0, "sparse": 0.3, "multivec": 1.0, "text": TEXT_WEIGHT}
+        assert {"all", "all+text", "text"} <= set(report.modes)
+        assert report.modes["text"] == pytest.approx(_search_metric(index, queries, qrels, queries, {"text": 1}, sources=SOURCES, k=N_DOCS), abs=1e-9)
+        train = set(queries) - set(report.folds[0].held_out)
+        scales = {"text": TEXT_WEIGHT}
+        brute = [_search_metric(index, queries, qrels, train, {s: v * scales.get(s, 1.0) for s, v in zip(signals, combo)},
+                                sources=SOURCES, k=N_DOCS)
+                 for combo in itertools.product(VALUES, repeat=4) if max(combo) > 0]
+        assert report.folds[0].fit.train_metric == pytest.approx(max(brute), abs=1e-9)
+        assert report.modes["all+text"] == pytest.approx(report.baseline_all, abs=1e-9)
