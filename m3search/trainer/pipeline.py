@@ -112,7 +112,7 @@ def training_caches(
     out = []
     for kind, folder, texts, max_length in (("query", "queries", queries, query_max_length),
                                             ("passage", "passages", passages, passage_max_length)):
-        ident = cache_identity(model, tok, spec.name, kind, spec.prefix(kind), max_length)
+        ident = cache_identity(model, tok, spec.name, kind, spec.prefix(kind), max_length, spec.max_positions)
         out.append(open_or_build(cache_dir / folder, texts, model, tok, ident, progress=progress))
     return out[0], out[1]
 
@@ -180,7 +180,25 @@ def _fit(data, model, out_dir, config, dev, *, cache_dir, reset_heads, resume, r
         caches = _prepare_caches(cache_dir, loaded, examples, config, cache_progress)
     trainer = Trainer(loaded.model, loaded.tokenizer, loaded.spec, config, examples, out_dir,
                       run_name=run_name, caches=caches, callback=callback, data_source=str(data))
+    if caches is None:
+        _check_fits_backbone(loaded, examples, config)
     return trainer.fit(resume_from=resume)
+
+
+def _check_fits_backbone(loaded, examples, config: TrainConfig) -> None:
+    """Without a hidden-state cache texts go to the backbone whole (cut at the max lengths): refuse one the
+    backbone can't take, with the way to train on it (windows come from the cache)."""
+    limit = loaded.spec.max_positions
+    for kind, texts, max_length in (("query", [ex.query for ex in examples], config.query_max_length),
+                                    ("passage", corpus_of(examples), config.passage_max_length)):
+        if max_length <= limit:
+            continue
+        prefix = loaded.spec.prefix(kind)
+        longest = max((len(ids) for ids in loaded.tokenizer.encode([prefix + t for t in texts], max_length)), default=0)
+        if longest > limit:
+            raise InputError(f"a {kind} of {longest} tokens exceeds the model's {limit} positions (--{kind}-max-length "
+                             f"{max_length}): train in heads mode with --cache-dir (it cuts long texts into the "
+                             f"encoder's windows) or lower --{kind}-max-length to {limit}")
 
 
 def mine(

@@ -9,6 +9,13 @@ text. A cache folder holds
 - `input_ids.npy` (T,) int32 and `states.npy` (T, h) float16: token ids and hidden states, all texts back to
   back, no padding;
 - `dense.npy` (n, h) float32: the model's dense vectors (pooled from the fp32 states, normalised).
+
+Texts longer than the backbone's window (`identity["window_tokens"]`, set when the max length exceeds the
+model's limit, e.g. 8192-token documents on a 512-position backbone) are cut into overlapping windows exactly as
+`M3Encoder` cuts them at inference (`encoder/windows.py`), and each window runs through the backbone alone.
+Their rows hold the first window whole and every later window without its leading `<s>`, so every state after
+a row's first is a token vector as the encoder gives it (all windows' vectors, in order), lexical weights are
+the max per token id over all windows, and the dense vector is the renormalised mean of the windows'.
 Nothing is pickled; the folder is built under a temporary name and published with os.replace.
 """
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 from m3search.data.lines import iter_lines
 from m3search.encoder.model import M3Model, pool
 from m3search.encoder.tokenizer import M3Tokenizer
+from m3search.encoder.windows import DEFAULT_OVERLAP, Piece, make_pieces
 from m3search.errors import IndexFormatError, InputError
 from m3search.trainer.encoding import Side
 
@@ -52,7 +60,12 @@ def backbone_fingerprint(model: M3Model) -> str:
 
 
 def cache_identity(model: M3Model, tokenizer: M3Tokenizer, model_name: str, kind: str, prefix: str,
-                   max_length: int) -> dict:
+                   max_length: int, window_tokens: int | None = None) -> dict:
+    """What a cache was built with. window_tokens: the backbone's limit; only when max_length exceeds it are
+    texts windowed, and only then is the window recorded (so caches of short texts keep their identity)."""
+    windows = {}
+    if window_tokens is not None and max_length > window_tokens:
+        windows = {"window_tokens": int(window_tokens), "window_overlap": DEFAULT_OVERLAP}
     return {
         "model": model_name,
         "tokenizer_sha256": tokenizer.sha256,
@@ -61,6 +74,7 @@ def cache_identity(model: M3Model, tokenizer: M3Tokenizer, model_name: str, kind
         "kind": kind,
         "prefix": prefix,
         "max_length": int(max_length),
+        **windows,
     }
 
 
@@ -154,11 +168,17 @@ def build_cache(
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder} already exists and is not empty: give a new folder for the cache")
     texts = _unique(texts)
-    prefix, max_length = identity["prefix"], identity["max_length"]
-    token_ids = tokenizer.encode([prefix + t for t in texts], max_length)
-    lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+    pieces = _pieces(texts, tokenizer, identity)
+    # a row: the first window whole, later windows without their leading <s> (see the module docstring)
+    stored = [piece.ids if piece.window == 0 else piece.ids[1:] for piece in pieces]
+    lengths = np.bincount([p.text for p in pieces], weights=[len(s) for s in stored], minlength=len(texts)).astype(np.int64)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    starts = offsets[:-1].copy()  # where each piece's stored tokens go, filled window by window
+    piece_at = np.empty(len(pieces), dtype=np.int64)
+    for j, (piece, ids) in enumerate(zip(pieces, stored)):
+        piece_at[j] = starts[piece.text]
+        starts[piece.text] += len(ids)
     hidden_size = model.hidden_size
     device = next(model.parameters()).device
 
@@ -169,28 +189,39 @@ def build_cache(
         states = np.lib.format.open_memmap(tmp / "states.npy", mode="w+", dtype=np.float16,
                                            shape=(int(offsets[-1]), hidden_size))
         dense = np.lib.format.open_memmap(tmp / "dense.npy", mode="w+", dtype=np.float32, shape=(len(texts), hidden_size))
-        order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
+        piece_dense = np.zeros((len(texts), hidden_size), dtype=np.float64)
+        piece_lengths = np.array([len(p.ids) for p in pieces], dtype=np.int64)
+        order = np.argsort(-piece_lengths, kind="stable")  # longest first: similar lengths share a batch
+        done = np.zeros(len(texts), dtype=np.int64)
+        n_pieces = np.bincount([p.text for p in pieces], minlength=len(texts))
         was_training = model.training
         model.eval()
         with torch.no_grad():
             start = 0
             while start < len(order):
-                width = int(lengths[order[start]])
+                width = int(piece_lengths[order[start]])
                 size = max(1, tokens_per_batch // max(width, 1))
                 batch = order[start : start + size]
-                ids, mask = tokenizer.pad([token_ids[i] for i in batch])
+                ids, mask = tokenizer.pad([pieces[j].ids.tolist() for j in batch])
                 ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
                 hidden = model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state.float()
                 vecs = F.normalize(pool(hidden, mask_t, model.pooling), dim=-1).cpu().numpy()
                 hidden = hidden.cpu().numpy()
-                for j, i in enumerate(batch):
-                    a, b = offsets[i], offsets[i + 1]
-                    states[a:b] = hidden[j, : b - a]
-                    flat_ids[a:b] = token_ids[i]
-                    dense[i] = vecs[j]
+                finished = 0
+                for row, j in enumerate(batch):
+                    piece, skip = pieces[j], 0 if pieces[j].window == 0 else 1
+                    a, n = int(piece_at[j]), len(stored[j])
+                    states[a : a + n] = hidden[row, skip : skip + n]
+                    flat_ids[a : a + n] = stored[j]
+                    piece_dense[piece.text] += vecs[row]
+                    done[piece.text] += 1
+                    if done[piece.text] == n_pieces[piece.text]:
+                        v = piece_dense[piece.text]
+                        dense[piece.text] = v / max(np.linalg.norm(v), 1e-12) if n_pieces[piece.text] > 1 else v
+                        finished += 1
                 start += len(batch)
-                if progress is not None:
-                    progress(len(batch))
+                if progress is not None and finished:
+                    progress(finished)
         model.train(was_training)
         for arr in (flat_ids, states, dense):
             arr.flush()
@@ -217,6 +248,18 @@ def build_cache(
         raise
     logger.info("cached hidden states of %d texts (%d tokens) in %s", len(texts), int(offsets[-1]), folder)
     return StateCache(folder)
+
+
+def _pieces(texts: Sequence[str], tokenizer: M3Tokenizer, identity: dict):
+    """The backbone inputs of `texts`: one `[<s>] + tokens + [</s>]` piece each, or M3Encoder's windows
+    when the identity has a window and the text is longer."""
+    prefix, max_length = identity["prefix"], identity["max_length"]
+    window = identity.get("window_tokens")
+    if window is None:
+        token_ids = tokenizer.encode([prefix + t for t in texts], max_length)
+        return [Piece(text=i, window=0, ids=np.asarray(ids, dtype=np.int64)) for i, ids in enumerate(token_ids)]
+    content = [ids[: max_length - 2] for ids in tokenizer.content_ids([prefix + t for t in texts])]
+    return make_pieces(content, tokenizer.cls_id, tokenizer.eos_id, window, identity["window_overlap"])
 
 
 def open_or_build(

@@ -73,3 +73,24 @@ def test_fit_refuses_data_without_negatives(tmp_path, data_file, tiny_checkpoint
     result = CliRunner().invoke(train, ["fit", "--data", str(data_file), "--model", str(tiny_checkpoint),
                                         "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code != 0 and "mine-negatives" in str(result.exception or result.output)
+
+
+def test_heads_fit_on_passages_longer_than_the_backbone_in_windows(tmp_path, tiny_checkpoint):
+    """Passages past the tiny model's 64 positions: heads mode trains on windowed cached states (the
+    encoder's windows), and without a cache the long max length is refused with one line."""
+    from m3search.trainer.state_cache import StateCache
+
+    long_examples = make_examples(8, seed=4, max_len=150)
+    data = tmp_path / "long.jsonl.gz"
+    write_examples(data, long_examples)
+    out = tmp_path / "run"
+    args = ["fit", "--data", data, "--model", tiny_checkpoint, "--out", out, "--mode", "heads", "--group-size", 3,
+            "--batch-size", 4, "--bucket-edges", "64,256", "--passage-max-length", 300, "--epochs", 1,
+            "--log-every", 1, "--reset-heads", "-q"]
+    refused = CliRunner().invoke(train, [str(a) for a in args])
+    assert refused.exit_code != 0 and "--cache-dir" in str(refused.exception or refused.output)
+    invoke(*args, "--cache-dir", tmp_path / "cache")
+    cache = StateCache(tmp_path / "cache" / "passages")
+    assert cache.identity["window_tokens"] == 64 and int((cache.offsets[1:] - cache.offsets[:-1]).max()) > 64
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log and all(0 < r["total"] < float("inf") for r in log)

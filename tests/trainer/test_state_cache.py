@@ -58,3 +58,28 @@ def test_reuse_checks_identity_and_coverage(tmp_path, parts):
         StateCache(tmp_path / "c").check_identity({**ident, "max_length": 64})
     with pytest.raises(InputError, match="backbone_fingerprint"):
         StateCache(tmp_path / "c").check_identity(cache_identity(make_model(seed=5), tok, "tiny", "passage", "", 32))
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_long_texts_are_cached_in_the_encoders_windows_and_heads_match_it(tmp_path, pooling):
+    """Texts longer than the backbone's window: the cache cuts them as M3Encoder does at inference
+    (overlapping windows, each run alone), so heads on the cached states give the encoder's dense vector
+    (mean of the windows'), lexical weights (max over windows) and token vectors (every window's, in order)."""
+    model, tok = make_model(seed=3, pooling=pooling), make_tokenizer()
+    torch.nn.init.normal_(model.sparse_linear.weight, std=0.5)
+    window = 12
+    texts = [" ".join(f"w{(7 * i + j) % 40 + 1}" for j in range(n)) for i, n in enumerate((3, 10, 11, 25, 37))]
+    ident = cache_identity(model, tok, "tiny", "passage", "", 1000, window_tokens=window)
+    assert ident["window_tokens"] == window and cache_identity(model, tok, "tiny", "passage", "", 12, window) == \
+        cache_identity(model, tok, "tiny", "passage", "", 12)  # short max lengths keep their old identity
+    cache = build_cache(tmp_path / "c", texts, model, tok, ident, tokens_per_batch=30)
+    encoder = M3Encoder(LoadedModel(model, tok, make_spec()), window_tokens=window, long_dense="mean")
+    expected = encoder.encode(texts, kind="passage")
+    assert expected.multivec_lengths.max() > window  # the long texts really are windowed
+    got = encode_from_cache(cache, model, tok.unused_ids, encoder.vocab_size)
+    np.testing.assert_allclose(got.dense, expected.dense, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got.multivec_lengths, expected.multivec_lengths)
+    np.testing.assert_allclose(got.multivec, expected.multivec, atol=5e-3)
+    np.testing.assert_array_equal(got.sparse.indptr, expected.sparse.indptr)
+    np.testing.assert_array_equal(got.sparse.indices, expected.sparse.indices)
+    np.testing.assert_allclose(got.sparse.data, expected.sparse.data, rtol=5e-3, atol=5e-3)
