@@ -11,7 +11,8 @@ exact fp16 MaxSim; reported: bytes/token, top-10 agreement, mean |score error|, 
 Candidates (names): pq<M>[x<bits>] (FAISS PQ, 8 or 4-bit sub-codes), opq<M>, rpq<M>@<K> (m3search's
 residual PQ against K coarse centroids, +2 B), prq<splits>x<stages> / plsq<splits>x<stages> (FAISS product
 residual / product local-search additive quantizers, 8-bit codebooks; inner products decompose into one
-table per codebook, so LUT MaxSim applies). Suffix `+n`: reconstructions rescaled to unit norm (free for
+table per codebook, so LUT MaxSim applies), rpca<M>@<K> (residual, PCA-rotated, PQ over its first 8M
+dimensions, plus a norm byte: see RPCACodec). Suffix `+n`: reconstructions rescaled to unit norm (free for
 plain PQ/OPQ, where the norm follows from the sub-codes; else it needs a stored norm byte, counted); `+a`
 (residual codes): rescaled by the norm without the centroid x residual cross term (table lookups, free).
 
@@ -91,6 +92,7 @@ class M3Codec:
 
     def train(self, x):
         self.codec = self.cls.train(self.base, x, coarse_k=self.k)
+        COARSE.setdefault(self.k, self.codec.arrays["coarse"])
 
     def encode(self, x):
         return self.codec.encode(x)
@@ -99,7 +101,67 @@ class M3Codec:
         return self.codec.decode(codes)
 
 
+COARSE: dict[int, np.ndarray] = {}  # coarse centroids by K, shared by the residual candidates of one run
+
+
+class RPCACodec:
+    """rpca<M>@K: residual against K coarse centroids (2 B), residual rotated by its PCA and PQ-coded over its
+    first 8 M dimensions (M bytes; the lowest-variance rest dropped), plus one byte of quantized inverse norm
+    (log-uniform) so reconstructions are unit norm: 2 + M + 1 bytes (rpca125: 128 B at 1024-d)."""
+
+    def __init__(self, name: str, d: int):
+        m, k = re.match(r"^rpca(\d+)@(\d+)$", name).groups()
+        self.m, self.k, self.d = int(m), int(k), d
+        self.bytes = self.m + 3
+
+    def _assign(self, x):
+        index = faiss.IndexFlatL2(self.d)
+        index.add(self.coarse)
+        return index.search(np.ascontiguousarray(x), 1)[1][:, 0]
+
+    def train(self, x):
+        if self.k not in COARSE:
+            km = faiss.Kmeans(self.d, self.k, niter=10, seed=1234, min_points_per_centroid=1,
+                              max_points_per_centroid=256)
+            km.train(x)
+            COARSE[self.k] = km.centroids
+        self.coarse = COARSE[self.k]
+        r = x - self.coarse[self._assign(x)]
+        w, v = np.linalg.eigh(np.cov(r.T).astype(np.float64))
+        self.rot = np.ascontiguousarray(v[:, ::-1].T, dtype=np.float32)  # rows: components, most variance first
+        self.keep = 8 * self.m
+        self.pq = faiss.ProductQuantizer(self.keep, self.m, 8)
+        self.pq.cp.niter, self.pq.cp.max_points_per_centroid = 12, 256
+        self.pq.train(np.ascontiguousarray((r @ self.rot.T)[:, : self.keep]))
+        y = self._recon(*self._codes(x))
+        inv = -np.log(np.linalg.norm(y, axis=1))
+        self.lo, self.hi = float(np.quantile(inv, 0.0005)), float(np.quantile(inv, 0.9995))
+
+    def _codes(self, x):
+        ids = self._assign(x)
+        rr = ((x - self.coarse[ids]) @ self.rot.T)[:, : self.keep]
+        return ids, self.pq.compute_codes(np.ascontiguousarray(rr))
+
+    def _recon(self, ids, pqc):
+        rr = np.zeros((len(ids), self.d), np.float32)
+        rr[:, : self.keep] = self.pq.decode(pqc)
+        return self.coarse[ids] + rr @ self.rot
+
+    def encode(self, x):
+        ids, pqc = self._codes(x)
+        inv = -np.log(np.linalg.norm(self._recon(ids, pqc), axis=1))
+        level = np.clip(np.rint((inv - self.lo) / max(self.hi - self.lo, 1e-9) * 255), 0, 255).astype(np.uint8)
+        return ids, pqc, level
+
+    def decode(self, codes):
+        ids, pqc, level = codes
+        scale = np.exp(self.lo + level.astype(np.float32) / 255 * (self.hi - self.lo))
+        return self._recon(ids, pqc) * scale[:, None]
+
+
 def make(name: str, d: int):
+    if name.startswith("rpca"):
+        return RPCACodec(name, d)
     return M3Codec(name, d) if "@" in name else FaissCodec(name, d)
 
 
@@ -168,7 +230,7 @@ def main(argv=None) -> int:
                  for i, c in enumerate(cands)]
         err = float(np.mean([np.abs(got[i, c] - exact[i, c]).mean() for i, c in enumerate(cands)]))
         cos = float(np.mean(np.sum(_unit(y) * x, axis=1)))
-        free_norm = base.startswith(("pq", "opq"))
+        free_norm = base.startswith(("pq", "opq", "rpca"))  # rpca's norm byte is in its own count
         nbytes = codec.bytes + (1 if rescale and not free_norm else 0)
         row = {"codec": name, "bytes_per_token": nbytes, "top10_agreement": float(np.mean(agree)),
                "mean_abs_score_error": err, "recon_cosine": cos, "train_s": train_s,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.index_bench_multivec_search import Reference, build, recall, synthetic
+from bench.index_bench_multivec_search import Reference, build, recall
 from m3search.indexes.blas_threads import one_blas_thread
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.multivec import MultivecComponent
@@ -37,7 +37,10 @@ def load_or_build(a) -> tuple:
     info_path = folder / "scaling.json"
     if not info_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        chunks, q_vecs, q_len = synthetic(a.n, a.d, a.queries, a.chunk, a.seed)
+        from bench.synthetic import TokenCorpus
+        corpus = TokenCorpus(a.n, d=a.d, seed=a.seed, mean_len=a.mean_len)
+        q_vecs, q_len, _ = corpus.queries(a.queries)
+        chunks = ((vecs, lens) for _, vecs, lens in corpus.chunks(a.chunk))
         ref = Reference(q_vecs, q_len)
         for item in build(chunks, a.compression, {"threads": 1, "min_train_tokens": 1000}, folder):
             if item[0] == "chunk":
@@ -47,7 +50,7 @@ def load_or_build(a) -> tuple:
         ref.finish()
         n = reader.n_docs
         qo = np.concatenate([[0], np.cumsum(q_len)])
-        with faiss_threads(1):
+        with faiss_threads(2):  # the reference only (not timed)
             ex = []
             for qi in range(len(q_len)):
                 q = q_vecs[qo[qi]:qo[qi + 1]]
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--d", type=int, default=384)
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--chunk", type=int, default=2048)
+    p.add_argument("--mean-len", type=int, default=100, help="mean tokens per document")
     p.add_argument("--compression", default="rpq48")
     p.add_argument("--dir", required=True, help="folder of the built index (built there if absent)")
     p.add_argument("--k", type=int, default=100)
@@ -96,9 +100,9 @@ def main(argv=None) -> int:
         reader.search(*one(0), a.k)
         for g in [g for g in a.grid.split(",") if g]:
             npb, pool, cands = (int(v) for v in g.split(":"))
-            c_eff = min(n, max(a.k, cands or gen.default_candidates(a.k, n, reader.n_tokens)))
-            npb_eff = npb or gen.default_nprobe(kc, n, reader.n_tokens)
-            pool_eff = min(n, max(c_eff, pool or gen.default_pool(c_eff, n, reader.n_tokens)))
+            c_eff = min(n, max(a.k, cands or gen.default_candidates(a.k, n)))
+            npb_eff = npb or gen.default_nprobe(kc, n)
+            pool_eff = min(n, max(c_eff, pool or gen.default_pool(c_eff, n)))
             lat, cpu, found, in_pool, in_ref, in_cand = [], [], [], [], [], []
             for qi in range(m):
                 t, c = time.perf_counter(), time.process_time()

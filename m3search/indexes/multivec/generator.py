@@ -40,7 +40,7 @@ def build_lists(cids: np.ndarray, lengths: np.ndarray, n_centroids: int) -> tupl
     return offsets, docs
 
 
-def default_nprobe(n_centroids: int, n_docs: int | None = None, n_tokens: int | None = None) -> int:
+def default_nprobe(n_centroids: int, n_docs: int | None = None) -> int:
     """Centroids probed per query token by default: K/512, at least 4 (8 at the 4096 centroids `coarse_k`
     'auto' gives from 200k sample tokens). PLAID probes 1-4 of 2^12-2^18 centroids; on the synthetic 10k x
     100-token benchmark at K=4096, 8 probes reached 0.94 of the exhaustive top-10 where 4 reached 0.88
@@ -48,15 +48,22 @@ def default_nprobe(n_centroids: int, n_docs: int | None = None, n_tokens: int | 
     return int(min(n_centroids, max(4, round(n_centroids / 512))))
 
 
-def default_candidates(k: int, n_live: int, n_tokens: int | None = None) -> int:
+def default_candidates(k: int, n_live: int) -> int:
     """Documents scored from their full codes (stage 3, the expensive one): 2k, at least 256."""
     return int(min(n_live, max(2 * k, 256)))
 
 
-def default_pool(candidates: int, n_live: int, n_tokens: int | None = None) -> int:
-    """Documents scored by centroid interaction (stage 2, cheap: a few distinct centroids per document):
-    4 x candidates, at least 1024 (PLAID's ndocs for k=100)."""
-    return int(min(n_live, max(4 * candidates, 1024)))
+POOL_SHARE, POOL_MAX = 0.2, 32768
+
+
+def default_pool(candidates: int, n_live: int) -> int:
+    """Documents scored by centroid interaction (stage 2, cheap: ~0.3 us per document, a few dozen distinct
+    centroids each): a fifth of the live documents, at least 4 x candidates and 1024 (PLAID's ndocs for
+    k=100), at most 32768. It grows with the index because stage 1's estimates don't get sharper while the
+    documents sharing a query's centroids multiply (K is fixed when the codec is trained): at 20k and 50k
+    synthetic documents a fixed 1,024 kept 0.92 / 0.87 of the codes' top-10, a fifth 0.99 / 0.99
+    (bench/results/multivec_scaling_d384.md)."""
+    return int(min(n_live, max(4 * candidates, 1024, min(POOL_MAX, round(POOL_SHARE * n_live)))))
 
 
 def default_refine(candidates: int, pool: int) -> int:

@@ -96,9 +96,11 @@ class MultivecSegmentReader(MultivecReader):
             return {"generator": "exhaustive"}
         n_centroids = len(self.lists[0]) - 1
         cands = gen.default_candidates(k, self.n_docs)
+        pool = gen.default_pool(cands, self.n_docs)
         return {"generator": "centroid-lists", "generator_centroids": n_centroids,
                 "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
-                "generator_pool": gen.default_pool(cands, self.n_docs)}
+                "generator_pool": pool, "generator_refine": gen.default_refine(cands, pool),
+                "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"])}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
                scorer=None, threads=None):
