@@ -165,6 +165,26 @@ def make(name: str, d: int):
     return M3Codec(name, d) if "@" in name else FaissCodec(name, d)
 
 
+def markdown(res: dict) -> str:
+    r0 = res["rows"][0]
+    lines = [f"1024-d token codecs at ~128 B/token: synthetic clustered tokens (bench/synthetic.py), "
+             f"{r0['n_eval_tokens']:,} tokens encoded (half of the documents), trained on the other half "
+             f"({r0['train_tokens']:,} tokens; prq: 50,000), {r0['queries']} queries x 1000 candidates each, "
+             f"{r0['threads']} FAISS threads, 2 shared CPU cores, load {r0['load']}", "",
+             "| codec | B/token | top-10 agreement vs fp16 MaxSim | mean abs score error | recon. cosine | train s | "
+             "encode us/token |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(res["rows"], key=lambda r: -r["top10_agreement"]):
+        lines.append(f"| {r['codec']} | {r['bytes_per_token']} | {r['top10_agreement']:.3f} | "
+                     f"{r['mean_abs_score_error']:.4f} | {r['recon_cosine']:.3f} | {r['train_s']:.0f} | "
+                     f"{r['encode_us_per_token']:.1f} |")
+    lines += ["", "+n: reconstructions rescaled to unit norm (free for pq/opq: the norm is a sum of sub-code "
+              "lookups; for residual codes it needs a stored byte, counted). +a: residual codes rescaled by "
+              "the norm without the centroid x residual cross term (lookups only, no byte). rpca: residual, "
+              "PCA-rotated, PQ over its first 8M dimensions + a norm byte. prq<S>x<K>: FAISS "
+              "ProductResidualQuantizer, S splits x K 8-bit codebooks. Goal (#11): >= 0.95 at <= 128 B."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("codecs", nargs="+")
@@ -176,7 +196,11 @@ def main(argv=None) -> int:
     p.add_argument("--aq-train-tokens", type=int, default=50_000, help="training tokens of prq/plsq (slow)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=str(RESULTS / "multivec_codec_sweep_d1024.json"), help="results, appended")
+    p.add_argument("--report", default=None, help="only write the markdown table of --json to this file")
     a = p.parse_args(argv)
+    if a.report:
+        Path(a.report).write_text(markdown(json.loads(Path(a.json).read_text())))
+        return 0
     faiss.omp_set_num_threads(a.threads)
     half = a.n // 2
     corpus = TokenCorpus(a.n, d=a.d, seed=0)
