@@ -10,7 +10,11 @@ than the next:
    (an estimate of what it would have reached). Cost: the postings scanned.
 2. centroid interaction: the best `pool` documents of stage 1 are scored by MaxSim with every token
    replaced by its centroid (2 bytes read per token, a table lookup per query token).
-3. the best `candidates` of stage 2 are scored by MaxSim from their full codes (the reader's bulk
+2.5 partial codes: the best `default_refine` (4 x candidates) of stage 2 are scored by MaxSim with every
+   token reconstructed from its centroid and its first twelfth of sub-codes (lookup tables, ~1/6 of stage
+   3's cost per document): on the 20k x 384-d synthetic benchmark its top-256 of 4,096 kept 0.945 of the
+   codes' top-10 where stage 2's kept 0.877.
+3. the best `candidates` of stage 2.5 are scored by MaxSim from their full codes (the reader's bulk
    `score_pairs`), and the top k of those are returned.
 
 With nprobe = K and pool = candidates >= the segment's live documents, every document reaches stage 3:
@@ -49,10 +53,39 @@ def default_candidates(k: int, n_live: int) -> int:
     return int(min(n_live, max(2 * k, 256)))
 
 
+POOL_SHARE, POOL_MAX = 0.2, 32768
+
+
 def default_pool(candidates: int, n_live: int) -> int:
-    """Documents scored by centroid interaction (stage 2, cheap: a few distinct centroids per document):
-    4 x candidates, at least 1024 (PLAID's ndocs for k=100)."""
-    return int(min(n_live, max(4 * candidates, 1024)))
+    """Documents scored by centroid interaction (stage 2, cheap: ~0.3 us per document, a few dozen distinct
+    centroids each): a fifth of the live documents, at least 4 x candidates and 1024 (PLAID's ndocs for
+    k=100), at most 32768. It grows with the index because stage 1's estimates don't get sharper while the
+    documents sharing a query's centroids multiply (K is fixed when the codec is trained): at 20k and 50k
+    synthetic documents a fixed 1,024 kept 0.92 / 0.87 of the codes' top-10, a fifth 0.99 / 0.99
+    (bench/results/multivec_scaling_d384.md)."""
+    return int(min(n_live, max(4 * candidates, 1024, min(POOL_MAX, round(POOL_SHARE * n_live)))))
+
+
+def default_refine(candidates: int, pool: int) -> int:
+    """Documents of stage 2 that stage 2.5 (partial codes) ranks: 4 x candidates, at most the pool."""
+    return int(min(pool, 4 * candidates))
+
+
+def partial_subquantizers(m: int) -> int:
+    """Sub-codes stage 2.5 reads per token: a twelfth of them, at least 1 (4 of rpq48's 48)."""
+    return max(1, m // 12)
+
+
+def partial_tables(codec, q: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lookup tables of stage 2.5 (as `Codec.lut_tables`, fewer): the first `partial_subquantizers`
+    sub-quantizers' inner products with the query tokens (the rest of the residual is left out), and the
+    coarse centroids' (sims (lq, K), already computed for stages 1-2, transposed)."""
+    cent = codec.arrays["pq_centroids"]  # (M, 256, dsub)
+    mp, dsub = partial_subquantizers(cent.shape[0]), cent.shape[2]
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    qr = q @ codec.arrays["rotation"].T if codec.spec["rotation"] else q
+    qs = np.ascontiguousarray(qr[:, : mp * dsub].reshape(len(q), mp, dsub).transpose(1, 2, 0))
+    return np.ascontiguousarray(np.matmul(cent[:mp], qs)), np.ascontiguousarray(sims.T, dtype=np.float32)
 
 
 @numba.njit(cache=True)

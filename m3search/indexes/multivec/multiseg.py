@@ -108,7 +108,11 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
                     pooled = np.concatenate([pooled, np.flatnonzero(unreached)[: size - len(pooled)]])
                 pooled = np.sort(pooled)
                 ci = _per_segment(parts, starts, pooled, lambda p, local: p.reader.centroid_scores(local, sims))
-                pos = np.sort(gen.top_ids(ci, pooled, cands))
+                pos = np.sort(gen.top_ids(ci, pooled, gen.default_refine(cands, len(pooled))))
+                if len(pos) > cands:  # stage 2.5: the centroid and the first sub-codes of every token
+                    partial = gen.partial_tables(codec, q, sims)
+                    ps = _per_segment(parts, starts, pos, lambda p, local: p.reader.partial_scores(local, partial))
+                    pos = np.sort(gen.top_ids(ps, pos, cands))
             tables = codec.lut_tables(q) if use_lut else None
             scores = _per_segment(parts, starts, pos, lambda p, local: p.reader.full_scores(q, local, tables))
             top = gen.top_ids(scores, pos, k)

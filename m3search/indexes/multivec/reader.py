@@ -96,9 +96,11 @@ class MultivecSegmentReader(MultivecReader):
             return {"generator": "exhaustive"}
         n_centroids = len(self.lists[0]) - 1
         cands = gen.default_candidates(k, self.n_docs)
+        pool = gen.default_pool(cands, self.n_docs)
         return {"generator": "centroid-lists", "generator_centroids": n_centroids,
                 "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
-                "generator_pool": gen.default_pool(cands, self.n_docs)}
+                "generator_pool": pool, "generator_refine": gen.default_refine(cands, pool),
+                "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"])}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
                scorer=None, threads=None):
@@ -163,8 +165,13 @@ class MultivecSegmentReader(MultivecReader):
             pooled = np.concatenate([pooled, np.nonzero(unreached)[0][: pool - len(pooled)]])
         if len(pooled) <= cands:
             return np.sort(pooled)
+        pooled = np.sort(pooled)
         ci = gen.centroid_maxsim(self.doc_centroids(), pooled, sims)
-        return np.sort(gen.top_ids(ci, pooled, cands))
+        kept = np.sort(gen.top_ids(ci, pooled, gen.default_refine(cands, len(pooled))))
+        if len(kept) <= cands:
+            return kept
+        partial = self.partial_scores(kept, gen.partial_tables(self.codec, q, sims))
+        return np.sort(gen.top_ids(partial, kept, cands))
 
     def doc_centroids(self) -> tuple[np.ndarray, np.ndarray]:
         """Per document the distinct coarse centroids of its tokens (the lists transposed; derived, kept in
@@ -263,6 +270,11 @@ class MultivecSegmentReader(MultivecReader):
     def centroid_scores(self, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """Stage 2 of `_generate`: MaxSim with every token replaced by its centroid, for sorted local ids."""
         return gen.centroid_maxsim(self.doc_centroids(), ids, sims)
+
+    def partial_scores(self, ids: np.ndarray, tables) -> np.ndarray:
+        """Stage 2.5: MaxSim from the coarse centroid and the first few sub-codes of every token (tables from
+        `generator.partial_tables`), for sorted local ids: a ranking estimate at a tenth of stage 3's cost."""
+        return maxsim_lut(tables[0], tables[1], self._verified_codes(ids), self.offsets, ids, True, None)
 
     def full_scores(self, q: np.ndarray, ids: np.ndarray, tables=None) -> np.ndarray:
         """Stage 3 (and re-scoring): MaxSim of one query's tokens q against local ids from their full codes;
