@@ -263,8 +263,15 @@ class IndexDenseReader(_IndexReader, DenseReader):
         self.dim = dim
 
     def search(self, xq: np.ndarray, k: int, deleted: np.ndarray | None = None, **params: Any):
+        from m3search.indexes.dense import multiseg
+
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        return _search(self.segset, self.kind, xq, xq.shape[0], k, deleted, params)
+        if not multiseg.can_search([v.readers[self.kind] for v in self.segset.views], params):
+            return _search(self.segset, self.kind, xq, xq.shape[0], k, deleted, params)
+        if k < 0:
+            raise InputError(f"k must be >= 0, got {k}")
+        Ds, Is = multiseg.search(list(zip(self.segset.views, self.segset.segment_masks(deleted))), xq, k, params)
+        return merge_topk(Ds, Is, xq.shape[0], k)
 
     def score_pairs(self, xq: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
         xq = np.ascontiguousarray(xq, dtype=np.float32)
