@@ -59,6 +59,7 @@ class DenseSegmentReader(DenseReader):
         self._gpu: GpuClone | None = None
         self._gpu_tried = False
         self._lock = threading.Lock()
+        self._flat_group = None  # multiseg.FlatGroup led by this segment, if any
 
     # -- SegmentReader ----------------------------------------------------------------------------
     @property
@@ -74,7 +75,7 @@ class DenseSegmentReader(DenseReader):
 
     def close(self) -> None:
         self._store = None
-        self._ivf = self._flat = self._gpu = None
+        self._ivf = self._flat = self._gpu = self._flat_group = None
 
     def describe(self) -> dict:
         """Structure and sizes, for `info`."""
