@@ -128,6 +128,14 @@ def test_multi_segment_index_finds_what_the_optimized_one_finds(tmp_path, corpus
                 assert not deleted[I1[I1 >= 0]].any()
                 assert recall(I1, truth[k], k) >= 0.99
                 found[k] = I1
+            ids = np.concatenate([found[100][:, :50].ravel(), found[10].ravel()])
+            ids = ids[ids >= 0]
+            qi = np.concatenate([np.repeat(np.arange(len(xq)), 50), np.repeat(np.arange(len(xq)), 10)])
+            one = snap.dense.score_pairs(xq, qi, ids)
+            each = snap.dense._score_pairs(qi, ids, lambda r, q, loc: r.score_pairs(xq, q, loc))
+            np.testing.assert_allclose(one, each, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(one, np.einsum("pd,pd->p", allx[ids].astype(np.float16).astype(np.float32),
+                                                      xq[qi]), rtol=0, atol=1e-5)
             # a caller's mask (a filter) goes through the same pass
             mask = np.zeros(snap.dense.n_docs, bool)
             mask[::3] = True

@@ -73,6 +73,26 @@ def search(views_masks: Sequence[tuple[Any, tuple[np.ndarray | None, int]]], xq:
     return Ds, Is
 
 
+def score_pairs(groups, xq: np.ndarray, q_index: np.ndarray, d: int) -> np.ndarray:
+    """Exact scores of (query, document) pairs over several segments: each segment's stored rows gathered
+    into one array, one product (segment reader score_pairs' values, without its per-call checks).
+    groups: SegmentSet.locate's [(view, positions, local ids)]."""
+    from m3search.indexes.dense.reader import _ROWS
+
+    xq = check_queries(xq, d)
+    if len(q_index) and (q_index.min() < 0 or q_index.max() >= len(xq)):
+        raise InputError(f"q_index must lie in 0..{len(xq) - 1}")
+    rows = np.empty((len(q_index), d), np.float32)
+    for view, pos, local in groups:
+        rows[pos] = view.readers["dense"]._rows(local)
+    out = np.empty(len(q_index), np.float32)
+    step = max(1, _ROWS // 4)
+    for lo in range(0, len(q_index), step):
+        sl = slice(lo, lo + step)
+        out[sl] = np.einsum("pd,pd->p", rows[sl], xq[q_index[sl]])
+    return out
+
+
 def _joins_flat_group(reader: DenseSegmentReader) -> bool:
     # GPU FAISS searches its own clone of each segment (see DenseSegmentReader._searcher)
     return reader.structure.kind == "flat" and (reader.config["gpu"] is False or gpu_count() == 0)
