@@ -52,42 +52,69 @@ def synthetic_identity(d: int) -> EncoderIdentity:
                            tokenizer_hash="synthetic")
 
 
-def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every: int | None = None) -> None:
+def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every: int | None = None,
+                components: tuple[str, ...] = ("dense", "sparse", "multivec")) -> None:
     """Write n synthetic passages through the engine (skipped when a finished index is there).
 
-    commit_every=None: one bulk load, then optimize() (one segment). commit_every=N: the CLI's path, a
-    commit every N passages with the default merge policy after each commit and no final optimize."""
+    commit_every=None: a bulk load (committed every `RESUME_EVERY` passages so an interrupted build resumes,
+    merges off), then optimize() (one segment). commit_every=N: the CLI's path, a commit every N passages
+    with the default merge policy after each commit (background merges) and no final optimize.
+    An interrupted build (e.g. `timeout` of a locked slice) resumes from its last commit when run again."""
     from synthetic import DenseCorpus, TokenCorpus
     from synthetic_sparse import make_corpus, make_vocabulary
 
     from m3search.indexes.index import Index
 
-    if (path / "manifest.json").is_file():
+    options = {} if commit_every else {"auto_merge": False}
+    configs = {kind: {} for kind in components}
+    done, exists = 0, (path / "manifest.json").is_file()
+    if exists:
         with Index.open(path) as index, index.snapshot() as snap:
-            if snap.n_docs == n:
-                return
-        raise SystemExit(f"{path} holds an unfinished or different index: delete it and run again")
+            done = snap.n_docs
+        if done == n and (commit_every or index_segments(path) == 1):
+            return
+        if done > n or done % (commit_every or RESUME_EVERY):
+            raise SystemExit(f"{path} holds an unfinished or different index: delete it and run again")
+        print(f"  resuming {path.name} at {done} passages", file=sys.stderr, flush=True)
     dense, tokens = DenseCorpus(n, d=d, seed=seed), TokenCorpus(n, d=d, seed=seed)
     sparse = make_corpus(n, make_vocabulary(VOCAB, seed=seed), seed=seed)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    with Index.create(path, synthetic_identity(d), model=None) as index:
+    step = commit_every or RESUME_EVERY
+    opened = (Index.open(path, writable=True, **options) if exists else
+              Index.create(path, synthetic_identity(d), model=None, components=configs, **options))
+    with opened as index:
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            vecs, lengths = tokens.docs(lo, hi)
+            texts = [{"text": " ".join(rng.choice(WORDS, size=60))} for _ in range(lo, hi)]  # same rng stream
+            if hi <= done:
+                continue
+            vecs, lengths = tokens.docs(lo, hi) if "multivec" in components else (np.zeros((0, d), np.float32),
+                                                                                    np.zeros(hi - lo, np.int64))
             batch = EncodedBatch(dense.docs(lo, hi), sparse[lo:hi], vecs, lengths)
             ids = [f"p{i}" for i in range(lo, hi)]
-            texts = [{"text": " ".join(rng.choice(WORDS, size=60))} for _ in ids]
-            for a in range(0, hi - lo, commit_every or (hi - lo)):
-                b = min(hi - lo, a + (commit_every or (hi - lo)))
+            for a in range(0, hi - lo, step):
+                b = min(hi - lo, a + step)
+                if lo + a < done:
+                    continue
                 index.add(ids[a:b], batch.select(range(a, b)), texts[a:b])
-                if commit_every:
+                if (lo + b) % step == 0 or lo + b == n:
                     index.commit()
             print(f"  added {hi}/{n} passages ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         index.commit()
         if not commit_every:
             index.optimize()  # one segment, as after a bulk load
     print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+RESUME_EVERY = 10_000  # the bulk load's commits (resume points); a multiple of --chunk
+
+
+def index_segments(path: Path) -> int:
+    from m3search.indexes.index import Index
+
+    with Index.open(path) as index:
+        return int(index.info()["n_segments"])
 
 
 def make_queries(n: int, d: int, seed: int, m: int) -> EncodedBatch:
@@ -118,6 +145,37 @@ def per_segment_search():
         yield
     finally:
         multiseg.shared_codec_groups, segments.IndexSparseReader.search = saved
+
+
+@contextlib.contextmanager
+def old_dense_search(threshold: int = 100_000):
+    """The dense search as it was before the per-segment structure followed n x d (flat_threshold 100,000
+    for every dimension): HNSW segments below `threshold` documents are searched flat over their fp16
+    store (what they were built as before), through the reader's own flat path."""
+    from m3search.indexes import segments
+    from m3search.indexes.dense.config import Structure
+    from m3search.indexes.dense.reader import DenseSegmentReader
+
+    search, index_search = DenseSegmentReader.search, segments.IndexDenseReader.search
+
+    def flat_search(self, *args, **kwargs):
+        if self.structure.kind != "hnsw" or self.n_docs >= threshold:
+            return search(self, *args, **kwargs)
+        saved = self.structure, self._ivf
+        self.structure, self._ivf = Structure("flat"), None
+        try:
+            return search(self, *args, **kwargs)
+        finally:
+            self.structure, self._ivf = saved
+
+    DenseSegmentReader.search = flat_search
+    # and segment by segment, as before the one-pass dense search (dense/multiseg.py)
+    segments.IndexDenseReader.search = lambda self, xq, k, deleted=None, **params: segments._search(
+        self.segset, self.kind, np.ascontiguousarray(xq, dtype=np.float32), len(xq), k, deleted, params)
+    try:
+        yield
+    finally:
+        DenseSegmentReader.search, segments.IndexDenseReader.search = search, index_search
 
 
 def percentiles(xs) -> dict:
@@ -188,21 +246,30 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--per-segment-baseline", action="store_true",
                    help="with --cli-commit-every: also time the CLI-built index with the per-segment search of "
                    "before (multi-vector and sparse segments searched one by one), in the same rounds")
+    p.add_argument("--old-dense-baseline", action="store_true",
+                   help="with --cli-commit-every: also time the CLI-built index with its dense segments below 100k "
+                   "searched flat (the structure they had before flat_threshold followed the dimension) and one by "
+                   "one (before the one-pass dense search), in the same rounds (reported in the 'before' columns)")
+    p.add_argument("--components", default="dense,sparse,multivec",
+                   help="components of the synthetic indexes (e.g. dense,sparse: a cheaper build for those modes)")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "query_latency.json")
     args = p.parse_args(argv)
 
     import m3search
 
-    path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}.m3s"
-    build_index(path, args.n, args.dim, args.seed, args.chunk)
+    components = tuple(args.components.split(","))
+    tag = "" if set(components) == {"dense", "sparse", "multivec"} else "-" + "+".join(components)
+    path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}{tag}.m3s"
+    build_index(path, args.n, args.dim, args.seed, args.chunk, components=components)
     queries = make_queries(args.n, args.dim, args.seed, args.queries)
     encode = None if args.no_encode else measure_encode(min(args.queries, 95), args.batch)
 
     cli_path = None
     if args.cli_commit_every:
-        cli_path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}-commit{args.cli_commit_every}.m3s"
-        build_index(cli_path, args.n, args.dim, args.seed, args.chunk, commit_every=args.cli_commit_every)
+        cli_path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}{tag}-commit{args.cli_commit_every}.m3s"
+        build_index(cli_path, args.n, args.dim, args.seed, args.chunk, commit_every=args.cli_commit_every,
+                    components=components)
 
     results, cli_results, base_results, cli_info = {}, {}, {}, None
     with m3search.open_index(path) as index, (m3search.open_index(cli_path) if cli_path else _null()) as cli:
@@ -214,8 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
             results[mode] = measure_mode(index, queries, mode, args.k, args.batch)
             if cli is not None:
                 cli_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
-                if args.per_segment_baseline:
-                    with per_segment_search():
+                if args.per_segment_baseline or args.old_dense_baseline:
+                    with (per_segment_search() if args.per_segment_baseline else contextlib.nullcontext()), \
+                            (old_dense_search() if args.old_dense_baseline else contextlib.nullcontext()):
                         base_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
             if encode is not None:
                 enc = np.asarray(encode["times_s"])
@@ -241,6 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
             "modes": {m: {key: v for key, v in r.items() if key != "search_times_s"} for m, r in cli_results.items()},
             "per_segment_modes": {m: {key: v for key, v in r.items() if key != "search_times_s"}
                                   for m, r in base_results.items()},
+            "segments": [seg["n_docs"] for seg in cli_info["segments"]],
+            "dense_structures": (cli_info["components"].get("dense") or {}).get("fidelity", {}).get("structure"),
+            "baseline": ("per-segment search" if args.per_segment_baseline else "")
+            + (" + " if args.per_segment_baseline and args.old_dense_baseline else "")
+            + ("dense segments < 100k flat, searched one by one" if args.old_dense_baseline else ""),
             "load_avg": os.getloadavg(),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,8 +333,11 @@ class _null:
 
 def markdown(report: dict) -> str:
     enc, idx = report["encode"], report["index"]
-    head = (f"{idx['n_docs']:,} passages, {idx['dim']}-d dense and token vectors (multivec "
-            f"{idx['configs']['multivec']['compression']}), {idx['n_segments']} segment(s), "
+    mv = idx["configs"].get("multivec")
+    head = (f"{idx['n_docs']:,} passages, {idx['dim']}-d "
+            + (f"dense and token vectors (multivec {mv['compression']})" if mv else
+               f"dense vectors, components {', '.join(idx['configs'])}")
+            + f", {idx['n_segments']} segment(s), "
             f"{idx['total_bytes'] / 2**30:.2f} GiB on disk; {report['n_queries']} queries, k={report['k']}, "
             f"default depths; {report['machine']['cpus']} CPU cores")
     lines = [head, "",
@@ -283,11 +359,12 @@ def markdown(report: dict) -> str:
     if cli:
         base = cli.get("per_segment_modes") or {}
         lines += ["", f"Built the CLI's way (a commit every {cli['commit_every']:,} passages, default merge policy, "
-                  f"no optimize): {cli['n_segments']} segment(s), {cli['total_bytes'] / 2**30:.2f} GiB; the same "
+                  f"no optimize): {cli['n_segments']} segment(s) {cli.get('segments', '')}, dense structures "
+                  f"{cli.get('dense_structures', '?')}, {cli['total_bytes'] / 2**30:.2f} GiB; the same "
                   "queries, timed alternately with the optimized index"
                   + (f"; load average at the end {cli['load_avg'][0]:.1f}" if cli.get("load_avg") else "") + ".", "",
                   "| mode | optimized p50 / p95 (ms) | CLI-built p50 / p95 (ms) | CLI-built / optimized (p50 / p95) |"
-                  + (" CLI-built, per-segment search (before) p50 / p95 (ms) | before / optimized (p50) |" if base else ""),
+                  + (f" CLI-built, before ({cli.get('baseline') or 'per-segment search'}) p50 / p95 (ms) | before / optimized (p50) |" if base else ""),
                   "|---|---|---|---|" + ("---|---|" if base else "")]
         for mode, r in cli["modes"].items():
             o = report["modes"][mode]["search"]

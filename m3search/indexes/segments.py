@@ -156,15 +156,20 @@ def _search_with_floors(segset: SegmentSet, kind: str, q: Any, m: int, k: int, d
         raise InputError(f"k must be >= 0, got {k}")
     masks = segset.segment_masks(deleted)
     floor = np.full(m, -np.inf, np.float32)
-    D = I = None
+    Ds, Is = [], []
     for p in sorted(range(len(segset.views)), key=lambda p: -masks[p][1]):
         view, (mask, n_live) = segset.views[p], masks[p]
         if n_live == 0 or k == 0:
             continue
-        Ds, Is = _search_each([(view, (mask, n_live))], kind, q, k, {**params, "floor": floor})
-        D, I = merge_topk(Ds + ([D] if D is not None else []), Is + ([I] if I is not None else []), m, k)
-        floor = np.ascontiguousarray(D[:, k - 1])  # -inf while fewer than k are known
-    return merge_topk([] if D is None else [D], [] if I is None else [I], m, k)
+        D, I = _search_each([(view, (mask, n_live))], kind, q, k, {**params, "floor": floor})
+        Ds += D
+        Is += I
+        # the k-th best score so far (-inf while fewer than k are known): a partition, not a full merge
+        S = np.concatenate(Ds, axis=1) if len(Ds) > 1 else Ds[0]
+        S = np.where(np.concatenate(Is, axis=1) < 0, -np.inf, S) if len(Is) > 1 else np.where(Is[0] < 0, -np.inf, S)
+        if S.shape[1] >= k:
+            floor = np.ascontiguousarray(-np.partition(-S, k - 1, axis=1)[:, k - 1], dtype=np.float32)
+    return merge_topk(Ds, Is, m, k)
 
 
 def _multivec_search(segset: SegmentSet, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted,
@@ -263,12 +268,27 @@ class IndexDenseReader(_IndexReader, DenseReader):
         self.dim = dim
 
     def search(self, xq: np.ndarray, k: int, deleted: np.ndarray | None = None, **params: Any):
+        from m3search.indexes.dense import multiseg
+
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        return _search(self.segset, self.kind, xq, xq.shape[0], k, deleted, params)
+        if not multiseg.can_search([v.readers[self.kind] for v in self.segset.views], params):
+            return _search(self.segset, self.kind, xq, xq.shape[0], k, deleted, params)
+        if k < 0:
+            raise InputError(f"k must be >= 0, got {k}")
+        Ds, Is = multiseg.search(list(zip(self.segset.views, self.segset.segment_masks(deleted))), xq, k, params)
+        return merge_topk(Ds, Is, xq.shape[0], k)
 
     def score_pairs(self, xq: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        from m3search.indexes.dense import multiseg
+
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(xq, qi, loc))
+        if len(self.segset.views) < 2 or not multiseg.can_search([v.readers[self.kind] for v in self.segset.views], {}):
+            return self._score_pairs(q_index, ids, lambda r, qi, loc: r.score_pairs(xq, qi, loc))
+        q_index = np.asarray(q_index, dtype=np.int64).ravel()
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if q_index.shape != ids.shape:
+            raise InputError(f"q_index and ids must have the same length, got {len(q_index)} and {len(ids)}")
+        return multiseg.score_pairs(self.segset.locate(ids), xq, q_index, self.dim)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).ravel()

@@ -205,7 +205,8 @@ def test_pq_m_must_divide_the_dimension():
 
 def test_structure_follows_the_size():
     config = validate_config({})
-    assert choose_structure(50_000, 1024, config).kind == "flat"
+    assert choose_structure(4_000, 1024, config).kind == "flat"
+    assert choose_structure(50_000, 1024, config).factory == "HNSW32_SQfp16"
     assert choose_structure(1_000_000, 1024, config).factory == "HNSW32_SQfp16"
     s = choose_structure(1_000_000, 1024, validate_config({"hnsw_max_docs": 500_000}))
     assert (s.kind, s.nlist, s.pq_m, s.factory) == ("ivfpqfs", 1024, 256, "IVF1024,PQ256x4fs")

@@ -8,9 +8,18 @@ from m3search.errors import ConfigError
 
 STRUCTURES = ("auto", "flat", "hnsw", "ivfpqfs", "ivfpq", "ivfflat")
 
+# A segment of n x d is searched exactly (flat over the fp16 store) while n * d is below this, under
+# flat_threshold "auto". Measured per segment, one thread, depth 100 (bench/results/dense_structure_crossover.md):
+# a flat scan costs ~n * d, HNSW32 over fp16 (efSearch 256) grows slowly with n; they cost the same near
+# 5k-10k docs at 384-d and 1k-2.5k docs at 1024-d, i.e. n * d ~ 2.5M-4M. At 2^22 (10,922 docs at 384-d,
+# 4,096 at 1024-d) HNSW is 1.3x-1.6x faster than flat just above it and flat ~1.2x faster just below it, at
+# R@10 >= 0.999 / R@100 >= 0.995 vs exact.
+FLAT_WORK = 1 << 22
+
 DEFAULTS = {
-    # Segments with fewer documents are searched exactly (flat over the fp16 store).
-    "flat_threshold": 100_000,
+    # Segments with fewer documents are searched exactly (flat over the fp16 store); "auto": flat while
+    # n * d < FLAT_WORK. Indexes created before "auto" keep the number they recorded (100,000).
+    "flat_threshold": "auto",
     # auto: flat below flat_threshold, HNSW over fp16 from there to hnsw_max_docs, IVF + 4-bit fast-scan PQ
     # above; the others force a structure (ivfflat is exact within the probed lists, mostly for tests and
     # comparisons). HNSW keeps graph + fp16 vectors in memory (2d + 8M bytes/doc), IVF-PQ only d/8 bytes
@@ -50,7 +59,7 @@ def validate_config(config: dict) -> dict:
     if unknown:
         raise ConfigError(f"dense config has unknown keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}")
     out = {**DEFAULTS, **config}
-    _check_int(out, "flat_threshold", 0)
+    _check_int(out, "flat_threshold", 0, allow_auto=True)
     if out["index"] not in STRUCTURES:
         raise ConfigError(f"dense config 'index' is {out['index']!r}; valid: {list(STRUCTURES)}")
     _check_int(out, "nlist", 1, allow_auto=True)
@@ -106,12 +115,18 @@ def _auto_pq_m(d: int, fast_scan: bool) -> int:
     return 2 if fast_scan else 1
 
 
+def flat_threshold(d: int, config: dict) -> int:
+    """Segments of dimension d with fewer documents than this are flat (under index "auto")."""
+    t = config["flat_threshold"]
+    return -(-FLAT_WORK // max(1, d)) if t == "auto" else int(t)
+
+
 def choose_structure(n: int, d: int, config: dict) -> Structure:
     """The structure for a segment of n vectors of dimension d. Falls back to flat when n is too small
     to train the requested quantizers."""
     kind = config["index"]
     if kind == "auto":
-        kind = "flat" if n < config["flat_threshold"] else "hnsw" if n < config["hnsw_max_docs"] else "ivfpqfs"
+        kind = "flat" if n < flat_threshold(d, config) else "hnsw" if n < config["hnsw_max_docs"] else "ivfpqfs"
     if kind == "flat" or n == 0:
         return Structure("flat")
     if kind == "hnsw":

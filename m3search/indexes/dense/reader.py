@@ -59,6 +59,7 @@ class DenseSegmentReader(DenseReader):
         self._gpu: GpuClone | None = None
         self._gpu_tried = False
         self._lock = threading.Lock()
+        self._flat_group = None  # multiseg.FlatGroup led by this segment, if any
 
     # -- SegmentReader ----------------------------------------------------------------------------
     @property
@@ -74,7 +75,7 @@ class DenseSegmentReader(DenseReader):
 
     def close(self) -> None:
         self._store = None
-        self._ivf = self._flat = self._gpu = None
+        self._ivf = self._flat = self._gpu = self._flat_group = None
 
     def describe(self) -> dict:
         """Structure and sizes, for `info`."""
@@ -90,6 +91,22 @@ class DenseSegmentReader(DenseReader):
                 "bytes_per_doc": self.nbytes() / max(1, self.n_docs)}
 
     # -- DenseReader ------------------------------------------------------------------------------
+    def search_params(self, nprobe=None, refine=None, threads=None, ef_search=None) -> tuple[int, int, int, int | None]:
+        """(nprobe, refine, ef_search, threads) of a search call: the call's values, else the config's; checked."""
+        nprobe = self.config["nprobe"] if nprobe is None else nprobe
+        refine = self.config["refine"] if refine is None else refine
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
+        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+            raise InputError(f"refine must be an integer >= 0, got {refine!r}")
+        ef = self.config.get("ef_search", 256) if ef_search is None else ef_search
+        if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
+            raise InputError(f"ef_search must be a positive integer, got {ef!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
+            raise InputError(f"threads must be a positive integer, got {threads!r}")
+        return int(nprobe), int(refine), int(ef), (None if threads is None else int(threads))
+
     def search(self, xq, k, deleted=None, nprobe=None, refine=None, threads=None, ef_search=None):
         """Top-k by inner product. Flat segments are exact over the fp16 store; HNSW segments walk the graph
         with a candidate list of max(ef_search, k) and score with the store's exact values. IVF segments visit
@@ -98,21 +115,36 @@ class DenseSegmentReader(DenseReader):
         xq = check_queries(xq, self.d)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        nprobe = self.config["nprobe"] if nprobe is None else nprobe
-        refine = self.config["refine"] if refine is None else refine
-        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
-            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
-        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
-            raise InputError(f"refine must be an integer >= 0, got {refine!r}")
+        nprobe, refine, ef, threads = self.search_params(nprobe, refine, threads, ef_search)
         deleted = check_deleted(deleted, self.n_docs)
-        m = len(xq)
         n_live = self.n_docs - (int(deleted.sum()) if deleted is not None else 0)
+        t = self.config["threads"] if threads is None else threads
+        with faiss_threads(self.search_threads(len(xq), int(k), n_live, nprobe, refine, ef, t)):
+            return self.search_checked(xq, int(k), deleted, n_live, nprobe, refine, ef, threads)
+
+    def search_threads(self, m: int, k: int, n_live: int, nprobe: int, refine: int, ef: int,
+                       configured: int | None) -> int | None:
+        """The thread count `search` runs a call with (threads_for its work)."""
+        flat = self.structure.exact_scores
+        depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
+        if self.structure.kind == "hnsw":
+            work = m * max(ef, depth) * self.structure.hnsw_m * self.d
+        elif flat:
+            work = m * self.n_docs * self.d
+        else:
+            st = self.structure
+            work = m * (min(nprobe, st.nlist) * (self.n_docs / max(1, st.nlist)) * (st.pq_m or self.d) + st.nlist * self.d)
+        return threads_for(work, configured)
+
+    def search_checked(self, xq: np.ndarray, k: int, deleted: np.ndarray | None, n_live: int, nprobe: int,
+                       refine: int, ef: int, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`search` on checked arguments (float32 (m, d) queries, k >= 1, a bool mask with something deleted
+        or None, its live count), in the caller's FAISS thread setting: the multi-segment pass
+        (dense/multiseg.py) sets threads once for all the segments that want the same count."""
+        m = len(xq)
         D, I = _padded(m, k)
         if m == 0 or n_live == 0:
             return D, I
-        ef = self.config.get("ef_search", 256) if ef_search is None else ef_search
-        if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
-            raise InputError(f"ef_search must be a positive integer, got {ef!r}")
         flat = self.structure.exact_scores
         depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
         if not flat and deleted is not None and n_live * self.d <= EXACT_LIVE_WORK:
@@ -122,21 +154,13 @@ class DenseSegmentReader(DenseReader):
             kk = Dc.shape[1]
             D[:, :kk], I[:, :kk] = Dc, Ic
             return D, I
-        if self.structure.kind == "hnsw":
-            work = m * max(int(ef), depth) * self.structure.hnsw_m * self.d
-        elif flat:
-            work = m * self.n_docs * self.d
-        else:
-            st = self.structure
-            work = m * (min(int(nprobe), st.nlist) * (self.n_docs / max(1, st.nlist)) * (st.pq_m or self.d) + st.nlist * self.d)
-        with faiss_threads(threads_for(work, self.config["threads"] if threads is None else threads)):
-            Dc, Ic = self._candidates(xq, depth, deleted, int(nprobe), int(ef))
-            probe = int(nprobe)
-            # a filter can leave the probed IVF lists with fewer than `depth` live documents: probe more
-            while (not flat and self.structure.kind != "hnsw" and deleted is not None and probe < self.structure.nlist
-                   and (Ic[:, -1] < 0).any()):
-                probe = min(self.structure.nlist, probe * 4)
-                Dc, Ic = self._candidates(xq, depth, deleted, probe, int(ef))
+        Dc, Ic = self._candidates(xq, depth, deleted, nprobe, ef)
+        probe = nprobe
+        # a filter can leave the probed IVF lists with fewer than `depth` live documents: probe more
+        while (not flat and self.structure.kind != "hnsw" and deleted is not None and probe < self.structure.nlist
+               and (Ic[:, -1] < 0).any()):
+            probe = min(self.structure.nlist, probe * 4)
+            Dc, Ic = self._candidates(xq, depth, deleted, probe, ef)
         if not flat and refine:
             n_threads = threads if threads is not None else self.config["threads"] or faiss.omp_get_max_threads()
             Dc, Ic = self._rerank_parallel(xq, Ic, k, int(n_threads))
