@@ -79,3 +79,20 @@ def test_missing_package_falls_back_or_refuses(tiny_model_dir, monkeypatch):
     assert encoder.encode(["still works"]).dense.shape[0] == 1
     with pytest.raises(ConfigError, match=r"m3search\[onnx\]"):
         M3Encoder.from_pretrained(tiny_model_dir, device="cpu", onnx=True)
+
+
+def test_torch_layers_still_right_after_the_mapped_pages_are_dropped(tiny_model_dir):
+    """Building the session drops the mapped weight pages it packed from; the torch route (small batches)
+    reads them back from the file, and the concatenated q/k/v (anonymous memory) is left alone."""
+    from m3search.encoder.m3 import M3Encoder
+
+    reference = M3Encoder.from_pretrained(tiny_model_dir, device="cpu", onnx=False)
+    encoder = M3Encoder.from_pretrained(tiny_model_dir, device="cpu", onnx=True)
+    ids, mask = encoder.tokenizer.pad(encoder.tokenizer.encode(TEXTS, 512))
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    with torch.inference_mode():
+        encoder.model.backbone(input_ids=ids_t, attention_mask=mask_t, onnx=True)
+        assert encoder.model.backbone._onnx_layers.dropped_bytes > 0
+        got = encoder.model.backbone(input_ids=ids_t, attention_mask=mask_t, onnx=False).last_hidden_state
+        want = reference.model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
