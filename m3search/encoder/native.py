@@ -13,6 +13,7 @@ transformers (`checkpoint._load_backbone`).
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 import types
@@ -188,12 +189,17 @@ class NativeEncoder(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embed(input_ids)
-        if onnx and self._onnx_runs(x):
-            if self._onnx_layers is None:
+        if onnx and self._onnx_runs(x) and self._onnx_layers is None:
+            try:
                 from m3search.encoder.ort_backbone import OrtLayers
 
                 self._onnx_layers = OrtLayers(self.layers, self.config.hidden_size, self.config.num_attention_heads,
                                               float(self.config.layer_norm_eps), threads=torch.get_num_threads())
+            except Exception as e:  # an install that finds but can't load or run it: torch, said once
+                logging.getLogger(__name__).warning("ONNX Runtime layers unavailable (%s: %s); encoding with torch",
+                                                    type(e).__name__, e)
+                self._onnx_enabled = False
+        if onnx and self._onnx_runs(x):
             out = self._onnx_layers(x.numpy(), attention_mask.numpy())
             return types.SimpleNamespace(last_hidden_state=torch.from_numpy(out))
         bias = None

@@ -32,15 +32,13 @@ ENV_SWITCH = "M3SEARCH_ONNX"
 
 
 def available() -> bool:
-    """True when ONNX Runtime (and the `onnx` graph builder) import, and M3SEARCH_ONNX is not 0/false/off."""
+    """True when ONNX Runtime and the `onnx` graph builder are installed and M3SEARCH_ONNX is not 0/false/off.
+    Found, not imported (~0.3 s): they are imported when the first batch runs in ONNX Runtime."""
     if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "false", "off", "no"):
         return False
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
 
 def _view(t) -> np.ndarray:

@@ -96,3 +96,19 @@ def test_torch_layers_still_right_after_the_mapped_pages_are_dropped(tiny_model_
         got = encoder.model.backbone(input_ids=ids_t, attention_mask=mask_t, onnx=False).last_hidden_state
         want = reference.model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_an_install_that_fails_to_load_falls_back_to_torch(tiny_model_dir, monkeypatch, caplog):
+    from m3search.encoder import m3
+    from m3search.encoder.m3 import M3Encoder
+
+    def broken(*args, **kwargs):
+        raise OSError("libonnxruntime.so: cannot open shared object file")
+
+    monkeypatch.setattr(ort_backbone, "OrtLayers", broken)
+    monkeypatch.setattr(m3, "SINGLE_THREAD_TOKENS", 0)
+    reference = M3Encoder.from_pretrained(tiny_model_dir, device="cpu", onnx=False).encode(TEXTS)
+    encoder = M3Encoder.from_pretrained(tiny_model_dir, device="cpu")
+    got = encoder.encode(TEXTS)
+    assert "encoding with torch" in caplog.text
+    np.testing.assert_array_equal(got.dense, reference.dense)
