@@ -313,12 +313,10 @@ def main() -> None:
         for row in rows:
             row["speedup_vs_first"] = rows[0]["median_s"] / row["median_s"]
             row["speedup_vs_fe_best"] = fe_best["median_s"] / row["median_s"]
+        report_parity = None if not args.torch_row else max_differences(  # ONNX Runtime vs torch, same texts
+            _load(Path(work) / f"{ours}.npz"), _load(Path(work) / f"m3search-torch:{budgets[0]}.npz"))
         quality = None if args.skip_int8 else int8_quality(
             Path(work) / f"{ours}.npz", Path(work) / f"m3search-int8:{budgets[0]}.npz")
-    if args.torch_row:  # the ONNX Runtime encoder against the torch one, same texts
-        report_parity = max_differences(_load(Path(work) / f"{ours}.npz"), _load(Path(work) / f"m3search-torch:{budgets[0]}.npz"))
-    else:
-        report_parity = None
     report = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "device": "cpu", "torch_threads": results[ours]["threads"]},
