@@ -92,10 +92,12 @@ def _save_outputs(path: Path, dense, lexical: list[dict], colbert: list[np.ndarr
 
 
 class M3searchMethod:
-    def __init__(self, model: str, quantize, batch_tokens, prefix: str, pooling: str):
+    def __init__(self, model: str, quantize, batch_tokens, prefix: str, pooling: str, onnx: bool | None = None):
         from m3search.encoder.m3 import M3Encoder
 
-        self.encoder = M3Encoder.from_pretrained(model, device="cpu", quantize=quantize, batch_tokens=batch_tokens)
+        self.encoder = M3Encoder.from_pretrained(model, device="cpu", quantize=quantize, batch_tokens=batch_tokens,
+                                                 onnx=onnx)
+        self.runtime = self.encoder.runtime
 
     def encode(self, texts):
         return self.encoder.encode(texts, kind="passage", max_length=MAX_LENGTH)
@@ -112,6 +114,7 @@ class FlagEmbeddingMethod:
         from FlagEmbedding import BGEM3FlagModel
 
         self.prefix = prefix  # m3search adds the spec's "passage: " prefix itself; FlagEmbedding gets it in the text
+        self.runtime = "torch (FlagEmbedding)"
         self.fe = BGEM3FlagModel(
             model, use_fp16=False, devices="cpu", passage_max_length=MAX_LENGTH, batch_size=batch_size,
             pooling_method=pooling,
@@ -136,7 +139,8 @@ def child(args) -> None:
     if kind == "flagembedding":
         method = FlagEmbeddingMethod(args.model, int(setting), prefix, pooling)
     else:
-        method = M3searchMethod(args.model, "int8" if kind == "m3search-int8" else None, int(setting) or None, prefix, pooling)
+        method = M3searchMethod(args.model, "int8" if kind == "m3search-int8" else None, int(setting) or None, prefix, pooling,
+                                onnx=False if kind == "m3search-torch" else None)
     method.encode(texts[:16])  # warm-up
     print("READY", flush=True)
     result = None
@@ -147,7 +151,7 @@ def child(args) -> None:
             print(f"TIME {time.perf_counter() - t0}", flush=True)
         elif line.strip() == "save":
             method.save(result, spec["queries"], Path(args.work) / f"{args.child}.npz")
-            info = {"peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads()}
+            info = {"peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads(), "runtime": method.runtime}
             print("RESULT " + json.dumps(info), flush=True)
             return
 
@@ -243,6 +247,9 @@ def main() -> None:
     parser.add_argument("--corpus", choices=["mixed", "short-de"], default="mixed",
                         help="mixed: multilingual passages + long documents; short-de: --per-language German passages")
     parser.add_argument("--skip-int8", action="store_true", help="leave out the int8 row (and its quality check)")
+    parser.add_argument("--torch-row", action="store_true",
+                        help="add m3search-torch: the encoder with onnx=False (when ONNX Runtime is installed, "
+                             "the plain m3search row uses it)")
     parser.add_argument("--per-language", type=int, default=40)
     parser.add_argument("--long", type=int, default=24)
     parser.add_argument("--queries", type=int, default=100)
@@ -276,6 +283,7 @@ def main() -> None:
         fe_sizes = [int(s) for s in args.fe_batch_sizes.split(",")]
         budgets = [int(s) for s in args.batch_tokens.split(",")]
         methods = [f"flagembedding:{fe_sizes[0]}"] + [f"m3search:{b}" for b in budgets]
+        methods += [f"m3search-torch:{budgets[0]}"] if args.torch_row else []
         methods += [f"flagembedding:{s}" for s in fe_sizes[1:]]
         methods += [] if args.skip_int8 else [f"m3search-int8:{budgets[0]}"]
         workers = {}
@@ -299,18 +307,22 @@ def main() -> None:
             rows.append({
                 "method": method, "median_s": med, "passages_per_s": len(texts) / med, "tokens_per_s": n_tokens / med,
                 "peak_rss_mb": r["peak_rss_mb"], "times": r["times"], "max_diff_vs_flagembedding": diff,
+                "runtime": r.get("runtime", "")
             })
         fe_best = min((row for row in rows if row["method"].startswith("flagembedding")), key=lambda r: r["median_s"])
         for row in rows:
             row["speedup_vs_first"] = rows[0]["median_s"] / row["median_s"]
             row["speedup_vs_fe_best"] = fe_best["median_s"] / row["median_s"]
+        report_parity = None if not args.torch_row else max_differences(  # ONNX Runtime vs torch, same texts
+            _load(Path(work) / f"{ours}.npz"), _load(Path(work) / f"m3search-torch:{budgets[0]}.npz"))
         quality = None if args.skip_int8 else int8_quality(
             Path(work) / f"{ours}.npz", Path(work) / f"m3search-int8:{budgets[0]}.npz")
     report = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "device": "cpu", "torch_threads": results[ours]["threads"]},
         "model": str(args.model), "n_texts": len(texts), "n_tokens": n_tokens, "n_queries": len(queries),
-        "repeats": args.repeats, "rows": rows, "int8_quality_vs_fp32": quality,
+        "repeats": args.repeats, "rows": rows, "int8_quality_vs_fp32": quality, "max_diff_vs_torch": report_parity,
+        "loadavg_end": os.getloadavg(),
         "corpus_label": "MIRACL-like German passages" if args.corpus == "short-de" else "mixed-length multilingual passages",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -329,14 +341,17 @@ def markdown(report: dict) -> str:
         f"Model: {Path(report['model']).name}; {report['n_texts']} {report.get('corpus_label', 'mixed-length multilingual passages')}, "
         f"{report['n_tokens']} tokens (cut at {MAX_LENGTH}); all three outputs; median of {report['repeats']} runs.",
         "",
-        f"| method | passages/s | tokens/s | median s | peak RSS MB | vs {report['rows'][0]['method']} | vs FE best "
+        f"Load average at the end: {', '.join(f'{x:.2f}' for x in report.get('loadavg_end', []))}.",
+        "",
+        f"| method | runtime | passages/s | tokens/s | median s | per-run s | peak RSS MB | vs {report['rows'][0]['method']} | vs FE best "
         f"| max diff dense / lexical / colbert vs {report['rows'][0]['method']} |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         d = r["max_diff_vs_flagembedding"]
         lines.append(
-            f"| {r['method']} | {r['passages_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['median_s']:.2f} | "
+            f"| {r['method']} | {r.get('runtime', '')} | {r['passages_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['median_s']:.2f} | "
+            f"{' / '.join(f'{t:.2f}' for t in r['times'])} | "
             f"{r['peak_rss_mb']:.0f} | {r['speedup_vs_first']:.2f}x | {r['speedup_vs_fe_best']:.2f}x | "
             f"{d['dense']:.1e} / {d['lexical']:.1e} / {d['colbert']:.1e} |"
         )
@@ -345,8 +360,13 @@ def markdown(report: dict) -> str:
         "",
         "flagembedding:N = BGEM3FlagModel with batch_size N texts per batch (256 is its default); m3search:N = "
         "M3Encoder with batch_tokens N padded tokens per forward pass (0 = its default, 2048 on CPU); "
-        "m3search-int8:N = the same with dynamic int8 Linear layers.",
+        "m3search-int8:N = the same with dynamic int8 Linear layers; m3search-torch:N = the same with onnx=False "
+        "(all in torch).",
     ]
+    p = report.get("max_diff_vs_torch")
+    lines += [] if p is None else [
+        "", f"m3search vs m3search-torch, max |diff|: dense {p['dense']:.1e}, lexical {p['lexical']:.1e}, "
+        f"token vectors {p['colbert']:.1e}."]
     lines += [] if q is None else [
         "",
         f"int8 quality vs m3search fp32: dense cosine mean {q['dense_cosine_mean']:.4f} (min {q['dense_cosine_min']:.4f}), "

@@ -39,10 +39,10 @@ def write_corpus(path: Path, n: int) -> None:
                                ensure_ascii=False) + "\n")
 
 
-def run_once(tree: Path, corpus: Path, work: Path) -> tuple[float, float]:
+def run_once(tree: Path, corpus: Path, work: Path, extra_env: dict | None = None) -> tuple[float, float]:
     out = work / "index"
     shutil.rmtree(out, ignore_errors=True)  # our own scratch folder
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), **(extra_env or {})}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "m3search", "index", str(corpus), "-o", str(out), "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -59,19 +59,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline", type=Path, default=None)
+    ap.add_argument("--torch-row", action="store_true",
+                    help="add this tree with M3SEARCH_ONNX=0 (the encoder all in torch, where ONNX Runtime is installed)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_throughput")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="m3s-ixbench-"))
     corpus = work / "passages.jsonl"
     write_corpus(corpus, args.n)
-    trees = {"this tree": ROOT}
+    trees = {"this tree": (ROOT, None)}
+    if args.torch_row:
+        trees["this tree, M3SEARCH_ONNX=0"] = (ROOT, {"M3SEARCH_ONNX": "0"})
     if args.baseline is not None:
-        trees["baseline"] = args.baseline.resolve()
+        trees["baseline"] = (args.baseline.resolve(), None)
+    load_start = os.getloadavg()
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     for r in range(args.repeats):
-        for name, tree in (list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]):
-            samples[name].append(run_once(tree, corpus, work))
+        for name, (tree, extra_env) in (list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]):
+            samples[name].append(run_once(tree, corpus, work, extra_env))
             print(f"  {name}: {samples[name][-1][0]:.1f} s, {samples[name][-1][1]:.0f} MB", file=sys.stderr, flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -82,17 +87,19 @@ def main() -> None:
                       "walls": [w for w, _ in runs]}
     load = os.getloadavg()
     lines = [f"# Indexing {args.n} real passages with `m3search index` (m3search-small, {args.repeats} repeats, medians)",
-             "", f"{os.cpu_count()} CPUs, shared (load average {load[0]:.1f} at the end; timings are noisy).", "",
-             "| tree | wall (s) | passages/s | peak RSS (MB) | x baseline |", "|---|---|---|---|---|"]
+             "", f"{os.cpu_count()} CPUs, shared (1-min load average {load_start[0]:.2f} at the start, {load[0]:.2f} "
+             "at the end).", "",
+             "| tree | wall (s) | passages/s | peak RSS (MB) | per-run wall (s) | x baseline |", "|---|---|---|---|---|---|"]
     base = rows.get("baseline")
     for name, r in rows.items():
         ratio = f"{r['passages_per_s'] / base['passages_per_s']:.2f}" if base else "-"
-        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['passages_per_s']:.1f} | {r['rss_mb']:.0f} | {ratio} |")
+        walls = " / ".join(f"{w:.1f}" for w in r["walls"])
+        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['passages_per_s']:.1f} | {r['rss_mb']:.0f} | {walls} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"n": args.n, "repeats": args.repeats, "loadavg": load,
+    args.out.with_suffix(".json").write_text(json.dumps({"n": args.n, "repeats": args.repeats, "loadavg_start": load_start, "loadavg": load,
                                                           "rows": rows}, indent=2))
 
 

@@ -84,6 +84,10 @@ class M3Encoder(Encoder):
       progress:       show a progress bar over batches.
       max_doc_tokens: refuse (TextTooLongError) a text of more tokens than this unless max_length cuts it
                       (default 8192, BGE-M3's longest input).
+      onnx:           run the backbone's layers with ONNX Runtime (`ort_backbone.py`; CPU, fp32, native
+                      backbone, no int8): None (default) uses it when `m3search[onnx]` is installed and
+                      M3SEARCH_ONNX is not 0, True requires it, False never. Same outputs to ~1e-6, faster.
+                      Batches of at most SINGLE_THREAD_TOKENS padded tokens stay in torch (one thread).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class M3Encoder(Encoder):
         quantize: str | None = None,
         progress: bool = False,
         max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
+        onnx: bool | None = None,
     ):
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -134,6 +139,7 @@ class M3Encoder(Encoder):
             if self.device.type != "cpu":
                 raise ConfigError(f"quantize='int8' runs on CPU only; this model is on {self.device}")
             quantize_int8(self.model.backbone)
+        self.runtime = self._choose_runtime(onnx)
         if not self.spec.heads_trained:
             logger.warning(
                 "model %r: its sparse and multi-vector heads are untrained (deterministic initialisation); "
@@ -141,6 +147,36 @@ class M3Encoder(Encoder):
                 self.spec.name,
             )
         self._identity: EncoderIdentity | None = None
+
+    def _choose_runtime(self, onnx: bool | None) -> str:
+        """"onnxruntime" when the layers run there (see `onnx` in the class docstring), else "torch"."""
+        from m3search.encoder.native import NativeEncoder
+
+        backbone = self.model.backbone
+        if isinstance(backbone, NativeEncoder):
+            backbone.disable_onnx()  # int8 changed the layers in place, or onnx=False: torch
+        if onnx is False:
+            return "torch"
+        why = None
+        if not isinstance(backbone, NativeEncoder):
+            why = "the backbone is not one `native.py` runs"
+        elif self.device.type != "cpu" or backbone.word.dtype != torch.float32:
+            why = "it runs on CPU in fp32 only"
+        elif self.quantize is not None:
+            why = "int8 runs in torch"
+        if why is None:
+            from m3search.encoder import ort_backbone
+
+            if onnx is None and not ort_backbone.available():
+                return "torch"
+            try:
+                backbone.enable_onnx()
+                return "onnxruntime"
+            except ImportError as e:
+                why = str(e)
+        if onnx:
+            raise ConfigError(f"onnx=True, but ONNX Runtime can't run this encoder: {why}")
+        return "torch"
 
     @classmethod
     def from_pretrained(
@@ -251,7 +287,8 @@ class M3Encoder(Encoder):
         mask_t = torch.from_numpy(mask).to(self.device)
         small = self.device.type == "cpu" and input_ids.size <= SINGLE_THREAD_TOKENS
         with torch.inference_mode(), _torch_threads(1 if small else None):
-            hidden = self.model.backbone(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            onnx = {"onnx": not small} if self.runtime == "onnxruntime" else {}
+            hidden = self.model.backbone(input_ids=ids_t, attention_mask=mask_t, **onnx).last_hidden_state
             out = self.model.apply_heads(hidden, mask_t)
             dense = out.dense
             if self.mcls_every:

@@ -13,6 +13,7 @@ transformers (`checkpoint._load_backbone`).
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 import types
@@ -157,12 +158,50 @@ class NativeEncoder(nn.Module):
             return torch.cumsum(mask, dim=1) * mask + self.padding_idx
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+    def enable_onnx(self) -> None:
+        """Run the layers with ONNX Runtime (`ort_backbone.py`) from the next CPU fp32 inference call on, when
+        the caller passes onnx=True; the session is built on first use. Raises ImportError without it."""
+        from m3search.encoder import ort_backbone
+
+        if not ort_backbone.available():
+            raise ImportError("onnxruntime and onnx are not installed (pip install 'm3search[onnx]')")
+        self._onnx_enabled = True
+
+    def disable_onnx(self) -> None:
+        """Back to the torch layers (e.g. after the layers were changed in place, as int8 quantization does)."""
+        self._onnx_enabled, self._onnx_layers = False, None
+
+    _onnx_enabled = False
+    _onnx_layers = None
+
+    def _onnx_runs(self, x: torch.Tensor) -> bool:
+        return (self._onnx_enabled and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_grad_enabled())
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The embedding layer: word + position + token-type rows, LayerNorm."""
         words = self.word_rows(input_ids) if self._reads_word_rows() else F.embedding(input_ids, self.word)
         x = words + F.embedding(self.position_ids(input_ids), self.position) + self.token_type
-        x = self.emb_norm(x)
+        return self.emb_norm(x)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, onnx: bool = False):
+        """onnx=True runs the layers in ONNX Runtime where `enable_onnx` was called (CPU, fp32, no grad)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = self.embed(input_ids)
+        if onnx and self._onnx_runs(x) and self._onnx_layers is None:
+            try:
+                from m3search.encoder.ort_backbone import OrtLayers
+
+                self._onnx_layers = OrtLayers(self.layers, self.config.hidden_size, self.config.num_attention_heads,
+                                              float(self.config.layer_norm_eps), threads=torch.get_num_threads())
+            except Exception as e:  # an install that finds but can't load or run it: torch, said once
+                logging.getLogger(__name__).warning("ONNX Runtime layers unavailable (%s: %s); encoding with torch",
+                                                    type(e).__name__, e)
+                self._onnx_enabled = False
+        if onnx and self._onnx_runs(x):
+            out = self._onnx_layers(x.numpy(), attention_mask.numpy())
+            return types.SimpleNamespace(last_hidden_state=torch.from_numpy(out))
         bias = None
         if not bool(attention_mask.all()):
             bias = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)

@@ -158,7 +158,8 @@ def test_cold_query_process_imports_no_torch(tiny_model_dir, tmp_path):
         "import sys, json, m3search\n"
         f"with m3search.open_index({str(tmp_path / 'idx')!r}) as index:\n"
         "    hits = index.search('split cells', k=3)\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'ids': [h.docid for h in hits],"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'onnxruntime': 'onnxruntime' in sys.modules,"
+        " 'ids': [h.docid for h in hits],"
         " 'scores': [h.score for h in hits]}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path,
@@ -166,6 +167,7 @@ def test_cold_query_process_imports_no_torch(tiny_model_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["torch"] is False
+    assert result["onnxruntime"] is False  # the optional ONNX Runtime layers are for passages, not a cold query
     assert result["ids"] == [h.docid for h in want]
     np.testing.assert_allclose(result["scores"], [h.score for h in want], atol=1e-4)
 
