@@ -70,9 +70,12 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, w
                 if wg > 32 or wm > 8 or pp > end:
                     break
                 for e in range(n):
-                    b = prev + 1 + get_bits(words, pg + e * wg, wg)
-                    c = get_bits(words, pc + e * wc, wc) + 1
-                    mx = get_bits(words, pm + e * wm, wm) + 1
+                    b = prev + 1 + get_bits(words, pg, wg)
+                    c = get_bits(words, pc, wc) + 1
+                    mx = get_bits(words, pm, wm) + 1
+                    pg += wg
+                    pc += wc
+                    pm += wm
                     if b >= n_blocks or c > R or mx > 255:
                         ok = False
                         break
