@@ -4,7 +4,8 @@
 - a pure-Python decoder written from FORMAT.md gets back the raw postings (doc ids, impact codes), the
   block-max rows and group pointers, on random data and on edge cases (empty lists, one posting, full
   blocks, the fixed-width/bitmap boundary, chunk boundaries, codes 1 and 255, huge block gaps);
-- the forward ids round-trip, with gaps needing up to 31 bits;
+- the forward ids round-trip, with gaps needing up to 31 bits, and so do the forward weights (float16
+  and float32 bit patterns, one width per document);
 - searches over format 3 equal format 2's bit for bit (scores and ids, exact and approximate, deletions,
   floors), and both equal brute force (test_sparse_exact.py runs the default, format 3);
 - a format-2 segment is still opened, searched, re-scored and merged into a format-3 one;
@@ -224,6 +225,32 @@ def test_forward_ids_round_trip_with_wide_gaps():
     assert np.array_equal(got_ptr, indptr) and np.array_equal(got, indices)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_forward_weights_round_trip(dtype):
+    """Bit patterns minus the document's smallest, at one width per document; every float comes back."""
+    rng = np.random.default_rng(4)
+    lengths = [0, 1, 2, 5, 300, 1, 0, 40]
+    wptr = np.zeros(len(lengths) + 1, np.int64)
+    wptr[1:] = np.cumsum(lengths)
+    w = rng.lognormal(-2.0, 1.5, wptr[-1]).astype(dtype)
+    w[wptr[4]] = np.finfo(dtype).max  # the widest spread a document can have
+    w[wptr[4] + 1] = np.finfo(dtype).tiny
+    pattern = w.view(np.uint16 if dtype == np.float16 else np.uint32)
+    base, width, words = packed.encode_forward_weights(wptr, pattern.astype(np.int64))
+    bptr = packed.forward_bit_pointers(wptr, width)
+    assert len(words) == packed.stream_words(bptr[-1])
+    assert width[4] <= 8 * w.itemsize and width[1] == 0
+    from m3search.indexes.sparse import forward
+
+    ids = np.arange(len(lengths))[::-1].copy()
+    indptr = np.zeros(len(ids) + 1, np.int64)
+    indptr[1:] = np.cumsum(np.array(lengths)[ids])
+    got = forward.gather_weights_packed(ids, wptr, bptr, base.astype(pattern.dtype), width, words,
+                                        dtype == np.float16, indptr)
+    want = np.concatenate([w[wptr[d]:wptr[d + 1]] for d in ids]).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
 # -- format 3 beside format 2 ----------------------------------------------------------------------
 
 def _both_formats(tmp_path, x, config):
@@ -305,8 +332,8 @@ def _array(path, name):
     return np.array(segment_files.open_array(path, f"{name}.arr", header["arrays"][name]))
 
 
-@pytest.mark.parametrize("damage", ["postings-short", "forward-width", "forward-short", "entries-type",
-                                    "claims-version-2"])
+@pytest.mark.parametrize("damage", ["postings-short", "forward-width", "forward-short", "weights-short",
+                                    "weights-width", "entries-type", "claims-version-2"])
 def test_packed_structure_damage_is_refused(tmp_path, sparse_docs, damage):
     comp = SparseComponent({"block_docs": 16, "dense_fraction": 0.1})
     path, shared = tmp_path / "seg", tmp_path / "shared"
@@ -319,6 +346,12 @@ def test_packed_structure_damage_is_refused(tmp_path, sparse_docs, damage):
         _rewrite(path, "fwd_width", w)
     elif damage == "forward-short":
         _rewrite(path, "fwd_ids", _array(path, "fwd_ids")[:-1])
+    elif damage == "weights-short":
+        _rewrite(path, "fwd_weights", _array(path, "fwd_weights")[:-1])
+    elif damage == "weights-width":
+        w = _array(path, "fwd_wwidth")
+        w[0] = 17
+        _rewrite(path, "fwd_wwidth", w)
     elif damage == "entries-type":
         _rewrite(path, "term_entries", _array(path, "term_entries").astype(np.int64))
     else:

@@ -139,10 +139,13 @@ class SparseComponent(ComponentType):
         del post_doc, post_code
         if version >= 3:
             fwd_width, fwd_ids = packed.encode_forward_ids(indptr, indices)
-            fwd_pointers = {"fwd_width": fwd_width}
+            pattern = stored.view(np.uint16 if stored.dtype == np.float16 else np.uint32)
+            wbase, wwidth, fwd_weights = packed.encode_forward_weights(indptr, pattern.astype(np.int64))
+            fwd_pointers = {"fwd_width": fwd_width, "fwd_wbase": wbase.astype(pattern.dtype), "fwd_wwidth": wwidth}
         else:
             fwd_bptr, fwd_ids = encode.encode_forward_ids(indptr, indices)
             fwd_pointers = {"fwd_bptr": fwd_bptr}
+            fwd_weights = stored
         arrays = {
             "term_ids": term_ids,
             "term_ptr": term_ptr,
@@ -155,7 +158,7 @@ class SparseComponent(ComponentType):
             "fwd_wptr": indptr,
             **fwd_pointers,
             "fwd_ids": fwd_ids,
-            "fwd_weights": stored,
+            "fwd_weights": fwd_weights,
         }
         path.mkdir(parents=True, exist_ok=True)
         records = {name: write_array(path, f"{name}.arr", arr) for name, arr in arrays.items()}

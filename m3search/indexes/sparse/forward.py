@@ -102,6 +102,31 @@ def score_pairs(q_indptr, q_indices, q_data, q_index, ids, wptr, bptr, stream, w
 
 
 # -- version 3: bit-packed token ids (packed.py): document d's gaps at width[d] bits from bit bptr[d] -------
+# and bit-packed weights: document d's k-th weight has the bit pattern wbase[d] + (wwidth[d] bits at
+# wbptr[d] + k * wwidth[d]) of its float16 (is_half) or float32
+
+@njit(cache=True, nogil=True, inline="always")
+def packed_weight(words, wbptr, wbase, wwidth, d, k, is_half, buf_u, buf_f):
+    w = np.int64(wwidth[d])
+    pattern = np.int64(wbase[d]) + get_bits(words, wbptr[d] + k * w, w)
+    if is_half:
+        return HALF_TO_FLOAT[pattern & 0xFFFF]
+    buf_u[0] = pattern
+    return buf_f[0]
+
+
+@njit(cache=True, nogil=True)
+def gather_weights_packed(ids, wptr, wbptr, wbase, wwidth, words, is_half, indptr):
+    """gather_weights for packed weights."""
+    buf_u = np.zeros(1, np.uint32)
+    buf_f = buf_u.view(np.float32)
+    out = np.empty(indptr[-1], np.float32)
+    for r in range(len(ids)):
+        d = ids[r]
+        o = indptr[r]
+        for k in range(wptr[d + 1] - wptr[d]):
+            out[o + k] = packed_weight(words, wbptr, wbase, wwidth, d, k, is_half, buf_u, buf_f)
+    return out
 
 @njit(cache=True, nogil=True)
 def decode_ids_packed(ids, wptr, bptr, width, words, vocab_size):
@@ -128,8 +153,11 @@ def decode_ids_packed(ids, wptr, bptr, width, words, vocab_size):
 
 
 @njit(cache=True, nogil=True)
-def score_pairs_packed(q_indptr, q_indices, q_data, q_index, ids, wptr, bptr, width, words, weights):
-    """score_pairs for packed forward ids (same sums in the same order)."""
+def score_pairs_packed(q_indptr, q_indices, q_data, q_index, ids, wptr, bptr, width, words, wbptr, wbase, wwidth,
+                       wwords, is_half):
+    """score_pairs for packed forward ids and weights (same sums in the same order)."""
+    buf_u = np.zeros(1, np.uint32)
+    buf_f = buf_u.view(np.float32)
     n = len(ids)
     out = np.zeros(n, np.float32)
     for p in range(n):
@@ -152,6 +180,6 @@ def score_pairs_packed(q_indptr, q_indices, q_data, q_index, ids, wptr, bptr, wi
             if a == a_end:
                 break
             if q_indices[a] == tok:
-                s += q_data[a] * weight_at(weights, wp)
+                s += q_data[a] * packed_weight(wwords, wbptr, wbase, wwidth, d, wp - wptr[d], is_half, buf_u, buf_f)
         out[p] = s
     return out

@@ -291,3 +291,34 @@ def forward_bit_pointers(wptr: np.ndarray, width: np.ndarray) -> np.ndarray:
 def stream_words(n_bits: int) -> int:
     """Length in words of a stream holding n_bits, padding included."""
     return (int(n_bits) + 31) // 32 + PAD_WORDS
+
+
+@njit(cache=True, nogil=True)
+def encode_forward_weights(wptr, bits):
+    """Each document's stored weights (their raw bit patterns, `bits`: float16 as uint16 or float32 as
+    uint32, widened to int64) as value - the document's smallest pattern, at one width per document.
+    Non-negative floats order like their bit patterns, so weights of similar size share their high bits.
+
+    Returns (base per document (int64), width per document (uint8), uint32 stream)."""
+    n = len(wptr) - 1
+    base = np.zeros(n, np.int64)
+    width = np.zeros(n, np.uint8)
+    total = np.int64(0)
+    for d in range(n):
+        if wptr[d + 1] == wptr[d]:
+            continue
+        lo = bits[wptr[d]]
+        hi = lo
+        for p in range(wptr[d], wptr[d + 1]):
+            lo = min(lo, bits[p])
+            hi = max(hi, bits[p])
+        base[d] = lo
+        width[d] = bitlen(hi - lo)
+        total += np.int64(width[d]) * (wptr[d + 1] - wptr[d])
+    words = np.zeros((total + 31) // 32 + PAD_WORDS, np.uint32)
+    pos = np.int64(0)
+    for d in range(n):
+        w = np.int64(width[d])
+        for p in range(wptr[d], wptr[d + 1]):
+            pos = put_bits(words, pos, bits[p] - base[d], w)
+    return base, width, words

@@ -50,6 +50,10 @@ class SparseSegmentReader(SparseReader):
     def nbytes(self) -> int:
         return self._seg.nbytes
 
+    @property
+    def _half(self) -> bool:
+        return self._seg.header["forward_dtype"] == "float16"
+
     def stats(self) -> dict:
         """Sizes of the parts, for `info` and benchmarks."""
         rec = self._seg.header["arrays"]
@@ -123,11 +127,12 @@ class SparseSegmentReader(SparseReader):
     def _verified_forward(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """fwd_ids and fwd_weights with the blocks of these documents' spans checked."""
         s = self._seg
-        if s.packed:
+        if s.packed:  # bit pointers; a read at bit p loads words p // 32 and p // 32 + 1
             fwd_ids = s.verified("fwd_ids", s.fwd_bptr[ids] >> 5, (s.fwd_bptr[ids + 1] >> 5) + 2)
+            fwd_weights = s.verified("fwd_weights", s.fwd_wbptr[ids] >> 5, (s.fwd_wbptr[ids + 1] >> 5) + 2)
         else:
             fwd_ids = s.verified("fwd_ids", s.fwd_bptr[ids], s.fwd_bptr[ids + 1])
-        fwd_weights = s.verified("fwd_weights", s.fwd_wptr[ids], s.fwd_wptr[ids + 1])
+            fwd_weights = s.verified("fwd_weights", s.fwd_wptr[ids], s.fwd_wptr[ids + 1])
         return fwd_ids, fwd_weights
 
     def _search_options(self, params: dict) -> dict:
@@ -195,8 +200,8 @@ class SparseSegmentReader(SparseReader):
         fwd_ids, fwd_weights = self._verified_forward(ids)
         if s.packed:
             return forward.score_pairs_packed(q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data, q_index,
-                                              ids, s.fwd_wptr, s.fwd_bptr, s.fwd_width, fwd_ids,
-                                              forward.as_kernel_weights(fwd_weights))
+                                              ids, s.fwd_wptr, s.fwd_bptr, s.fwd_width, fwd_ids, s.fwd_wbptr,
+                                              s.fwd_wbase, s.fwd_wwidth, fwd_weights, self._half)
         return forward.score_pairs(q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data, q_index, ids,
                                    s.fwd_wptr, s.fwd_bptr, fwd_ids, forward.as_kernel_weights(fwd_weights))
 
@@ -212,7 +217,11 @@ class SparseSegmentReader(SparseReader):
                 indptr, indices = forward.decode_ids(ids, s.fwd_wptr, s.fwd_bptr, fwd_ids, self.vocab_size)
         except ValueError as e:
             raise IndexFormatError(f"{s.path}: {e}; rebuild the segment or restore it from a backup") from e
-        data = forward.gather_weights(ids, s.fwd_wptr, forward.as_kernel_weights(fwd_weights), indptr)
+        if s.packed:
+            data = forward.gather_weights_packed(ids, s.fwd_wptr, s.fwd_wbptr, s.fwd_wbase, s.fwd_wwidth, fwd_weights,
+                                                 self._half, indptr)
+        else:
+            data = forward.gather_weights(ids, s.fwd_wptr, forward.as_kernel_weights(fwd_weights), indptr)
         return sp.csr_matrix((data, indices, indptr), shape=(len(ids), self.vocab_size))
 
     def quantized_weights(self, ids: np.ndarray) -> sp.csr_matrix:

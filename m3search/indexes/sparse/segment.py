@@ -25,13 +25,13 @@ READABLE_VERSIONS = (2, 3)
 # Read whole by the structure checks at open (or tiny), so verified then; the big streams are verified
 # block by block as searches and re-scoring reach them (`Segment.verified`), or whole on attribute access.
 EAGER = ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "group_ptr", "fwd_wptr", "fwd_bptr",
-         "fwd_width")
+         "fwd_width", "fwd_wbase", "fwd_wwidth")
 HEADER_FILE = "sparse.json"
 ARRAYS_BY_VERSION = {
     2: ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max", "group_ptr",
         "fwd_wptr", "fwd_bptr", "fwd_ids", "fwd_weights"),
     3: ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max", "group_ptr",
-        "fwd_wptr", "fwd_width", "fwd_ids", "fwd_weights"),
+        "fwd_wptr", "fwd_width", "fwd_ids", "fwd_wbase", "fwd_wwidth", "fwd_weights"),
 }
 ARRAYS = ARRAYS_BY_VERSION[SEGMENT_VERSION]
 # the parts of the index, for sizes: the inverted index (what a search reads) and the forward index
@@ -152,8 +152,10 @@ def _check_structure(path: Path, h: dict, a: dict[str, np.ndarray]) -> None:
         "term_entries": (n_terms, np.int32 if packed else np.int64), "term_max": (n_terms, np.uint8),
         "postings": (None, stream), "dense_max": (n_dense * n_blocks, np.uint8),
         "group_ptr": (n_dense * n_groups1, np.uint32), "fwd_wptr": (n_docs + 1, np.int64),
-        "fwd_ids": (None, stream), "fwd_weights": (h["n_postings"], np.dtype(h["forward_dtype"])),
-        **({"fwd_width": (n_docs, np.uint8)} if packed else {"fwd_bptr": (n_docs + 1, np.int64)}),
+        "fwd_ids": (None, stream),
+        **({"fwd_width": (n_docs, np.uint8), "fwd_weights": (None, np.uint32), "fwd_wwidth": (n_docs, np.uint8),
+            "fwd_wbase": (n_docs, np.uint16 if h["forward_dtype"] == "float16" else np.uint32)} if packed else
+           {"fwd_bptr": (n_docs + 1, np.int64), "fwd_weights": (h["n_postings"], np.dtype(h["forward_dtype"]))}),
     }
     for name, (length, dtype) in expect.items():
         arr = a[name]
@@ -181,6 +183,12 @@ def _check_structure(path: Path, h: dict, a: dict[str, np.ndarray]) -> None:
         if len(a["fwd_ids"]) != packed_mod.stream_words(fwd_bits):
             raise _fail(path, f"forward ids hold {len(a['fwd_ids'])} words, {fwd_bits} bits need "
                               f"{packed_mod.stream_words(fwd_bits)}")
+        if len(a["fwd_wwidth"]) and a["fwd_wwidth"].max() > 8 * a["fwd_wbase"].dtype.itemsize:
+            raise _fail(path, "forward weight widths exceed the stored float's bits")
+        w_bits = int(packed_mod.forward_bit_pointers(a["fwd_wptr"], a["fwd_wwidth"])[-1])
+        if len(a["fwd_weights"]) != packed_mod.stream_words(w_bits):
+            raise _fail(path, f"forward weights hold {len(a['fwd_weights'])} words, {w_bits} bits need "
+                              f"{packed_mod.stream_words(w_bits)}")
     else:
         pointers("term_ptr", len(a["postings"]))
         pointers("fwd_wptr", h["n_postings"])
@@ -214,5 +222,6 @@ def load_segment(path: Path, verify: str = "fast") -> Segment:
     _check_structure(path, header, {**checked, **arrays})
     if header["version"] >= 3:  # bit offsets of each document's forward ids, from widths and lengths
         arrays["fwd_bptr"] = packed_mod.forward_bit_pointers(arrays["fwd_wptr"], arrays["fwd_width"])
+        arrays["fwd_wbptr"] = packed_mod.forward_bit_pointers(arrays["fwd_wptr"], arrays["fwd_wwidth"])
     return Segment(path=path, header=header, arrays=arrays,
                    unverified={n: c for n, c in checked.items() if n not in arrays})
