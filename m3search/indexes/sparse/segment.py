@@ -18,8 +18,8 @@ from m3search.indexes.sparse.encode import GROUP_BLOCKS
 from m3search.indexes.segment_files import CheckedArray, open_checked
 
 SEGMENT_FORMAT = "m3search.sparse.segment"
-# 3: bit-packed postings and forward token ids (packed.py); 2: byte-aligned varint postings and forward
-# ids (still read); 1 (<name>.bin, edge-checked) is no longer read
+# 3: bit-packed postings, forward token ids and forward weights (packed.py); 2: byte-aligned varint postings,
+# varint forward ids, plain weights (still read); 1 (<name>.bin, edge-checked) is no longer read
 SEGMENT_VERSION = 3
 READABLE_VERSIONS = (2, 3)
 # Read whole by the structure checks at open (or tiny), so verified then; the big streams are verified
