@@ -12,7 +12,7 @@ one thread each unless a row says otherwise:
   does; MaxScore and block-max WAND), run by this same file in its own virtualenv (--pisa-venv, created
   with `pip install pyterrier-pisa` if missing), because it is not a dependency of m3search.
 
-Measured: build time, bytes per document, per-query latency p50/p95 (one call per query, single
+Measured: build time, bytes per document (inverted and forward index apart), per-query latency p50/p95 (one call per query, single
 thread, wall clock and the calling thread's CPU time, medians over repeats), QPS (all queries in one
 call, one thread), recall@10 and @100 against the exact float32 top-k (brute force over the original
 weights). Writes bench/results/sparse_bench.json, sparse_bench.md and sparse_recall_qps.png.
@@ -246,6 +246,49 @@ def _bench_ours(x, q, truth10, truth100, args, rows, log):
     q_rows = [q[i] for i in range(q.shape[0])]
     with tempfile.TemporaryDirectory(dir=args.workdir) as d:
         comp = SparseComponent({"block_docs": args.block_docs, "max_weight": args.max_weight})
+        for version in getattr(args, "old_formats", []):
+            # an older segment format (2: byte-aligned varint postings) beside the current one, same run
+            x_c = x.tocsr()
+            t = time.perf_counter()
+            meta = comp._write(Path(d) / f"seg_v{version}", x_c.indptr.astype(np.int64), x_c.indices.astype(np.int32),
+                               x_c.data.astype(comp.config["forward_dtype"]), x_c.shape, Path(d) / "shared",
+                               version=version)
+            build_s = time.perf_counter() - t
+            reader = comp.open(Path(d) / f"seg_v{version}", meta, Path(d) / "shared")
+            stats = reader.stats()
+            log(f"ours v{version}: built in {build_s:.1f}s, {stats}")
+            reader.search(q[:20], 10)
+            batch_s, (_, i10) = timed(lambda: reader.search(q, 10), args.repeats)
+            _, i100 = reader.search(q, 100)
+            lat, cpu = _per_query_times(lambda i: reader.search(q_rows[i], 10), q.shape[0], args.repeats)
+            notes = (f"segment format v{version}; inverted {stats['inverted_bytes'] / n:.0f} B/doc + forward "
+                     f"{stats['forward_bytes'] / n:.0f} B/doc")
+            rows.append(_summarise(f"m3search exact (format v{version})", build_s, stats["total_bytes"], n, batch_s,
+                                   q.shape[0], lat, cpu, _recall(i10, truth10, 10), _recall(i100, truth100, 100),
+                                   notes))
+            rows[-1]["inverted_bytes_per_doc"] = round(stats["inverted_bytes"] / n, 1)
+            rows[-1]["forward_bytes_per_doc"] = round(stats["forward_bytes"] / n, 1)
+            log(rows[-1])
+            reader.close()
+        for frac in getattr(args, "dense_fractions", []):
+            # the current format with another dense_fraction (fewer dense block-max rows: smaller, slower?)
+            c2 = SparseComponent({"block_docs": args.block_docs, "max_weight": args.max_weight, "dense_fraction": frac})
+            t = time.perf_counter()
+            meta = c2.build(Path(d) / f"seg_df{frac}", batch, Path(d) / "shared")
+            build_s = time.perf_counter() - t
+            reader = c2.open(Path(d) / f"seg_df{frac}", meta, Path(d) / "shared")
+            stats = reader.stats()
+            reader.search(q[:20], 10)
+            batch_s, (_, i10) = timed(lambda: reader.search(q, 10), args.repeats)
+            _, i100 = reader.search(q, 100)
+            lat, cpu = _per_query_times(lambda i: reader.search(q_rows[i], 10), q.shape[0], args.repeats)
+            rows.append(_summarise(f"m3search exact, dense_fraction={frac}", build_s, stats["total_bytes"], n, batch_s,
+                                   q.shape[0], lat, cpu, _recall(i10, truth10, 10), _recall(i100, truth100, 100),
+                                   f"segment format v{stats['version']}, {stats['n_dense_terms']} dense rows"))
+            rows[-1]["inverted_bytes_per_doc"] = round(stats["inverted_bytes"] / n, 1)
+            rows[-1]["forward_bytes_per_doc"] = round(stats["forward_bytes"] / n, 1)
+            log(rows[-1])
+            reader.close()
         t = time.perf_counter()
         meta = comp.build(Path(d) / "seg", batch, Path(d) / "shared")
         build_s = time.perf_counter() - t
@@ -260,10 +303,12 @@ def _bench_ours(x, q, truth10, truth100, args, rows, log):
             batch_s, (_, i10) = timed(lambda: reader.search(q, 10, **params), args.repeats)
             _, i100 = reader.search(q, 100, **params)
             lat, cpu = _per_query_times(lambda i: reader.search(q_rows[i], 10, **params), q.shape[0], args.repeats)
-            notes = f"inverted {stats['inverted_bytes'] / n:.0f} B/doc + forward {stats['forward_bytes'] / n:.0f} B/doc"
+            notes = (f"segment format v{stats['version']}; inverted {stats['inverted_bytes'] / n:.0f} B/doc + forward "
+                     f"{stats['forward_bytes'] / n:.0f} B/doc")
             rows.append(_summarise(name, build_s, stats["total_bytes"], n, batch_s, q.shape[0],
                                    lat, cpu, _recall(i10, truth10, 10), _recall(i100, truth100, 100), notes))
             rows[-1]["inverted_bytes_per_doc"] = round(stats["inverted_bytes"] / n, 1)
+            rows[-1]["forward_bytes_per_doc"] = round(stats["forward_bytes"] / n, 1)
             log(rows[-1])
         if args.threads > 1:
             params = {"threads": args.threads}
@@ -382,7 +427,7 @@ def _bench_pisa(x, q, max_weight, truth10, truth100, args, rows, log):
 
 
 def _markdown(rows: list[dict]) -> str:
-    cols = ["system", "build_s", "bytes_per_doc", "inverted_bytes_per_doc", "p50_ms", "p95_ms", "cpu_p50_ms", "cpu_p95_ms", "mean_ms", "qps",
+    cols = ["system", "build_s", "bytes_per_doc", "inverted_bytes_per_doc", "forward_bytes_per_doc", "p50_ms", "p95_ms", "cpu_p50_ms", "cpu_p95_ms", "mean_ms", "qps",
             "recall@10", "recall@100", "notes"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -396,6 +441,12 @@ def _markdown(rows: list[dict]) -> str:
             lines.append(f"- {r['system']}: p50 {ours['p50_ms'] / r['p50_ms']:.2f}x, mean "
                          f"{ours['mean_ms'] / r['mean_ms']:.2f}x, inverted B/doc "
                          f"{ours['inverted_bytes_per_doc'] / r['inverted_bytes_per_doc']:.2f}x")
+    for old in (r for r in rows if str(r.get("system", "")).startswith("m3search exact (format v")):
+        if ours and ours.get("p50_ms") and old.get("p50_ms"):
+            lines.append(f"- current format / {old['system']}: p50 {ours['p50_ms'] / old['p50_ms']:.2f}x, mean "
+                         f"{ours['mean_ms'] / old['mean_ms']:.2f}x, cpu p50 {ours['cpu_p50_ms'] / old['cpu_p50_ms']:.2f}x, "
+                         f"inverted B/doc {ours['inverted_bytes_per_doc'] / old['inverted_bytes_per_doc']:.2f}x, "
+                         f"forward B/doc {ours['forward_bytes_per_doc'] / old['forward_bytes_per_doc']:.2f}x")
     return "\n".join(lines)
 
 
@@ -477,7 +528,11 @@ def _parser() -> argparse.ArgumentParser:
                    default=[(0.9, 1.0), (0.8, 1.0), (0.8, 0.95)], help="alpha,beta pairs of approximate runs")
     p.add_argument("--threads", type=int, default=2, help="extra batch-throughput row with this many threads")
     p.add_argument("--systems", nargs="*", default=["ours", "scipy", "numba", "pisa"])
-    p.add_argument("--pisa-venv", default="/tmp/pisa-venv")
+    p.add_argument("--old-formats", type=int, nargs="*", default=[2],
+                   help="also build and time these older sparse segment versions (exact search), same run")
+    p.add_argument("--dense-fractions", type=float, nargs="*", default=[],
+                   help="extra exact rows of the current format built with these dense_fraction values")
+    p.add_argument("--pisa-venv", default="/work/venvs/pisa")
     p.add_argument("--pisa-algorithms", nargs="*", default=["maxscore", "block_max_wand"])
     p.add_argument("--workdir", default=None, help="folder for temporary indexes (default: the system's)")
     p.add_argument("--tag", default=None, help="suffix of the result files (default: the number of documents)")

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from m3search.errors import ConfigError, IndexFormatError, InputError
 from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.fsutil import fsync_file, write_json
-from m3search.indexes.sparse import encode
+from m3search.indexes.sparse import encode, packed
 from m3search.indexes.sparse.quantize import Quantizer, read_quantizer, shared_quantizer
 from m3search.indexes.sparse.reader import SparseSegmentReader
 from m3search.indexes.sparse.segment import (
@@ -98,7 +98,8 @@ class SparseComponent(ComponentType):
         return self._write(Path(path), x.indptr.astype(np.int64), x.indices.astype(np.int32), stored,
                            (x.shape[0], vocab), Path(shared))
 
-    def _write(self, path: Path, indptr, indices, stored, shape, shared: Path) -> dict:
+    def _write(self, path: Path, indptr, indices, stored, shape, shared: Path, version: int = SEGMENT_VERSION) -> dict:
+        """version: the segment format to write (SEGMENT_VERSION; 2, the byte-aligned one, for tests)."""
         n_docs, vocab_size = int(shape[0]), int(shape[1])
         # a weight can round to 0 in float16: such a token is not stored at all
         nz = stored != 0
@@ -125,11 +126,26 @@ class SparseComponent(ComponentType):
         term_ids, term_start, post_doc, post_code = encode.invert(indptr, indices, codes, vocab_size)
         entries = encode.count_blocks(term_start, post_doc, shift)
         is_dense = entries >= max(1.0, self.config["dense_fraction"] * n_blocks)
-        term_ptr, stream, term_dense, dense_max, gptr = encode.encode_postings(
-            term_start, post_doc, post_code, shift, is_dense, n_blocks)
+        if version >= 3:
+            term_ptr, stream, term_dense, dense_max, gptr = packed.encode_postings(
+                term_start, post_doc, post_code, entries, shift, is_dense, n_blocks)
+            entries = entries.astype(np.int32)
+        elif version == 2:
+            term_ptr, stream, term_dense, dense_max, gptr = encode.encode_postings(
+                term_start, post_doc, post_code, shift, is_dense, n_blocks)
+        else:
+            raise ValueError(f"cannot write sparse segment version {version}")
         term_max = encode.term_max_codes(term_start, post_code)
         del post_doc, post_code
-        fwd_bptr, fwd_ids = encode.encode_forward_ids(indptr, indices)
+        if version >= 3:
+            fwd_width, fwd_ids = packed.encode_forward_ids(indptr, indices)
+            pattern = stored.view(np.uint16 if stored.dtype == np.float16 else np.uint32)
+            wbase, wwidth, fwd_weights = packed.encode_forward_weights(indptr, pattern.astype(np.int64))
+            fwd_pointers = {"fwd_width": fwd_width, "fwd_wbase": wbase.astype(pattern.dtype), "fwd_wwidth": wwidth}
+        else:
+            fwd_bptr, fwd_ids = encode.encode_forward_ids(indptr, indices)
+            fwd_pointers = {"fwd_bptr": fwd_bptr}
+            fwd_weights = stored
         arrays = {
             "term_ids": term_ids,
             "term_ptr": term_ptr,
@@ -140,22 +156,22 @@ class SparseComponent(ComponentType):
             "dense_max": dense_max,
             "group_ptr": gptr,
             "fwd_wptr": indptr,
-            "fwd_bptr": fwd_bptr,
+            **fwd_pointers,
             "fwd_ids": fwd_ids,
-            "fwd_weights": stored,
+            "fwd_weights": fwd_weights,
         }
         path.mkdir(parents=True, exist_ok=True)
         records = {name: write_array(path, f"{name}.arr", arr) for name, arr in arrays.items()}
         header = {
             "format": SEGMENT_FORMAT,
-            "version": SEGMENT_VERSION,
+            "version": version,
             "n_docs": n_docs,
             "vocab_size": vocab_size,
             "n_postings": int(len(stored)),
             "n_terms": int(len(term_ids)),
             "n_dense_terms": int(is_dense.sum()),
             "block_docs": 1 << shift,
-            "group_blocks": encode.GROUP_BLOCKS,
+            "group_blocks": packed.GROUP_BLOCKS if version >= 3 else encode.GROUP_BLOCKS,
             "n_blocks": n_blocks,
             "max_weight": quantizer.max_weight if scale_known else None,
             "forward_dtype": self.config["forward_dtype"],
@@ -167,7 +183,7 @@ class SparseComponent(ComponentType):
         nbytes = sum(r["bytes"] for r in records.values()) + (path / HEADER_FILE).stat().st_size
         return {
             "format": SEGMENT_FORMAT,
-            "version": SEGMENT_VERSION,
+            "version": version,
             "n_docs": n_docs,
             "n_postings": int(len(stored)),
             "max_weight": header["max_weight"],

@@ -1,6 +1,8 @@
-"""numba kernels that write a segment's postings and forward index.
+"""numba kernels that write a segment's postings and forward index in format version 2 (byte-aligned;
+still read, and written only for tests and benchmarks: version 3, packed.py, is the format written now),
+plus the inversion and block counting both versions use.
 
-Postings layout (one byte stream, one span per token id, `docs` split into blocks of `R` consecutive
+Postings layout (version 2) (one byte stream, one span per token id, `docs` split into blocks of `R` consecutive
 local ids; see FORMAT.md beside this file for the full description):
 
     entry   := header [count] max payload        one per block holding the token

@@ -8,9 +8,9 @@ import scipy.sparse as sp
 
 from m3search.errors import ConfigError, IndexFormatError, InputError
 from m3search.indexes.base import SparseReader
-from m3search.indexes.sparse import forward, search as kernels
+from m3search.indexes.sparse import forward, search as kernels, search_packed as packed_kernels
 from m3search.indexes.sparse.quantize import Quantizer
-from m3search.indexes.sparse.segment import Segment
+from m3search.indexes.sparse.segment import INVERTED_ARRAYS, Segment
 
 # exact=False without explicit settings: measured on BGE-M3-shaped data (bench/index_bench_sparse.py)
 APPROX_ALPHA = 0.9
@@ -50,15 +50,18 @@ class SparseSegmentReader(SparseReader):
     def nbytes(self) -> int:
         return self._seg.nbytes
 
+    @property
+    def _half(self) -> bool:
+        return self._seg.header["forward_dtype"] == "float16"
+
     def stats(self) -> dict:
         """Sizes of the parts, for `info` and benchmarks."""
         rec = self._seg.header["arrays"]
-        inverted = sum(rec[n]["nbytes"] for n in ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max",
-                                                   "postings", "dense_max", "group_ptr"))
-        fwd = sum(rec[n]["nbytes"] for n in ("fwd_wptr", "fwd_bptr", "fwd_ids", "fwd_weights"))
+        inverted = sum(rec[n]["nbytes"] for n in INVERTED_ARRAYS)
+        fwd = sum(r["nbytes"] for n, r in rec.items() if n not in INVERTED_ARRAYS)
         h = self._seg.header
         return {
-            "n_docs": h["n_docs"], "n_postings": h["n_postings"], "n_terms": h["n_terms"],
+            "version": h["version"], "n_docs": h["n_docs"], "n_postings": h["n_postings"], "n_terms": h["n_terms"],
             "n_dense_terms": h["n_dense_terms"], "block_docs": h["block_docs"], "max_weight": h["max_weight"],
             "inverted_bytes": inverted, "forward_bytes": fwd, "total_bytes": self.nbytes(),
         }
@@ -98,10 +101,11 @@ class SparseSegmentReader(SparseReader):
             raise InputError(f"floor must hold one score per query ({m}), got {len(floors)}")
         threads = min(opts["threads"], m)
         counters = np.zeros((threads, 4), np.int64)
+        k_mod = packed_kernels if s.packed else kernels
         if threads > 1:
-            kernels.search_batch_parallel(*args, counters, floors)
+            k_mod.search_batch_parallel(*args, counters, floors)
         else:
-            kernels.search_batch(*args, counters, floors)
+            k_mod.search_batch(*args, counters, floors)
         self.last_search_counters = dict(zip(("blocks_above_threshold", "blocks_fully_scored", "entries_decoded",
                                               "queries"), counters.sum(axis=0).tolist()))
         return D, I
@@ -110,7 +114,10 @@ class SparseSegmentReader(SparseReader):
         """postings and dense_max with the blocks of the query tokens' spans checked (segment_files.py)."""
         s = self._seg
         qt = np.unique(qt)
-        postings = s.verified("postings", s.term_ptr[qt], s.term_ptr[qt + 1])
+        if s.packed:  # bit pointers; a read at bit p loads words p // 32 and p // 32 + 1
+            postings = s.verified("postings", s.term_ptr[qt] >> 5, (s.term_ptr[qt + 1] >> 5) + 2)
+        else:
+            postings = s.verified("postings", s.term_ptr[qt], s.term_ptr[qt + 1])
         dense = s.term_dense[qt]
         dense = dense[dense >= 0].astype(np.int64)
         n_blocks = s.header["n_blocks"]
@@ -120,8 +127,12 @@ class SparseSegmentReader(SparseReader):
     def _verified_forward(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """fwd_ids and fwd_weights with the blocks of these documents' spans checked."""
         s = self._seg
-        fwd_ids = s.verified("fwd_ids", s.fwd_bptr[ids], s.fwd_bptr[ids + 1])
-        fwd_weights = s.verified("fwd_weights", s.fwd_wptr[ids], s.fwd_wptr[ids + 1])
+        if s.packed:  # bit pointers; a read at bit p loads words p // 32 and p // 32 + 1
+            fwd_ids = s.verified("fwd_ids", s.fwd_bptr[ids] >> 5, (s.fwd_bptr[ids + 1] >> 5) + 2)
+            fwd_weights = s.verified("fwd_weights", s.fwd_wbptr[ids] >> 5, (s.fwd_wbptr[ids + 1] >> 5) + 2)
+        else:
+            fwd_ids = s.verified("fwd_ids", s.fwd_bptr[ids], s.fwd_bptr[ids + 1])
+            fwd_weights = s.verified("fwd_weights", s.fwd_wptr[ids], s.fwd_wptr[ids + 1])
         return fwd_ids, fwd_weights
 
     def _search_options(self, params: dict) -> dict:
@@ -187,6 +198,10 @@ class SparseSegmentReader(SparseReader):
             raise InputError(f"q_index has entries outside 0..{q.shape[0] - 1}")
         s = self._seg
         fwd_ids, fwd_weights = self._verified_forward(ids)
+        if s.packed:
+            return forward.score_pairs_packed(q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data, q_index,
+                                              ids, s.fwd_wptr, s.fwd_bptr, s.fwd_width, fwd_ids, s.fwd_wbptr,
+                                              s.fwd_wbase, s.fwd_wwidth, fwd_weights, self._half)
         return forward.score_pairs(q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data, q_index, ids,
                                    s.fwd_wptr, s.fwd_bptr, fwd_ids, forward.as_kernel_weights(fwd_weights))
 
@@ -195,10 +210,18 @@ class SparseSegmentReader(SparseReader):
         s = self._seg
         fwd_ids, fwd_weights = self._verified_forward(ids)
         try:
-            indptr, indices = forward.decode_ids(ids, s.fwd_wptr, s.fwd_bptr, fwd_ids, self.vocab_size)
+            if s.packed:
+                indptr, indices = forward.decode_ids_packed(ids, s.fwd_wptr, s.fwd_bptr, s.fwd_width, fwd_ids,
+                                                            self.vocab_size)
+            else:
+                indptr, indices = forward.decode_ids(ids, s.fwd_wptr, s.fwd_bptr, fwd_ids, self.vocab_size)
         except ValueError as e:
             raise IndexFormatError(f"{s.path}: {e}; rebuild the segment or restore it from a backup") from e
-        data = forward.gather_weights(ids, s.fwd_wptr, forward.as_kernel_weights(fwd_weights), indptr)
+        if s.packed:
+            data = forward.gather_weights_packed(ids, s.fwd_wptr, s.fwd_wbptr, s.fwd_wbase, s.fwd_wwidth, fwd_weights,
+                                                 self._half, indptr)
+        else:
+            data = forward.gather_weights(ids, s.fwd_wptr, forward.as_kernel_weights(fwd_weights), indptr)
         return sp.csr_matrix((data, indices, indptr), shape=(len(ids), self.vocab_size))
 
     def quantized_weights(self, ids: np.ndarray) -> sp.csr_matrix:
