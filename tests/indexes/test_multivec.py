@@ -296,3 +296,23 @@ def test_queries_without_tokens_score_zero(segment, data, scorer):
     got = r.score_pairs(q[: q_lengths[0]], q_len, qi, ids, scorer=scorer)
     assert got[0] == 0 and got[2] == 0
     np.testing.assert_allclose(got[[1, 3]], exact[0, [5, 7]], atol=FLOORS["pq8"][1])
+
+
+def test_residual_codes_store_a_norm_byte_that_restores_token_norms(build, data):
+    docs, lengths, q, q_lengths, exact = data
+    scale = np.random.default_rng(3).uniform(0.5, 2.0, len(docs)).astype(np.float32)[:, None]
+    for x, unit in ((docs, True), (docs * scale, False)):
+        with_byte = build(x, lengths, {"compression": "rpq8"}, name=f"a{unit}", shared=f"sa{unit}")
+        without = build(x, lengths, {"compression": "rpq8", "rescale": False}, name=f"b{unit}", shared=f"sb{unit}")
+        assert with_byte.codec.has_norm_byte and not without.codec.has_norm_byte
+        assert with_byte.codec.code_size == without.codec.code_size + 1 == 8 + 2 + 1
+        ids = np.arange(len(lengths))
+        lo, hi = with_byte.codec.arrays["norm_range"]
+        half_step = np.expm1((hi - lo) / 255 / 2)  # the log-quantized ratio is off by at most half a level
+        got = np.linalg.norm(with_byte.token_vectors(ids)[0], axis=1)
+        np.testing.assert_allclose(got, np.linalg.norm(x, axis=1), rtol=half_step + 1e-5)
+        assert np.abs(np.linalg.norm(without.token_vectors(ids)[0], axis=1) / np.linalg.norm(x, axis=1) - 1).mean() > 0.02
+        if unit:
+            errs = [np.abs(all_pairs(r, q, q_lengths, scorer=s) - exact).mean()
+                    for r in (with_byte, without) for s in ("lut", "decode")]
+            assert abs(errs[0] - errs[1]) < 1e-5 and errs[0] < 0.9 * errs[2]

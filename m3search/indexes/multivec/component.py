@@ -183,7 +183,7 @@ class MultivecComponent(ComponentType):
             return Codec("fp16", dim)
         x = sample()
         k = coarse_k_for(self.config["coarse_k"], n_tokens, min(len(x), self.config["train_tokens"]))
-        codec = Codec.train(name, x, coarse_k=k, seed=self.config["seed"])
+        codec = Codec.train(name, x, coarse_k=k, seed=self.config["seed"], store_norm=self.config["rescale"])
         return self._publish(shared, codec)
 
     def shared_codec(self, shared: Path) -> Codec | None:

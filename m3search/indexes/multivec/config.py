@@ -8,7 +8,7 @@ from m3search.indexes.multivec.codecs import parse_name
 
 DEFAULTS = {
     # auto | fp16 | sq8 | sq4 | pq<M> | opq<M> | rpq<M> | ropq<M>; see m3search.indexes.multivec.codecs.
-    # auto = residual PQ at a byte per 8 dimensions (rpq48, 50 B/token at m3search-small's 384-d; rpq128 at
+    # auto = residual PQ at a byte per 8 dimensions (rpq48, 51 B/token at m3search-small's 384-d; rpq128 at
     # 1024-d): residual codes carry the coarse centroid ids the candidate generator's lists are built on,
     # so only residual codecs give `multivec` a searchable index (others are scored exhaustively). Was sq4
     # (192 B/token at 384-d, 4x pq48's size for the same nDCG@10); measurements in /work/notes/e-multivec.md
@@ -24,6 +24,7 @@ DEFAULTS = {
     "train_tokens": 200_000,  # tokens sampled to train the codec
     # Rescale PQ-reconstructed tokens to unit norm when the inputs were unit-norm (BGE-M3's are): costs no
     # bytes; cuts PQ's MaxSim error 5-8x on bench/synthetic.py tokens (top-10 agreement +0.003-0.05).
+    # Residual codecs trained with it store a norm byte per token instead (codecs.py): rpq48 is 51 B/token.
     "rescale": True,
     "scorer": "auto",  # auto | lut | decode: lookup tables (PQ family) or decompress + matrix product
     "seed": 1234,

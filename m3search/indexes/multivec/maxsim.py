@@ -50,14 +50,17 @@ def maxsim_decoded(q: np.ndarray, codes: np.ndarray, offsets: np.ndarray, ids: n
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
-def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms):  # pragma: no cover - compiled
+def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms, byte_scales):  # pragma: no cover
     # sq_norms (M, 256): squared norms of the sub-centroids, to rescale each token to unit norm; (0, 0): don't.
+    # byte_scales (256,): the factor of each value of a code's last byte (a residual codec's norm byte); (0,): none.
     # Per document, sub-quantizer by sub-quantizer (m outer, tokens inner): one (256, lq) table slab stays in
     # L1 while all the document's tokens add their entry, instead of M slabs touched per token.
     n = starts.shape[0]
     m_sub = tables.shape[0]
     lq = tables.shape[2]
-    rescale = sq_norms.shape[0] > 0
+    by_byte = byte_scales.shape[0] > 0
+    rescale = sq_norms.shape[0] > 0 or by_byte
+    last = codes.shape[1] - 1
     out = np.zeros(n, np.float32)
     for c in numba.prange(n):
         s0 = starts[c]
@@ -86,10 +89,13 @@ def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms):  # 
         else:
             best_row = np.full(lq, -np.inf, np.float32)
             for t in range(nt):
-                nrm2 = np.float32(0.0)
-                for m in range(m_sub):
-                    nrm2 += sq_norms[m, codes[s0 + t, skip + m]]
-                inv = np.float32(1.0) / np.sqrt(max(nrm2, np.float32(1e-12)))
+                if by_byte:
+                    inv = byte_scales[codes[s0 + t, last]]
+                else:
+                    nrm2 = np.float32(0.0)
+                    for m in range(m_sub):
+                        nrm2 += sq_norms[m, codes[s0 + t, skip + m]]
+                    inv = np.float32(1.0) / np.sqrt(max(nrm2, np.float32(1e-12)))
                 for i in range(lq):
                     best_row[i] = max(best_row[i], acc[t, i] * inv)
             for i in range(lq):
@@ -99,10 +105,14 @@ def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms):  # 
 
 
 def maxsim_lut(tables: np.ndarray, coarse: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
-               ids: np.ndarray, residual: bool, sq_norms: np.ndarray | None = None) -> np.ndarray:
+               ids: np.ndarray, residual: bool, sq_norms: np.ndarray | None = None,
+               byte_scales: np.ndarray | None = None) -> np.ndarray:
     """(len(ids),) MaxSim from lookup tables (see `Codec.lut_tables`) over the stored codes; with sq_norms
-    (`Codec.sub_sq_norms`) each reconstructed token is rescaled to unit norm first."""
+    (`Codec.sub_sq_norms`) each reconstructed token is rescaled to unit norm first, with byte_scales
+    (`Codec.norm_scales`) by the factor its code's last byte stands for."""
     if tables.shape[2] == 0 or len(ids) == 0:
         return np.zeros(len(ids), np.float32)
     norms = np.zeros((0, 0), np.float32) if sq_norms is None else sq_norms
-    return _maxsim_lut_kernel(codes, offsets[ids], offsets[ids + 1], tables, coarse, 2 if residual else 0, norms)
+    scales = np.zeros(0, np.float32) if byte_scales is None else np.asarray(byte_scales, np.float32)
+    return _maxsim_lut_kernel(codes, offsets[ids], offsets[ids + 1], tables, coarse, 2 if residual else 0, norms,
+                              scales)

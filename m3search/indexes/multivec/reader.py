@@ -55,6 +55,7 @@ class MultivecSegmentReader(MultivecReader):
         # unit-norm inputs (BGE-M3's are) get unit-norm reconstructions, where the codec can do it for free
         self.rescale = bool(header.get("unit_norm")) and config.get("rescale", True) and codec.rescales
         self._sq_norms = codec.sub_sq_norms() if self.rescale and codec.supports_lut else None
+        self._byte_scales = codec.norm_scales() if codec.has_norm_byte else None
 
     @property
     def n_docs(self) -> int:
@@ -236,7 +237,8 @@ class MultivecSegmentReader(MultivecReader):
             if use_lut:
                 tables, coarse = self.codec.lut_tables(q)
                 out[pairs] = maxsim_lut(tables, coarse, codes, self.offsets, ids[pairs],
-                                        self.codec.spec["residual"], self._sq_norms)
+                                        self.codec.spec["residual"], self._sq_norms,
+                                        self._byte_scales)
             else:
                 out[pairs] = maxsim_decoded(q, codes, self.offsets, ids[pairs], self._decode)
         return out
@@ -282,7 +284,7 @@ class MultivecSegmentReader(MultivecReader):
         codes = self._verified_codes(ids)
         if tables is not None:
             return maxsim_lut(tables[0], tables[1], codes, self.offsets, ids, self.codec.spec["residual"],
-                              self._sq_norms)
+                              self._sq_norms, self._byte_scales)
         return maxsim_decoded(q, codes, self.offsets, ids, self._decode)
 
     def token_codes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
