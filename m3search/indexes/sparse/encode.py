@@ -173,6 +173,28 @@ def _encode_term(post_doc, post_code, lo, hi, shift, dense, out, pos, write, dma
 
 
 @njit(cache=True, nogil=True)
+def dense_tables(is_dense, n_blocks, n_groups):
+    """(term_dense (n,): each dense token's row, -1 for the others; dense_max (rows x n_blocks) uint8 block
+    maxima; gptr (rows x (n_groups + 1)) uint32 group pointers), zeroed, for the encoders to fill."""
+    n = len(is_dense)
+    term_dense = np.full(n, -1, np.int32)
+    rows = 0
+    for i in range(n):
+        if is_dense[i]:
+            term_dense[i] = rows
+            rows += 1
+    return term_dense, np.zeros(rows * n_blocks, np.uint8), np.zeros(rows * (n_groups + 1), np.uint32)
+
+
+@njit(cache=True, nogil=True)
+def dense_rows(di, dense_max, gptr, n_blocks, n_groups):
+    """Dense row di's block maxima and group pointers (empty slices for di = -1, a token that isn't dense)."""
+    if di < 0:
+        return dense_max[:0], gptr[:0]
+    return dense_max[di * n_blocks : (di + 1) * n_blocks], gptr[di * (n_groups + 1) : (di + 1) * (n_groups + 1)]
+
+
+@njit(cache=True, nogil=True)
 def encode_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks):
     """The postings stream, per-token spans, dense block-max rows and group pointers."""
     n = len(term_start) - 1
@@ -184,24 +206,10 @@ def encode_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks):
         size = _encode_term(post_doc, post_code, term_start[i], term_start[i + 1], shift, is_dense[i],
                             dummy_u8, 0, False, dummy_u8, dummy_u32)
         term_ptr[i + 1] = term_ptr[i] + size
-    n_dense = 0
-    for i in range(n):
-        if is_dense[i]:
-            n_dense += 1
     stream = np.empty(term_ptr[n], np.uint8)
-    dense_max = np.zeros(n_dense * n_blocks, np.uint8)
-    gptr = np.zeros(n_dense * (n_groups + 1), np.uint32)
-    term_dense = np.full(n, -1, np.int32)
-    di = 0
+    term_dense, dense_max, gptr = dense_tables(is_dense, n_blocks, n_groups)
     for i in range(n):
-        if is_dense[i]:
-            term_dense[i] = di
-            dm = dense_max[di * n_blocks : (di + 1) * n_blocks]
-            gp = gptr[di * (n_groups + 1) : (di + 1) * (n_groups + 1)]
-            di += 1
-        else:
-            dm = dummy_u8
-            gp = dummy_u32
+        dm, gp = dense_rows(term_dense[i], dense_max, gptr, n_blocks, n_groups)
         end = _encode_term(post_doc, post_code, term_start[i], term_start[i + 1], shift, is_dense[i],
                            stream, term_ptr[i], True, dm, gp)
         assert end == term_ptr[i + 1]

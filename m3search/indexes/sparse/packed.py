@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from m3search.indexes.sparse.encode import dense_rows, dense_tables
+
 CHUNK = 128  # entries per frame-of-reference chunk of a non-dense token
 CHUNK_HEADER_BITS = 13  # gap width (6 bits) | count-1 width (3) | max-1 width (4)
 GROUP_HEADER_BITS = 3  # count-1 width of a dense token's group
@@ -229,24 +231,10 @@ def encode_postings(term_start, post_doc, post_code, entries, shift, is_dense, n
         term_ptr[i + 1] = end
         if is_dense[i] and end - term_ptr[i] >= (np.int64(1) << 32):
             raise ValueError("a dense token's postings exceed 2^32 bits: split the segment")
-    n_dense = 0
-    for i in range(n):
-        if is_dense[i]:
-            n_dense += 1
     words = np.zeros((term_ptr[n] + 31) // 32 + PAD_WORDS, np.uint32)
-    dense_max = np.zeros(n_dense * n_blocks, np.uint8)
-    gptr = np.zeros(n_dense * (n_groups + 1), np.uint32)
-    term_dense = np.full(n, -1, np.int32)
-    di = 0
+    term_dense, dense_max, gptr = dense_tables(is_dense, n_blocks, n_groups)
     for i in range(n):
-        if is_dense[i]:
-            term_dense[i] = di
-            dm = dense_max[di * n_blocks : (di + 1) * n_blocks]
-            gp = gptr[di * (n_groups + 1) : (di + 1) * (n_groups + 1)]
-            di += 1
-        else:
-            dm = dummy_u8
-            gp = dummy_u32
+        dm, gp = dense_rows(term_dense[i], dense_max, gptr, n_blocks, n_groups)
         end = _encode_term(post_doc, post_code, term_start[i], term_start[i + 1], shift, is_dense[i], n_blocks,
                            words, term_ptr[i], True, dm, gp, e_b, e_c, e_m, e_i)
         assert end == term_ptr[i + 1]
