@@ -195,8 +195,9 @@ def test_index_search_with_appends_deletes_and_merges_stays_exhaustive(tmp_path,
     index.close()
 
 
-@pytest.mark.parametrize("dim, name", [(384, "rpq48"), (1024, "rpq128"), (32, "rpq4"), (36, "rpq4"), (40, "rpq5"), (4, "rpq1")])
-def test_auto_compression_is_residual_pq_at_a_byte_per_8_dims(dim, name):
+@pytest.mark.parametrize("dim, name", [(384, "rpq96"), (1024, "rpq128"), (768, "rpq96"), (2048, "rpq256"),
+                                       (32, "rpq8"), (36, "rpq9"), (40, "rpq10"), (4, "rpq1")])
+def test_auto_compression_is_residual_pq_of_at_least_96_bytes_and_at_most_a_byte_per_4_dims(dim, name):
     from m3search.indexes.multivec.config import resolve_compression
 
     assert resolve_compression("auto", dim) == name

@@ -8,11 +8,12 @@ from m3search.indexes.multivec.codecs import parse_name
 
 DEFAULTS = {
     # auto | fp16 | sq8 | sq4 | pq<M> | opq<M> | rpq<M> | ropq<M>; see m3search.indexes.multivec.codecs.
-    # auto = residual PQ at a byte per 8 dimensions (rpq48, 51 B/token at m3search-small's 384-d; rpq128 at
-    # 1024-d): residual codes carry the coarse centroid ids the candidate generator's lists are built on,
-    # so only residual codecs give `multivec` a searchable index (others are scored exhaustively). Was sq4
-    # (192 B/token at 384-d, 4x pq48's size for the same nDCG@10); measurements in /work/notes/e-multivec.md
-    # and bench/results/multivec_search_*.md.
+    # auto = residual PQ at a byte per 8 dimensions but at least 96 bytes (and at most a byte per 4
+    # dimensions): rpq96 at m3search-small's 384-d (99 B/token with the centroid id and the norm byte, 1/7.8
+    # of fp16), rpq128 at 1024-d. Residual codes carry the coarse centroid ids the candidate generator's lists
+    # are built on, so only residual codecs give `multivec` a searchable index (others are scored
+    # exhaustively). rpq48 lost 1.6 points of nDCG@10 on mldr_like's long documents against fp16 (rpq96:
+    # 0.5); bench/results/multivec_fidelity_s4.md. Was sq4 (192 B/token at 384-d) before session 3.
     "compression": "auto",
     # coarse centroids of the residual codecs (2-byte ids, at most 65536) = the candidate generator's lists.
     # "auto": scaled with the tokens the codec is trained for, as PLAID does (2^floor(log2(16 sqrt(T)))),
@@ -24,7 +25,7 @@ DEFAULTS = {
     "train_tokens": 200_000,  # tokens sampled to train the codec
     # Rescale PQ-reconstructed tokens to unit norm when the inputs were unit-norm (BGE-M3's are): costs no
     # bytes; cuts PQ's MaxSim error 5-8x on bench/synthetic.py tokens (top-10 agreement +0.003-0.05).
-    # Residual codecs trained with it store a norm byte per token instead (codecs.py): rpq48 is 51 B/token.
+    # Residual codecs trained with it store a norm byte per token instead (codecs.py).
     "rescale": True,
     "scorer": "auto",  # auto | lut | decode: lookup tables (PQ family) or decompress + matrix product
     "seed": 1234,
@@ -34,12 +35,16 @@ SCORERS = ("auto", "lut", "decode")
 
 
 def resolve_compression(name: str, dim: int) -> str:
-    """'auto' -> residual PQ with one byte per 8 dimensions (rpq48 at 384-d, rpq128 at 1024-d: 1/16 of fp16
-    plus the 2-byte centroid id the candidate generator lists); other names as they are."""
+    """'auto' -> residual PQ with M = a byte per 8 dimensions, at least AUTO_MIN_BYTES, at most a byte per 4
+    dimensions (rpq96 at 384-d, rpq128 at 1024-d), the largest M dividing dim; other names as they are."""
     if name != "auto":
         return name
-    m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
+    most = max(1, min(dim // 4, max(dim // 8, AUTO_MIN_BYTES)))
+    m = max(d for d in range(1, most + 1) if dim % d == 0)
     return f"rpq{m}"
+
+
+AUTO_MIN_BYTES = 96
 
 
 def validate_config(config: dict) -> dict:

@@ -72,7 +72,7 @@ def default_refine(candidates: int, pool: int) -> int:
 
 
 def partial_subquantizers(m: int) -> int:
-    """Sub-codes stage 2.5 reads per token: a twelfth of them, at least 1 (4 of rpq48's 48)."""
+    """Sub-codes stage 2.5 reads per token: a twelfth of them, at least 1 (8 of the default rpq96 codes at 384-d)."""
     return max(1, m // 12)
 
 
