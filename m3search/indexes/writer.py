@@ -84,6 +84,7 @@ from m3search.indexes.inputs import check_values
 from m3search.indexes.locking import SEGMENT_LOCK_NAME, create_segment_lock, try_lock_for_deletion
 from m3search.indexes.merge_policy import TieredMergePolicy, merge_all
 from m3search.indexes.state import CommitState, SegmentInfo
+from m3search.indexes.token_spill import TokenSpill
 from m3search.types import EncodedBatch, EncoderIdentity
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,11 @@ class IndexWriter:
     # -- the uncommitted changes -------------------------------------------------------------------
     def _reset_pending(self) -> None:
         self._next_id = self.committed.next_id
-        self._buffer: list[tuple[int, EncodedBatch]] = []
+        if getattr(self, "_spill", None) is not None:
+            self._spill.close()
+        # buffered adds: (first id, dense, sparse, multivec_lengths); their token vectors are in _spill
+        self._buffer: list[tuple[int, np.ndarray, Any, np.ndarray]] = []
+        self._spill: TokenSpill | None = None
         self._buffer_texts: list[str] = []  # the buffered documents' texts, for components with uses_text
         self._buffered_bytes = 0
         self._pending: list[SegmentInfo] = []  # built, not yet committed
@@ -205,7 +210,10 @@ class IndexWriter:
             self._delete_internal(current[current >= 0])
         start = self._next_id
         self._next_id += len(ids)
-        self._buffer.append((start, batch))
+        if self._spill is None:
+            self._spill = TokenSpill(self.segments_dir, batch.multivec.shape[1])
+        self._spill.append(batch.multivec)  # out of memory until the flush (token_spill.py)
+        self._buffer.append((start, batch.dense, batch.sparse, batch.multivec_lengths))
         if self._uses_text:  # components that index the words (text) get title + text as the encoder saw it
             self._buffer_texts.extend(passage_text(d) if d is not None else "" for d in checked)
         self._buffered_bytes += _batch_bytes(batch)
@@ -256,7 +264,7 @@ class IndexWriter:
         if not self._buffer:
             return
         start = self._buffer[0][0]
-        batch = _take_concat(self._buffer)
+        batch = _buffered_batch(self._buffer, self._spill)
         assert start + len(batch) == self._next_id, "buffered ids must be contiguous"
         texts = self._buffer_texts
 
@@ -269,7 +277,8 @@ class IndexWriter:
         with self._lock:
             self._pending.append(info)
             self._writing.discard(info.name)
-        self._buffer, self._buffer_texts, self._buffered_bytes = [], [], 0
+        self._spill.close()
+        self._buffer, self._spill, self._buffer_texts, self._buffered_bytes = [], None, [], 0
         self._crash("flush:segment-built")
 
     def commit(self) -> int:
@@ -554,32 +563,16 @@ class IndexWriter:
             fsync_dir(self.segments_dir)
 
 
-def _take_concat(buffer: list[tuple[int, EncodedBatch]]) -> EncodedBatch:
-    """The buffered batches as one, releasing each from `buffer` as soon as it is copied: the token vectors
-    are then held about once, not twice as EncodedBatch.concat would (the buffer's share of peak RSS)."""
-    if len(buffer) == 1:
-        return buffer[0][1]
-    batches = [b for _, b in buffer]
-    first = batches[0]
-    n, t = sum(len(b) for b in batches), sum(len(b.multivec) for b in batches)
-    dense = np.empty((n, first.dense.shape[1]), first.dense.dtype)
-    multivec = np.empty((t, first.multivec.shape[1]), first.multivec.dtype)
-    lengths = np.empty(n, first.multivec_lengths.dtype)
-    sparse = []
-    i = j = 0
-    for k in range(len(batches)):
-        b = batches[k]
-        dense[i : i + len(b)] = b.dense
-        lengths[i : i + len(b)] = b.multivec_lengths
-        multivec[j : j + len(b.multivec)] = b.multivec
-        sparse.append(b.sparse)
-        i, j = i + len(b), j + len(b.multivec)
-        batches[k] = buffer[k] = None  # type: ignore[call-overload]  # the last references: freed now
-        del b
+def _buffered_batch(buffer: list[tuple[int, np.ndarray, Any, np.ndarray]], spill: TokenSpill) -> EncodedBatch:
+    """The buffered adds as one batch; its token vectors are a read-only mapping of the spill file."""
     import scipy.sparse as sp
 
-    return EncodedBatch(dense=dense, sparse=sp.vstack(sparse, format="csr", dtype=np.float32), multivec=multivec,
-                        multivec_lengths=lengths)
+    multivec = spill.array()
+    if len(buffer) == 1:
+        return EncodedBatch(dense=buffer[0][1], sparse=buffer[0][2], multivec=multivec, multivec_lengths=buffer[0][3])
+    return EncodedBatch(dense=np.concatenate([b[1] for b in buffer]),
+                        sparse=sp.vstack([b[2] for b in buffer], format="csr", dtype=np.float32),
+                        multivec=multivec, multivec_lengths=np.concatenate([b[3] for b in buffer]))
 
 
 def _batch_bytes(batch: EncodedBatch) -> int:

@@ -1,4 +1,4 @@
-"""The write path's memory savings keep results the same: the buffer is concatenated while being released,
+"""The write path's memory savings keep results the same: buffered token vectors wait in an unlinked file,
 token vectors are range-checked a block at a time, the codec's residuals are computed a block at a time,
 and the CLI's malloc setting."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ from m3search.indexes import inputs
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.multivec import codecs
 from m3search.indexes.multivec.codecs import Codec
-from m3search.indexes.writer import _take_concat
+from m3search.indexes.token_spill import TokenSpill
+from m3search.indexes.writer import _buffered_batch
 from m3search.types import EncodedBatch
 
 
@@ -21,16 +22,21 @@ def _batches():
     return [enc.encode([f"text {b} {i} " + "w " * (i % 7) for i in range(n)]) for b, n in enumerate((3, 1, 5, 2))]
 
 
-def test_take_concat_equals_concat_and_releases_the_buffer():
-    expected = EncodedBatch.concat(_batches())
-    buffer = [(0, b) for b in _batches()]
-    got = _take_concat(buffer)
-    assert all(item is None for item in buffer), "every buffered batch is released once copied"
+def test_buffered_batch_equals_concat_with_token_vectors_from_the_spill_file(tmp_path):
+    batches = _batches()
+    expected = EncodedBatch.concat(batches)
+    spill = TokenSpill(tmp_path, 16)
+    for b in batches:
+        spill.append(b.multivec)
+    assert not list(tmp_path.iterdir()), "the spill file is unlinked: nothing to leave behind"
+    got = _buffered_batch([(0, b.dense, b.sparse, b.multivec_lengths) for b in batches], spill)
+    spill.close()  # the mapping outlives the file object
     for name in ("dense", "multivec", "multivec_lengths"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     assert (got.sparse != expected.sparse).nnz == 0 and got.sparse.shape == expected.sparse.shape
-    one = _batches()[:1]
-    assert _take_concat([(0, one[0])]) is one[0]
+    assert not got.multivec.flags.writeable
+    with pytest.raises(ValueError, match="expected"):
+        TokenSpill(tmp_path, 8).append(batches[0].multivec)
 
 
 def test_bad_token_found_in_a_later_block(monkeypatch):
