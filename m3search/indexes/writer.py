@@ -2,7 +2,8 @@
 
 How a commit works
 ------------------
-Adds are buffered in memory with their internal ids already assigned (increasing, never reused). When the
+Adds are buffered with their internal ids already assigned (increasing, never reused); their token vectors
+wait in an unlinked temporary file, not in memory (token_spill.py). When the
 buffer grows past `buffer_bytes` it is flushed into a pending segment: a new folder
 `segments/<name>/` holding a `.lock` file and one sub-folder per component written by that component's
 `build`, all fsync'd. Pending segments are invisible: readers only see what the committed state lists.
