@@ -26,7 +26,7 @@ from m3search.indexes import segment_files as sf
 _NAME = re.compile(r"^(fp16|sq8|sq4|(r?)(o?)pq(\d+))$")
 _ENCODE_ROWS = 16384  # rows encoded at a time: bounds the float temporaries (assignment, residuals)
 _HNSW_ASSIGN_K = 2048  # coarse centroids from which tokens are assigned through an HNSW graph (see _assign)
-COARSE_NITER = 4  # k-means iterations of the coarse quantizer (was 10; bench/results/codec_train_check.md)
+COARSE_NITER = 4  # k-means iterations of the coarse quantizer (was 10; bench/results/codec_train_check_de.md)
 MAX_PQ_POINTS = 65_536  # residuals the PQ trains on: FAISS keeps at most 256 per sub-centroid (256 x 256) anyway
 
 
