@@ -15,8 +15,20 @@ from pathlib import Path
 import numpy as np
 
 
+class MappedRows(np.ndarray):
+    """A read-only array over a shared read-only file mapping: `drop_pages()` takes its pages out of the
+    process's resident set (MADV_DONTNEED; they are read again from the page cache if used again)."""
+
+    def drop_pages(self) -> None:
+        base = self
+        while base is not None and not isinstance(base, mmap.mmap):  # array -> ... -> memoryview -> mmap
+            base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+        if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            base.madvise(mmap.MADV_DONTNEED)
+
+
 class TokenSpill:
-    """Appended (n, dim) float32 rows; `array()` maps them all as one read-only (rows, dim) array."""
+    """Appended (n, dim) float32 rows; `array()` maps them all as one read-only (rows, dim) MappedRows."""
 
     def __init__(self, folder: Path, dim: int):
         self.dim, self.rows = int(dim), 0
@@ -33,7 +45,8 @@ class TokenSpill:
             return np.zeros((0, self.dim), np.float32)
         self._file.flush()
         view = mmap.mmap(self._file.fileno(), self.rows * self.dim * 4, access=mmap.ACCESS_READ)
-        return np.frombuffer(view, np.float32).reshape(self.rows, self.dim)  # keeps the mapping alive
+        rows = np.frombuffer(view, np.float32).reshape(self.rows, self.dim)  # keeps the mapping alive
+        return rows.view(MappedRows)
 
     def close(self) -> None:
         self._file.close()  # a mapping taken by array() stays valid until it is dropped

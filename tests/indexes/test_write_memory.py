@@ -3,6 +3,8 @@ token vectors are range-checked a block at a time, the codec's residuals are com
 and the CLI's malloc setting."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,8 +37,30 @@ def test_buffered_batch_equals_concat_with_token_vectors_from_the_spill_file(tmp
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     assert (got.sparse != expected.sparse).nnz == 0 and got.sparse.shape == expected.sparse.shape
     assert not got.multivec.flags.writeable
+    before = got.multivec.copy()
+    got.multivec[1:3].drop_pages()  # the whole mapping's pages leave the resident set, the data stays
+    np.testing.assert_array_equal(got.multivec, before)
     with pytest.raises(ValueError, match="expected"):
         TokenSpill(tmp_path, 8).append(batches[0].multivec)
+
+
+def test_drop_pages_takes_the_mapping_out_of_the_resident_set(tmp_path):
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("reads /proc/self/status")
+
+    def rss_file_kb() -> int:
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
+
+    spill = TokenSpill(tmp_path, 256)
+    spill.append(np.random.default_rng(0).random((16_384, 256), dtype=np.float32))  # 16 MB
+    rows = spill.array()
+    before = rss_file_kb()
+    total = float(rows.sum(dtype=np.float64))  # reads every page
+    assert rss_file_kb() - before > 12_000
+    rows[:10].drop_pages()
+    assert rss_file_kb() - before < 4_000
+    assert float(rows.sum(dtype=np.float64)) == total  # read again from the file
 
 
 def test_bad_token_found_in_a_later_block(monkeypatch):

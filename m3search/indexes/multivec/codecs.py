@@ -113,6 +113,7 @@ class Codec:
         """Train on sample tokens x (n, d) float32; a tenth (at most 10k) is held out for `fidelity`.
         coarse_niter: k-means iterations of the coarse quantizer; max_pq_points: residuals the PQ is trained
         on (None: every fit token; FAISS samples at most 256 per centroid, i.e. 65,536, anyway)."""
+        drop_pages = getattr(x, "drop_pages", None)  # a read-only file mapping (the writer's buffered tokens)
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, dim = x.shape
         codec = cls(name, dim)
@@ -120,6 +121,8 @@ class Codec:
         perm = rng.permutation(n)
         n_held = min(10_000, n // 10)
         held, fit = x[perm[:n_held]], x[perm[n_held:]]
+        if drop_pages is not None:
+            drop_pages()  # copied: its pages need not stay resident while k-means runs
         fam = codec.spec["family"]
         if fam in ("sq8", "sq4"):
             codec._sq.train(fit)
