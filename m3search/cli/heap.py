@@ -1,39 +1,21 @@
-"""Return freed memory to the system in long-running commands (`m3search index`).
+"""Give freed heap memory back to the system (glibc's malloc_trim), for the CLI, which owns its process.
 
-glibc's malloc serves a large block from an mmap of its own only while the block is above a threshold that
-it raises each time such a block is freed (the "dynamic mmap threshold", up to 32 MB). Indexing frees
-encoder activations and batch arrays of a few MB every batch, so after the first batches they come from
-the heap instead, where the kept token vectors fragment it and the freed space is never given back:
-indexing 400 passages peaked at 1,211 MB with the default and at ~1,010 MB with a fixed 1 MB threshold
-(bench/index_rss_profile.py). Fixing the threshold (as MALLOC_MMAP_THRESHOLD_ would) keeps large blocks
-in their own mappings, unmapped when freed. A process-wide setting, so the command (which owns its
-process) makes it, never the library. A no-op where malloc is not glibc's.
+glibc keeps freed small blocks (a tokenizer's trie, a model's many small tensors) in its heap; after the
+encoder is dropped, `release_free_memory` returns their pages so that the memory counts as free for the
+rest of the run. A fixed mmap threshold (MALLOC_MMAP_THRESHOLD_=1 MB) was tried too: ~200 MB lower peak
+RSS when the token buffer lived in the heap, but every encoder batch then page-faults its activations in
+afresh (indexing 400 passages took 58.7 s instead of 40.9 s, same load), and with the buffered token
+vectors in a file (indexes/token_spill.py) there is little heap left to fragment; so it is not set.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-MMAP_THRESHOLD_BYTES = 1 << 20
-
-
-def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Set glibc's mmap threshold to nbytes unless MALLOC_MMAP_THRESHOLD_ is set; whether it was set."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
-        return False  # the user chose
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
 
 
 def release_free_memory() -> bool:
-    """Give the pages of freed heap memory back to the system now (glibc's malloc_trim); whether it did."""
+    """Give the pages of freed heap memory back to the system now (glibc's malloc_trim); whether it did.
+    A no-op where malloc is not glibc's."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim

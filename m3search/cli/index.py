@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import click
 
 from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress, status
-from m3search.cli.heap import fix_mmap_threshold
 from m3search.errors import IndexLockedError, InputError, M3SearchError
 from m3search.indexes.manifest import is_any_index
 
@@ -72,7 +71,6 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     from m3search.ingest import DocumentStream
 
     apply_quiet(quiet)
-    fix_mmap_threshold()  # freed batch memory goes back to the system (heap.py): lower peak RSS
     if sample and corpus:
         raise click.UsageError("give a CORPUS or --sample, not both")
     if not sample and not corpus:
