@@ -1,6 +1,5 @@
 """The write path's memory savings keep results the same: buffered token vectors wait in an unlinked file,
-token vectors are range-checked a block at a time, the codec's residuals are computed a block at a time,
-and the CLI gives freed heap memory back."""
+token vectors are range-checked a block at a time, the codec's residuals are computed a block at a time."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -101,14 +100,3 @@ def test_bounded_pq_sample_keeps_fidelity():
     assert bounded.codec_id != every.codec_id  # the PQ did learn from another sample
     assert bounded.fidelity["mean_cosine"] > every.fidelity["mean_cosine"] - 0.005
     assert every.fidelity["mean_cosine"] > 0.9  # a codec worth comparing
-
-
-def test_release_free_memory_runs_where_malloc_is_glibcs():
-    import platform
-
-    from m3search.cli.heap import release_free_memory
-
-    result = release_free_memory()
-    assert isinstance(result, bool)
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        assert result is False
