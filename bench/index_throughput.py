@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None)
     ap.add_argument("--torch-row", action="store_true",
                     help="add this tree with M3SEARCH_ONNX=0 (the encoder all in torch, where ONNX Runtime is installed)")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                    help="another checkout to run in turn, e.g. the tree before a change (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_throughput")
     args = ap.parse_args()
 
@@ -70,6 +72,9 @@ def main() -> None:
     trees = {"this tree": (ROOT, None)}
     if args.torch_row:
         trees["this tree, M3SEARCH_ONNX=0"] = (ROOT, {"M3SEARCH_ONNX": "0"})
+    for spec in args.tree:
+        name, _, path = spec.partition("=")
+        trees[name] = (Path(path).resolve(), None)
     if args.baseline is not None:
         trees["baseline"] = (args.baseline.resolve(), None)
     load_start = os.getloadavg()

@@ -27,7 +27,7 @@ import threading
 import warnings
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from m3search.encoder import DEFAULT_MODEL, Encoder, HashingEncoder, load_encoder
@@ -417,18 +417,28 @@ class SearchIndex:
     # -- writing ------------------------------------------------------------------------------
 
     def add(self, docs: Iterable[DocLike], *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None,
-            commit_interval: float = DEFAULT_COMMIT_INTERVAL, progress: bool = False) -> AddResult:
+            commit_interval: float = DEFAULT_COMMIT_INTERVAL, progress: bool = False,
+            after_encoding: Callable[[], None] | None = None) -> AddResult:
         """Encode and add documents; ids already in the index are skipped (and counted), so re-running an
         interrupted add resumes it. Commits every `commit_interval` seconds and at the end; if anything
-        fails (a malformed document, an interrupt), the index stays at its last commit."""
+        fails (a malformed document, an interrupt), the index stays at its last commit. `after_encoding`
+        is called when every document is encoded, before the final commit (e.g. `release_encoder`)."""
         return self._write(docs, replace=False, batch_size=batch_size, max_length=max_length,
-                           commit_interval=commit_interval, progress=progress)
+                           commit_interval=commit_interval, progress=progress, after_encoding=after_encoding)
 
     def upsert(self, docs: Iterable[DocLike], *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None,
-               commit_interval: float = DEFAULT_COMMIT_INTERVAL, progress: bool = False) -> AddResult:
+               commit_interval: float = DEFAULT_COMMIT_INTERVAL, progress: bool = False,
+               after_encoding: Callable[[], None] | None = None) -> AddResult:
         """Like `add`, but documents whose id is already indexed are re-encoded and replaced."""
         return self._write(docs, replace=True, batch_size=batch_size, max_length=max_length,
-                           commit_interval=commit_interval, progress=progress)
+                           commit_interval=commit_interval, progress=progress, after_encoding=after_encoding)
+
+    def release_encoder(self) -> None:
+        """Drop this object's reference to the loaded encoder, so its memory (weights, tokenizer, runtime:
+        ~0.4 GB for m3search-small) can be freed; it is loaded again on next use. Kept when the index
+        records no model to load it from (it was built with an encoder object)."""
+        if self.model is not None:
+            self._encoder = None
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id and commit; returns how many were indexed (unknown ids are ignored)."""
@@ -440,12 +450,13 @@ class SearchIndex:
         return int(n)
 
     def _write(self, docs: Iterable[DocLike], *, replace: bool, batch_size: int, max_length: int | None,
-               commit_interval: float, progress: bool) -> AddResult:
-        encoder = self.encoder
+               commit_interval: float, progress: bool, after_encoding: Callable[[], None] | None = None) -> AddResult:
+        self.encoder  # noqa: B018  # loaded (and checked) before the writer takes the lock
         writer = self._writer()
-        try:
-            return ingest(writer, docs, lambda chunk: encode_documents(encoder, chunk, max_length), replace=replace,
-                          batch_size=batch_size, commit_interval=commit_interval, progress=progress)
+        try:  # self.encoder, not a local: after_encoding may release it
+            return ingest(writer, docs, lambda chunk: encode_documents(self.encoder, chunk, max_length), replace=replace,
+                          batch_size=batch_size, commit_interval=commit_interval, progress=progress,
+                          after_encoding=after_encoding)
         finally:
             writer.close()
             self._refresh()

@@ -134,6 +134,7 @@ def ingest(
     batch_size: int = DEFAULT_BATCH_SIZE,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     progress: bool = False,
+    after_encoding: Callable[[], None] | None = None,
 ) -> AddResult:
     """Add `docs` to `writer` (an index open for writing, `m3search.indexes.index.Index`), encoding each
     chunk of `batch_size` documents with `encode` (e.g. `lambda chunk: encode_documents(encoder, chunk)`).
@@ -141,6 +142,8 @@ def ingest(
     Ids already indexed are skipped (counted in `skipped`), or re-encoded and replaced with `replace`.
     Commits at least every `commit_interval` seconds and at the end. If anything fails (a malformed
     document, an interrupt), what was not committed is rolled back: the index stays at its last commit.
+    `after_encoding` is called once every document is encoded and added, before the final commit (the CLI
+    frees the encoder there, so the commit's codec training does not stack on the model's memory).
     The caller keeps ownership of `writer` (and closes it).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -167,6 +170,8 @@ def ingest(
                 generation = writer.commit()
                 last_commit = time.monotonic()
                 log.info("committed generation %d (%d documents added so far)", generation, added)
+        if after_encoding is not None:
+            after_encoding()
         generation = writer.commit()
     except BaseException:
         writer.rollback()  # what was not committed is dropped: the index stays at its last commit

@@ -48,3 +48,23 @@ def test_stream_refuses_duplicates_and_counts_empty_texts():
     assert [d.id for d in stream] == ["a"] and stream.skipped_empty == 2
     with pytest.raises(m3search.errors.InputError, match=r"docs\[1\]: duplicate id 'a'"):
         list(DocumentStream([("a", "x"), ("a", "y")]))
+
+
+def test_after_encoding_runs_once_before_the_final_commit_and_can_release_the_encoder(tmp_path):
+    docs = [(f"d{i}", f"text {i} words w{i % 5}") for i in range(30)]
+    calls = []
+    with m3search.build_index(tmp_path / "idx", model="hashing:dim=16") as index:
+        def after() -> None:
+            calls.append(len(m3search.open_index(tmp_path / "idx")))  # documents committed at this point
+            index.release_encoder()
+            assert index._encoder is None
+
+        result = index.add(docs, batch_size=7, after_encoding=after)
+        assert calls == [0] and result.added == 30  # once, after every batch, before the final commit
+        assert len(index) == 30
+        hits = index.search("text 3 words", k=3)  # the encoder is loaded again for the query
+        assert hits[0].docid == "d3" and index._encoder is not None
+        index.model = None  # as for an index built with an encoder object it records no model for
+        encoder = index.encoder
+        index.release_encoder()  # nothing to load it again from: kept
+        assert index._encoder is encoder

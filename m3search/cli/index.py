@@ -121,9 +121,12 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
         if show_progress(quiet):
             records, bar = _with_bar(records, sources)
         checked = DocumentStream(records, check_ids=False)  # `stream` checks the ids
+        extra = {}
+        if isinstance(index, api.SearchIndex):  # this run is over with the encoder before its last commit
+            extra["after_encoding"] = lambda: _free_encoder(index)
         try:
             result = write(checked, batch_size=batch_size, max_length=max_length,
-                           commit_interval=commit_interval, progress=False)
+                           commit_interval=commit_interval, progress=False, **extra)
         finally:
             if bar is not None:
                 bar.close()
@@ -156,6 +159,18 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     if note:
         lines.append(note[0].upper() + note[1:] + ".")
     status("\n".join(lines), quiet)
+
+
+def _free_encoder(index) -> None:
+    """Free the model, tokenizer and runtime (~0.4 GB for m3search-small) before the final commit, whose
+    codec training is the run's largest allocation: the command needs no encoder after it."""
+    import gc
+
+    from m3search.cli.heap import release_free_memory
+
+    index.release_encoder()
+    gc.collect()
+    release_free_memory()
 
 
 def _failed(message: str, interrupted: bool) -> click.ClickException:

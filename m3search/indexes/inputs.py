@@ -24,6 +24,7 @@ def check_ids(ids: np.ndarray, n: int, what: str = "ids") -> np.ndarray:
 MAX_LEXICAL_WEIGHT = 100.0
 # Token vectors are unit length in BGE-M3 (and stored as float16 or compressed): elements are in [-1, 1].
 MAX_TOKEN_VALUE = 100.0
+_CHECK_ROWS = 16384
 # Dense vectors are unit length by the EncodedBatch contract; rows this close are renormalised exactly,
 # rows further off (a scaled or unnormalised vector) are refused.
 UNIT_NORM_TOLERANCE = 1e-2
@@ -100,9 +101,12 @@ def check_tokens(v: np.ndarray, lengths, names=None, what: str = "add") -> None:
     """Token vectors finite, every element within ±MAX_TOKEN_VALUE."""
     if not v.size:
         return
-    bad = ~(np.abs(v) <= MAX_TOKEN_VALUE).all(axis=1)  # also catches NaN
+    for lo in range(0, len(v), _CHECK_ROWS):  # a block at a time: no temporaries the size of v
+        bad = ~(np.abs(v[lo : lo + _CHECK_ROWS]) <= MAX_TOKEN_VALUE).all(axis=1)  # also catches NaN
+        if bad.any():
+            break
     if bad.any():
-        t = int(np.flatnonzero(bad)[0])
+        t = lo + int(np.flatnonzero(bad)[0])
         starts = np.concatenate([[0], np.cumsum(lengths)])
         row = int(np.searchsorted(starts, t, side="right") - 1)
         raise InputError(

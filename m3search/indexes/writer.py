@@ -2,7 +2,8 @@
 
 How a commit works
 ------------------
-Adds are buffered in memory with their internal ids already assigned (increasing, never reused). When the
+Adds are buffered with their internal ids already assigned (increasing, never reused); their token vectors
+wait in an unlinked temporary file, not in memory (token_spill.py). When the
 buffer grows past `buffer_bytes` it is flushed into a pending segment: a new folder
 `segments/<name>/` holding a `.lock` file and one sub-folder per component written by that component's
 `build`, all fsync'd. Pending segments are invisible: readers only see what the committed state lists.
@@ -84,6 +85,7 @@ from m3search.indexes.inputs import check_values
 from m3search.indexes.locking import SEGMENT_LOCK_NAME, create_segment_lock, try_lock_for_deletion
 from m3search.indexes.merge_policy import TieredMergePolicy, merge_all
 from m3search.indexes.state import CommitState, SegmentInfo
+from m3search.indexes.token_spill import TokenSpill
 from m3search.types import EncodedBatch, EncoderIdentity
 
 logger = logging.getLogger(__name__)
@@ -154,7 +156,11 @@ class IndexWriter:
     # -- the uncommitted changes -------------------------------------------------------------------
     def _reset_pending(self) -> None:
         self._next_id = self.committed.next_id
-        self._buffer: list[tuple[int, EncodedBatch]] = []
+        if getattr(self, "_spill", None) is not None:
+            self._spill.close()
+        # buffered adds: (first id, dense, sparse, multivec_lengths); their token vectors are in _spill
+        self._buffer: list[tuple[int, np.ndarray, Any, np.ndarray]] = []
+        self._spill: TokenSpill | None = None
         self._buffer_texts: list[str] = []  # the buffered documents' texts, for components with uses_text
         self._buffered_bytes = 0
         self._pending: list[SegmentInfo] = []  # built, not yet committed
@@ -205,7 +211,10 @@ class IndexWriter:
             self._delete_internal(current[current >= 0])
         start = self._next_id
         self._next_id += len(ids)
-        self._buffer.append((start, batch))
+        if self._spill is None:
+            self._spill = TokenSpill(self.segments_dir, batch.multivec.shape[1])
+        self._spill.append(batch.multivec)  # out of memory until the flush (token_spill.py)
+        self._buffer.append((start, batch.dense, batch.sparse, batch.multivec_lengths))
         if self._uses_text:  # components that index the words (text) get title + text as the encoder saw it
             self._buffer_texts.extend(passage_text(d) if d is not None else "" for d in checked)
         self._buffered_bytes += _batch_bytes(batch)
@@ -256,7 +265,7 @@ class IndexWriter:
         if not self._buffer:
             return
         start = self._buffer[0][0]
-        batch = self._buffer[0][1] if len(self._buffer) == 1 else EncodedBatch.concat([b for _, b in self._buffer])
+        batch = _buffered_batch(self._buffer, self._spill)
         assert start + len(batch) == self._next_id, "buffered ids must be contiguous"
         texts = self._buffer_texts
 
@@ -269,7 +278,8 @@ class IndexWriter:
         with self._lock:
             self._pending.append(info)
             self._writing.discard(info.name)
-        self._buffer, self._buffer_texts, self._buffered_bytes = [], [], 0
+        self._spill.close()
+        self._buffer, self._spill, self._buffer_texts, self._buffered_bytes = [], None, [], 0
         self._crash("flush:segment-built")
 
     def commit(self) -> int:
@@ -552,6 +562,18 @@ class IndexWriter:
             removed = True
         if removed:
             fsync_dir(self.segments_dir)
+
+
+def _buffered_batch(buffer: list[tuple[int, np.ndarray, Any, np.ndarray]], spill: TokenSpill) -> EncodedBatch:
+    """The buffered adds as one batch; its token vectors are a read-only mapping of the spill file."""
+    import scipy.sparse as sp
+
+    multivec = spill.array()
+    if len(buffer) == 1:
+        return EncodedBatch(dense=buffer[0][1], sparse=buffer[0][2], multivec=multivec, multivec_lengths=buffer[0][3])
+    return EncodedBatch(dense=np.concatenate([b[1] for b in buffer]),
+                        sparse=sp.vstack([b[2] for b in buffer], format="csr", dtype=np.float32),
+                        multivec=multivec, multivec_lengths=np.concatenate([b[3] for b in buffer]))
 
 
 def _batch_bytes(batch: EncodedBatch) -> int:

@@ -32,8 +32,10 @@ from m3search.errors import ConfigError, IndexFormatError
 from m3search.indexes import segment_files as sf
 
 _NAME = re.compile(r"^(fp16|sq8|sq4|(r?)(o?)pq(\d+))$")
-_ENCODE_ROWS = 65536
+_ENCODE_ROWS = 16384  # rows encoded at a time: bounds the float temporaries (assignment, residuals)
 _HNSW_ASSIGN_K = 2048  # coarse centroids from which tokens are assigned through an HNSW graph (see _assign)
+COARSE_NITER = 4  # k-means iterations of the coarse quantizer (was 10; bench/results/codec_train_check_de.md)
+MAX_PQ_POINTS = 65_536  # residuals the PQ trains on: FAISS keeps at most 256 per sub-centroid (256 x 256) anyway
 
 
 def parse_name(name: str, dim: int | None = None) -> dict:
@@ -128,10 +130,14 @@ class Codec:
 
     # -- training ---------------------------------------------------------------------------------
     @classmethod
-    def train(cls, name: str, x: np.ndarray, coarse_k: int = 1024, seed: int = 1234,
+    def train(cls, name: str, x: np.ndarray, coarse_k: int = 1024, seed: int = 1234, *,
+              coarse_niter: int = COARSE_NITER, max_pq_points: int | None = MAX_PQ_POINTS,
               store_norm: bool = False) -> "Codec":
         """Train on sample tokens x (n, d) float32; a tenth (at most 10k) is held out for `fidelity`.
+        coarse_niter: k-means iterations of the coarse quantizer; max_pq_points: residuals the PQ is trained
+        on (None: every fit token; FAISS samples at most 256 per centroid, i.e. 65,536, anyway).
         store_norm: residual codes get a norm byte (module docstring); ignored by other codecs."""
+        drop_pages = getattr(x, "drop_pages", None)  # a read-only file mapping (the writer's buffered tokens)
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, dim = x.shape
         codec = cls(name, dim)
@@ -139,25 +145,34 @@ class Codec:
         perm = rng.permutation(n)
         n_held = min(10_000, n // 10)
         held, fit = x[perm[:n_held]], x[perm[n_held:]]
+        if drop_pages is not None:
+            drop_pages()  # copied: its pages need not stay resident while k-means runs
         fam = codec.spec["family"]
         if fam in ("sq8", "sq4"):
             codec._sq.train(fit)
             codec.arrays["sq_trained"] = faiss.vector_to_array(codec._sq.trained).astype(np.float32)
         elif fam == "pq":
-            codec._train_pq(fit, coarse_k, seed)
+            codec._train_pq(fit, coarse_k, seed, coarse_niter, max_pq_points)
             if store_norm and codec.spec["residual"]:
                 codec._train_norm_range(fit[:_ENCODE_ROWS])
         codec.fidelity = codec.measure(held if n_held else fit[:1000], rng)
         return codec
 
-    def _train_pq(self, fit: np.ndarray, coarse_k: int, seed: int) -> None:
+    def _train_pq(self, fit: np.ndarray, coarse_k: int, seed: int, coarse_niter: int = COARSE_NITER,
+                  max_pq_points: int | None = MAX_PQ_POINTS) -> None:
         dim = self.dim
         if self.spec["residual"]:
             k = int(min(coarse_k, 65536, max(1, len(fit) // 16)))
-            km = faiss.Kmeans(dim, k, niter=10, seed=seed, min_points_per_centroid=1, max_points_per_centroid=256)
+            km = faiss.Kmeans(dim, k, niter=coarse_niter, seed=seed, min_points_per_centroid=1,
+                              max_points_per_centroid=256)
             km.train(fit)
             self.arrays["coarse"] = km.centroids.astype(np.float32)
-            fit = fit - self.arrays["coarse"][self._assign(fit)]
+            # the PQ learns from the residuals of a sample (fit is already in random order), computed in
+            # place a block at a time: no T x d temporaries
+            fit = np.array(fit[: max_pq_points or len(fit)])
+            for lo in range(0, len(fit), _ENCODE_ROWS):
+                block = fit[lo : lo + _ENCODE_ROWS]
+                block -= self.arrays["coarse"][self._assign(block)]
         if self.spec["rotation"]:
             opq = faiss.OPQMatrix(dim, self.spec["m"])
             opq.niter = 8

@@ -75,7 +75,7 @@ class MultivecComponent(ComponentType):
 
         def sample() -> np.ndarray:
             take = np.sort(rng.choice(len(x), size=min(len(x), self.config["train_tokens"]), replace=False))
-            return x[take]
+            return x if len(take) == len(x) else x[take]  # all of them: no copy
 
         codec = self.codec(Path(shared), x.shape[1], len(x), sample)
         chunks = (x[lo : lo + _CHUNK_TOKENS] for lo in range(0, len(x), _CHUNK_TOKENS))
