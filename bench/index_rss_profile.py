@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -75,6 +76,7 @@ def main() -> None:
     finally:
         stop.set()
         th.join()
+        shutil.rmtree(work, ignore_errors=True)  # our own scratch folder
     wall = time.perf_counter() - t0
     # stage table: per innermost location, time spent and max RSS
     stages: dict[str, list[float]] = collections.OrderedDict()
