@@ -24,7 +24,7 @@ from m3search.trainer.mining import (
     MiningConfig, PrecomputedDenseEncoder, corpus_of, index_search, mine_from_ranked, mine_with_new_index,
 )
 from m3search.trainer.state import load_state
-from m3search.trainer.state_cache import StateCache, cache_identity, open_or_build
+from m3search.trainer.state_cache import StateCache, cache_identity, onnx_backbone, open_or_build
 from m3search.trainer.trainer import TrainCallback, Trainer, TrainResult
 from m3search.types import EncoderIdentity
 
@@ -105,19 +105,29 @@ def training_caches(
     query_max_length: int,
     passage_max_length: int,
     progress: Callable[[int], None] | None = None,
+    model_path: str | Path | None = None,
 ) -> tuple[StateCache, StateCache]:
-    """Open (or build) `cache_dir/queries` and `cache_dir/passages` for the frozen backbone."""
+    """Open (or build) `cache_dir/queries` and `cache_dir/passages` for the frozen backbone.
+
+    model_path: the model's folder; given, and with the model on CPU, a cache to build runs the backbone as
+    inference does (ONNX Runtime layers, `state_cache.onnx_backbone`) where that is installed: the same states
+    to ~1e-6, several times faster on CPU."""
     cache_dir = Path(cache_dir)
     model, tok, spec = loaded.model, loaded.tokenizer, loaded.spec
+    fast = None
     out = []
     for kind, folder, texts, max_length in (("query", "queries", queries, query_max_length),
                                             ("passage", "passages", passages, passage_max_length)):
         ident = cache_identity(model, tok, spec.name, kind, spec.prefix(kind), max_length, spec.max_positions)
-        out.append(open_or_build(cache_dir / folder, texts, model, tok, ident, progress=progress))
+        if (fast is None and model_path is not None and next(model.parameters()).device.type == "cpu"
+                and not (cache_dir / folder / "cache.json").is_file()):
+            fast = onnx_backbone(model_path) or False
+        out.append(open_or_build(cache_dir / folder, texts, model, tok, ident, progress=progress,
+                                 backbone=fast or None))
     return out[0], out[1]
 
 
-def _prepare_caches(cache_dir, loaded, examples, config, progress):
+def _prepare_caches(cache_dir, loaded, examples, config, progress, model_path=None):
     """Rank 0 builds the caches; the other processes wait, then open them."""
     info = D.current()
     queries = [ex.query for ex in examples]
@@ -125,7 +135,7 @@ def _prepare_caches(cache_dir, loaded, examples, config, progress):
     if info.enabled and not info.is_main:
         torch.distributed.barrier()
     caches = training_caches(cache_dir, loaded, queries, passages, config.query_max_length,
-                             config.passage_max_length, progress)
+                             config.passage_max_length, progress, model_path=model_path)
     if info.enabled and info.is_main:
         torch.distributed.barrier()
     return caches
@@ -177,7 +187,8 @@ def _fit(data, model, out_dir, config, dev, *, cache_dir, reset_heads, resume, r
     if cache_dir is not None:
         if config.mode != "heads":
             raise InputError("--cache-dir serves heads mode only (full fine-tuning changes the backbone)")
-        caches = _prepare_caches(cache_dir, loaded, examples, config, cache_progress)
+        caches = _prepare_caches(cache_dir, loaded, examples, config, cache_progress,
+                                  model_path=None if resume is not None else resolve_model_path(model))
     trainer = Trainer(loaded.model, loaded.tokenizer, loaded.spec, config, examples, out_dir,
                       run_name=run_name, caches=caches, callback=callback, data_source=str(data))
     if caches is None:
@@ -244,7 +255,7 @@ def mine(
         if cache_dir is not None:
             loaded = load_for_training(model, device=device)
             qc, pc = training_caches(cache_dir, loaded, queries, texts, query_max_length, passage_max_length,
-                                     cache_progress)
+                                     cache_progress, model_path=resolve_model_path(model))
             encoder = PrecomputedDenseEncoder(_identity(loaded), {"query": _dense_lookup(qc), "passage": _dense_lookup(pc)},
                                               reference=_reference(model))
         else:

@@ -83,3 +83,28 @@ def test_long_texts_are_cached_in_the_encoders_windows_and_heads_match_it(tmp_pa
     np.testing.assert_array_equal(got.sparse.indptr, expected.sparse.indptr)
     np.testing.assert_array_equal(got.sparse.indices, expected.sparse.indices)
     np.testing.assert_allclose(got.sparse.data, expected.sparse.data, rtol=5e-3, atol=5e-3)
+
+
+def test_cache_built_with_onnx_runtime_layers_holds_the_same_states(tmp_path, tiny_checkpoint):
+    """`onnx_backbone` (how `train` builds caches on CPU): the states and dense vectors of the torch backbone,
+    long texts windowed the same way; the identity still names the training model."""
+    from m3search.encoder import ort_backbone
+    from m3search.trainer.pipeline import load_for_training
+    from m3search.trainer.state_cache import onnx_backbone
+
+    if not ort_backbone.available():
+        pytest.skip("onnxruntime/onnx not installed")
+    loaded = load_for_training(tiny_checkpoint, device="cpu")
+    model, tok = loaded.model, loaded.tokenizer
+    fast = onnx_backbone(tiny_checkpoint)
+    assert fast is not None
+    texts = [" ".join(f"w{(5 * i + j) % 40 + 1}" for j in range(n)) for i, n in enumerate((3, 9, 30))]
+    ident = cache_identity(model, tok, "tiny", "passage", "", 1000, window_tokens=12)
+    want = build_cache(tmp_path / "torch", texts, model, tok, ident, tokens_per_batch=30)
+    got = build_cache(tmp_path / "ort", texts, model, tok, ident, tokens_per_batch=30, backbone=fast)
+    assert fast.native._onnx_layers is not None  # it really ran in ONNX Runtime
+    assert got.meta == want.meta
+    np.testing.assert_array_equal(got.offsets, want.offsets)
+    np.testing.assert_array_equal(got.input_ids, want.input_ids)
+    np.testing.assert_allclose(got.states.astype(np.float32), want.states.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(got.dense, want.dense, atol=1e-5)
