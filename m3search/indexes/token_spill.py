@@ -37,12 +37,13 @@ class TokenSpill:
     def append(self, x: np.ndarray) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) token vectors, got {x.shape}")
-        self._file.write(memoryview(np.ascontiguousarray(x, dtype=np.float32)).cast("B"))
+        if x.size:  # no tokens, or no token vectors at all: nothing to write (and a cast would refuse it)
+            self._file.write(memoryview(np.ascontiguousarray(x, dtype=np.float32)).cast("B"))
         self.rows += len(x)
 
     def array(self) -> np.ndarray:
-        if not self.rows:
-            return np.zeros((0, self.dim), np.float32)
+        if not self.rows * self.dim:
+            return np.zeros((self.rows, self.dim), np.float32)
         self._file.flush()
         view = mmap.mmap(self._file.fileno(), self.rows * self.dim * 4, access=mmap.ACCESS_READ)
         rows = np.frombuffer(view, np.float32).reshape(self.rows, self.dim)  # keeps the mapping alive

@@ -100,3 +100,14 @@ def test_bounded_pq_sample_keeps_fidelity():
     assert bounded.codec_id != every.codec_id  # the PQ did learn from another sample
     assert bounded.fidelity["mean_cosine"] > every.fidelity["mean_cosine"] - 0.005
     assert every.fidelity["mean_cosine"] > 0.9  # a codec worth comparing
+
+
+def test_batches_without_token_vectors_are_spilled_as_nothing(tmp_path):
+    from m3search.indexes.token_spill import TokenSpill
+
+    for dim in (0, 4):
+        spill = TokenSpill(tmp_path, dim)
+        spill.append(np.zeros((0, dim), np.float32))
+        spill.append(np.ones((2, dim), np.float32))
+        assert spill.array().shape == (2, dim) and spill.rows == 2
+        spill.close()
