@@ -305,6 +305,7 @@ def test_residual_codes_store_a_norm_byte_that_restores_token_norms(build, data)
         with_byte = build(x, lengths, {"compression": "rpq8"}, name=f"a{unit}", shared=f"sa{unit}")
         without = build(x, lengths, {"compression": "rpq8", "rescale": False}, name=f"b{unit}", shared=f"sb{unit}")
         assert with_byte.codec.has_norm_byte and not without.codec.has_norm_byte
+        assert with_byte.fidelity()["norm_byte"] and not without.fidelity()["norm_byte"]  # what `info` shows
         assert with_byte.codec.code_size == without.codec.code_size + 1 == 8 + 2 + 1
         ids = np.arange(len(lengths))
         lo, hi = with_byte.codec.arrays["norm_range"]

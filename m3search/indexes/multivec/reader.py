@@ -87,6 +87,7 @@ class MultivecSegmentReader(MultivecReader):
             "bytes_per_token": self.codec.code_size,
             "disk_bytes_per_token": self.nbytes() / max(1, self.n_tokens),
             "rescaled_to_unit_norm": self.rescale,
+            "norm_byte": self.codec.has_norm_byte,  # residual codes scaled to each token's stored norm
             **{k: v for k, v in self.header.get("fidelity", {}).items() if k != "bytes_per_token"},
             **self.generator_settings(),
         }
