@@ -74,7 +74,6 @@ class Codec:
 
     def __post_init__(self) -> None:
         self.spec = parse_name(self.name, self.dim)
-        self.code_size = code_size(self.name, self.dim, self.has_norm_byte)
         self._sq = self._pq = self._assigner = None
         fam = self.spec["family"]
         if fam in ("sq8", "sq4"):
@@ -91,6 +90,11 @@ class Codec:
     @property
     def is_builtin(self) -> bool:
         return self.name == "fp16"
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per token: follows from the name, the dimension and whether the codec has a norm byte."""
+        return code_size(self.name, self.dim, self.has_norm_byte)
 
     @property
     def has_norm_byte(self) -> bool:
@@ -195,7 +199,6 @@ class Codec:
         lo, hi = float(ratio.min()), float(ratio.max())
         pad = max(0.1 * (hi - lo), 1e-3)
         self.arrays["norm_range"] = np.array([lo - pad, hi + pad], np.float32)
-        self.code_size = code_size(self.name, self.dim, True)
 
     def measure(self, x: np.ndarray, rng: np.random.Generator) -> dict:
         """Reconstruction quality on held-out tokens: cosines, and the error it puts on inner products with
