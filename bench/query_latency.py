@@ -53,26 +53,28 @@ def synthetic_identity(d: int) -> EncoderIdentity:
 
 
 def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every: int | None = None,
-                components: tuple[str, ...] = ("dense", "sparse", "multivec")) -> None:
+                components: tuple[str, ...] = ("dense", "sparse", "multivec"), merge_policy=None) -> float | None:
     """Write n synthetic passages through the engine (skipped when a finished index is there).
 
     commit_every=None: a bulk load (committed every `RESUME_EVERY` passages so an interrupted build resumes,
     merges off), then optimize() (one segment). commit_every=N: the CLI's path, a commit every N passages
     with the default merge policy after each commit (background merges) and no final optimize.
-    An interrupted build (e.g. `timeout` of a locked slice) resumes from its last commit when run again."""
+    An interrupted build (e.g. `timeout` of a locked slice) resumes from its last commit when run again.
+    merge_policy: the CLI path's policy (None: the default). Returns the build's seconds (background merges
+    included: closing the index waits for them), None when the index was there already."""
     from synthetic import DenseCorpus, TokenCorpus
     from synthetic_sparse import make_corpus, make_vocabulary
 
     from m3search.indexes.index import Index
 
-    options = {} if commit_every else {"auto_merge": False}
+    options = ({"merge_policy": merge_policy} if merge_policy else {}) if commit_every else {"auto_merge": False}
     configs = {kind: {} for kind in components}
     done, exists = 0, (path / "manifest.json").is_file()
     if exists:
         with Index.open(path) as index, index.snapshot() as snap:
             done = snap.n_docs
         if done == n and (commit_every or index_segments(path) == 1):
-            return
+            return None
         if done > n or done % (commit_every or RESUME_EVERY):
             raise SystemExit(f"{path} holds an unfinished or different index: delete it and run again")
         print(f"  resuming {path.name} at {done} passages", file=sys.stderr, flush=True)
@@ -104,7 +106,9 @@ def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every:
         index.commit()
         if not commit_every:
             index.optimize()  # one segment, as after a bulk load
-    print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    print(f"  built in {seconds:.0f} s", file=sys.stderr)
+    return None if done else seconds
 
 
 RESUME_EVERY = 10_000  # the bulk load's commits (resume points); a multiple of --chunk
@@ -250,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="with --cli-commit-every: also time the CLI-built index with its dense segments below 100k "
                    "searched flat (the structure they had before flat_threshold followed the dimension) and one by "
                    "one (before the one-pass dense search), in the same rounds (reported in the 'before' columns)")
+    p.add_argument("--tiers-only-baseline", action="store_true",
+                   help="with --cli-commit-every: also build the CLI's way with the merge policy of before (tiers "
+                   "only, no cap on segments searched on their own) and time it in the 'before' columns")
     p.add_argument("--components", default="dense,sparse,multivec",
                    help="components of the synthetic indexes (e.g. dense,sparse: a cheaper build for those modes)")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
@@ -268,13 +275,23 @@ def main(argv: list[str] | None = None) -> dict:
     cli_path = None
     if args.cli_commit_every:
         cli_path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}{tag}-commit{args.cli_commit_every}.m3s"
-        build_index(cli_path, args.n, args.dim, args.seed, args.chunk, commit_every=args.cli_commit_every,
-                    components=components)
+        build_s = {"cli": build_index(cli_path, args.n, args.dim, args.seed, args.chunk,
+                                      commit_every=args.cli_commit_every, components=components)}
+        if args.tiers_only_baseline:
+            from m3search.indexes.merge_policy import TieredMergePolicy
 
-    results, cli_results, base_results, cli_info = {}, {}, {}, None
-    with m3search.open_index(path) as index, (m3search.open_index(cli_path) if cli_path else _null()) as cli:
+            base_path = cli_path.with_name(cli_path.stem + "-tiers.m3s")
+            build_s["tiers_only"] = build_index(base_path, args.n, args.dim, args.seed, args.chunk,
+                                                commit_every=args.cli_commit_every, components=components,
+                                                merge_policy=TieredMergePolicy(max_searched_alone=10**9))
+
+    results, cli_results, base_results, cli_info, base_info = {}, {}, {}, None, None
+    base_path = base_path if cli_path and args.tiers_only_baseline else None
+    with m3search.open_index(path) as index, (m3search.open_index(cli_path) if cli_path else _null()) as cli, \
+            (m3search.open_index(base_path) if base_path else _null()) as base:
         info = index.info()
         cli_info = cli.info() if cli is not None else None
+        base_info = base.info() if base is not None else None
         for mode in args.modes.split(","):
             print(f"  timing {mode}", file=sys.stderr, flush=True)
             # the two indexes alternate per mode, so machine load shifts hit both alike
@@ -285,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
                     with (per_segment_search() if args.per_segment_baseline else contextlib.nullcontext()), \
                             (old_dense_search() if args.old_dense_baseline else contextlib.nullcontext()):
                         base_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
+                if base is not None:
+                    base_results[mode] = measure_mode(base, queries, mode, args.k, args.batch)
             if encode is not None:
                 enc = np.asarray(encode["times_s"])
                 search = np.asarray(results[mode]["search_times_s"])
@@ -311,9 +330,14 @@ def main(argv: list[str] | None = None) -> dict:
                                   for m, r in base_results.items()},
             "segments": [seg["n_docs"] for seg in cli_info["segments"]],
             "dense_structures": (cli_info["components"].get("dense") or {}).get("fidelity", {}).get("structure"),
+            "build_s": build_s,
+            "baseline_segments": [seg["n_docs"] for seg in base_info["segments"]] if base_info else None,
+            "baseline_dense_structures": ((base_info["components"].get("dense") or {}).get("fidelity", {})
+                                          .get("structure") if base_info else None),
             "baseline": ("per-segment search" if args.per_segment_baseline else "")
             + (" + " if args.per_segment_baseline and args.old_dense_baseline else "")
-            + ("dense segments < 100k flat, searched one by one" if args.old_dense_baseline else ""),
+            + ("dense segments < 100k flat, searched one by one" if args.old_dense_baseline else "")
+            + ("merge policy of before: tiers only" if args.tiers_only_baseline else ""),
             "load_avg": os.getloadavg(),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -360,7 +384,13 @@ def markdown(report: dict) -> str:
         base = cli.get("per_segment_modes") or {}
         lines += ["", f"Built the CLI's way (a commit every {cli['commit_every']:,} passages, default merge policy, "
                   f"no optimize): {cli['n_segments']} segment(s) {cli.get('segments', '')}, dense structures "
-                  f"{cli.get('dense_structures', '?')}, {cli['total_bytes'] / 2**30:.2f} GiB; the same "
+                  f"{cli.get('dense_structures', '?')}, {cli['total_bytes'] / 2**30:.2f} GiB"
+                  + (f", built in {cli['build_s']['cli']:.0f} s" if (cli.get("build_s") or {}).get("cli") else "")
+                  + (f" (before, tiers only: segments {cli['baseline_segments']}, dense structures "
+                     f"{cli['baseline_dense_structures']}"
+                     + (f", built in {cli['build_s']['tiers_only']:.0f} s" if cli["build_s"].get("tiers_only") else "")
+                     + ")" if cli.get("baseline_segments") else "")
+                  + "; the same "
                   "queries, timed alternately with the optimized index"
                   + (f"; load average at the end {cli['load_avg'][0]:.1f}" if cli.get("load_avg") else "") + ".", "",
                   "| mode | optimized p50 / p95 (ms) | CLI-built p50 / p95 (ms) | CLI-built / optimized (p50 / p95) |"

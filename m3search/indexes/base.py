@@ -130,3 +130,8 @@ class ComponentType(abc.ABC):
         """True when rewriting this segment alone (a merge of one) would now store it better, e.g. it was
         written before the index-wide codec existed. The writer's merge policy rewrites such segments."""
         return False
+
+    def searched_alone(self, meta: dict) -> bool:
+        """True when a search pays for this segment on its own (e.g. its own dense graph), not in one pass
+        with the others; the merge policy caps how many such segments an index keeps."""
+        return False

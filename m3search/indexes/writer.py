@@ -424,7 +424,8 @@ class IndexWriter:
             segs = self.committed.segments
             stale = [any(c.stale(s.metas.get(kind, {}), self.index_dir / COMPONENTS_DIR / kind)
                          for kind, c in self.components.items()) for s in segs]
-            runs = self.merge_policy.plan([s.n for s in segs], [s.n_deleted for s in segs], stale)
+            alone = [any(c.searched_alone(s.metas.get(kind, {})) for kind, c in self.components.items()) for s in segs]
+            runs = self.merge_policy.plan([s.n for s in segs], [s.n_deleted for s in segs], stale, alone)
             if not runs:
                 return
             self.merge(runs)

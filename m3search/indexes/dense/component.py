@@ -7,8 +7,12 @@ A segment folder holds:
   ivf.faiss     IVF segments only: FAISS's own index file (IVF-PQ fast-scan by default)
   hnsw.faiss    HNSW segments only: FAISS's IndexHNSWSQ (graph + fp16 codes, the store's exact values);
                 such segments are version 2, which older m3search refuses cleanly
-Everything is built from the fp16 store, so merging segments gives exactly what building from the kept
-documents would.
+Everything is built from the fp16 store, so merging segments gives what building from the kept documents
+would: the same store and, for flat and IVF segments, the same searcher. An HNSW merge whose first source
+keeps every document extends a copy of that source's graph with the other documents (HNSW is built by
+insertion anyway: the graph is one a build could have made, its levels drawn anew) rather than rebuilding
+it, so merging a few new documents into a large segment costs about the new documents, not the whole
+segment (the merge policy relies on it to keep the number of graphs small: merge_policy.py).
 """
 from __future__ import annotations
 
@@ -49,6 +53,10 @@ class DenseComponent(ComponentType):
     def validate_config(cls, config: dict) -> dict:
         return validate_config(config)
 
+    def searched_alone(self, meta: dict) -> bool:
+        # flat segments are scanned together in one pass (multiseg.py); a graph or IVF is searched on its own
+        return meta.get("structure", {}).get("kind", "flat") != "flat"
+
     def build(self, path: Path, batch: EncodedBatch, shared: Path) -> dict:
         x = check_dense(batch.dense, what="dense segment", unit=False)
         path = Path(path)
@@ -68,7 +76,8 @@ class DenseComponent(ComponentType):
                 for lo in range(0, len(ids), _ROWS):
                     yield src.vectors(ids[lo : lo + _ROWS])
 
-        return self._write(Path(path), sum(len(k) for k in keep), dims.pop(), chunks())
+        n, d = sum(len(k) for k in keep), dims.pop()
+        return self._write(Path(path), n, d, chunks(), graph=self._extendable_graph(sources, keep, n, d))
 
     def open(self, path: Path, meta: dict, shared: Path) -> DenseSegmentReader:
         path = Path(path)
@@ -93,14 +102,28 @@ class DenseComponent(ComponentType):
         return DenseSegmentReader(path, header, store, ivf, self.config)
 
     # -- internals --------------------------------------------------------------------------------
-    def _write(self, path: Path, n: int, d: int, chunks: Iterable[np.ndarray]) -> dict:
+    def _extendable_graph(self, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], n: int,
+                          d: int) -> tuple[faiss.Index, int] | None:
+        """(a copy of the first source's HNSW index, its document count) when the merged segment is an HNSW
+        segment of the same shape that starts with all of that source's documents, in order; else None."""
+        first, ids = sources[0], keep[0]
+        structure = choose_structure(n, d, self.config)
+        if (structure.kind != "hnsw" or not isinstance(first, DenseSegmentReader)
+                or first.structure != structure or not np.array_equal(ids, np.arange(first.n_docs))):
+            return None
+        graph = first.graph_copy()
+        return None if graph is None else (graph, first.n_docs)
+
+    def _write(self, path: Path, n: int, d: int, chunks: Iterable[np.ndarray],
+               graph: tuple[faiss.Index, int] | None = None) -> dict:
         path.mkdir(parents=True, exist_ok=True)
         store = sf.write_array_chunks(path, STORE, (n, d), np.float16, chunks)
         structure = choose_structure(n, d, self.config)
         files = {STORE: store}
         if structure.kind == "hnsw":
             with faiss_threads(self.config["threads"]):
-                files[HNSW] = self._write_hnsw(path, structure, sf.open_checked(path, STORE, store).verify_all().raw)
+                files[HNSW] = self._write_hnsw(path, structure, sf.open_checked(path, STORE, store).verify_all().raw,
+                                               graph)
         elif structure.kind != "flat":
             with faiss_threads(self.config["threads"]):
                 files[IVF] = self._write_ivf(path, structure, sf.open_checked(path, STORE, store).verify_all().raw)
@@ -123,13 +146,19 @@ class DenseComponent(ComponentType):
         logger.info("dense segment %s: %d x %d as %s", path, n, d, structure.factory)
         return header
 
-    def _write_hnsw(self, path: Path, structure: Structure, store: np.ndarray) -> dict:
-        """HNSW over fp16 codes: its scores are exactly the store's, so searches need no re-rank."""
+    def _write_hnsw(self, path: Path, structure: Structure, store: np.ndarray,
+                    graph: tuple[faiss.Index, int] | None = None) -> dict:
+        """HNSW over fp16 codes: its scores are exactly the store's, so searches need no re-rank. `graph`:
+        an index holding the store's first rows already, to extend with the rest."""
         n, d = store.shape
-        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, structure.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        if graph is not None:
+            index, start = graph
+        else:
+            index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, structure.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.train(np.zeros((1, d), np.float32))  # fp16 needs no statistics
+            start = 0
         index.hnsw.efConstruction = self.config["ef_construction"]
-        index.train(np.zeros((1, d), np.float32))  # fp16 needs no statistics
-        for lo in range(0, n, _ROWS):
+        for lo in range(start, n, _ROWS):
             index.add(np.asarray(store[lo : lo + _ROWS], dtype=np.float32))
         return self._save(path, HNSW, index)
 

@@ -84,6 +84,13 @@ class DenseSegmentReader(DenseReader):
                 "n": self.n_docs, "d": self.d, "bytes": self.nbytes(),
                 "bytes_per_doc": self.nbytes() / max(1, self.n_docs)}
 
+    def graph_copy(self) -> faiss.Index | None:
+        """A copy of this segment's HNSW index (graph and fp16 codes) that a merge may extend; None when
+        the segment has no graph."""
+        if self.structure.kind != "hnsw" or self._ivf is None:
+            return None
+        return faiss.clone_index(self._ivf)
+
     def fidelity(self) -> dict:
         """What `info` reports: search structure, and that exact scores come from the fp16 store."""
         return {"structure": self.structure.factory, "stored": "fp16", "refine": self.config["refine"],
