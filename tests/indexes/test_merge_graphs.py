@@ -144,3 +144,41 @@ def test_an_index_committed_many_times_keeps_at_most_two_graphs_and_finds_the_ex
         assert max(sum(k != "flat" for k in kinds) for kinds in kinds_seen) == 2  # the cap was reached
         with ix.snapshot() as snap:
             assert_same_topk(*exact_top(xb[:2400], xq, 10), *snap.dense.search(xq, 10, ef_search=2400))
+
+
+def test_graphs_searched_at_once_return_what_the_segments_return_one_by_one(tmp_path, data, monkeypatch):
+    """Three HNSW segments and no thread count configured: a single query walks them on several threads
+    (dense/multiseg.py); the results equal the per-segment path's, and an exhaustive walk the exact top."""
+    from m3search.indexes import segments
+    from m3search.indexes.dense import multiseg
+
+    xb, xq = data
+    calls = []
+    concurrently = multiseg._search_concurrently
+    monkeypatch.setattr(multiseg, "_search_concurrently", lambda live, *a: calls.append(len(live)) or concurrently(live, *a))
+    identity = EncoderIdentity(name="test-dense", dense_dim=D, multivec_dim=D, vocab_size=10, tokenizer_hash="t")
+    with Index.create(tmp_path / "ix", identity, components={"dense": {"flat_threshold": 100}}, auto_merge=False) as ix:
+        for lo in range(0, 3000, 1000):
+            x = xb[lo : lo + 1000]
+            ix.add([f"d{i}" for i in range(lo, lo + 1000)],
+                   EncodedBatch(x, sp.csr_matrix((1000, 10), dtype=np.float32), np.zeros((0, D), np.float32),
+                                np.zeros(1000, np.int64)), None)
+            ix.commit()
+        ix.delete(["d5", "d1500"])
+        ix.commit()
+        with ix.snapshot() as snap:
+            readers = [v.readers["dense"] for v in snap.dense.segset.views]
+            assert [r.structure.kind for r in readers] == ["hnsw"] * 3
+            live = [(v, (None, v.n), v.n) for v in snap.dense.segset.views]
+            assert multiseg._concurrent(live, 1, 10, 1, 0, 256, None, readers[0])
+            assert not multiseg._concurrent(live, 1, 10, 1, 0, 256, 1, readers[0])  # a thread count asked for
+            for q in xq[:10]:
+                D1, I1 = snap.dense.search(q[None], 10)
+                D0, I0 = segments._search(snap.dense.segset, "dense", q[None], 1, 10, None, {})
+                np.testing.assert_array_equal(I1, I0)
+                np.testing.assert_array_equal(D1, D0)
+            assert calls == [3] * 10
+            keep = np.setdiff1d(np.arange(3000), [5, 1500])
+            scores, ids = snap.dense.search(xq, 10, ef_search=3000)
+            Dx, Ix = exact_top(xb[keep], xq, 10)
+            assert_same_topk(Dx, keep[Ix], scores, ids)

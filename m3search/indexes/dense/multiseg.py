@@ -12,11 +12,20 @@ scanning a 1,000-doc flat segment). Here the queries and parameters are checked 
 structure is searched through `DenseSegmentReader.search_checked`, and consecutive segments that want the
 same thread count share one thread setting. Results are those of the per-segment path (same calls into
 FAISS, same merge), so a multi-segment index returns what it did before, only with less overhead.
+
+A query small enough to run each segment on one thread (one query: FAISS parallelizes over queries, so a
+graph walk is serial) searches two or more graph/IVF segments at once on a small pool of threads, one
+segment per thread, as Lucene's concurrent segment search does: a CLI-built index with two HNSW graphs
+answers in about the time of the slower one rather than the sum (bench/results/query_latency_cli_policy_*).
+Only when no thread count is configured or asked for; the calls and the merge are the same.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -53,12 +62,18 @@ def search(views_masks: Sequence[tuple[Any, tuple[np.ndarray | None, int]]], xq:
         D, I = _search_flat_group(flats, xq, k, threads)
         Ds.append(D)
         Is.append(I)
+    for reader in (view.readers["dense"] for view, _, _ in live):
+        if reader.d != first.d:
+            raise InputError(f"dense segments of one index have different dimensions ({first.d}, {reader.d})")
+    if _concurrent(live, m, k, nprobe, refine, ef, threads, first):
+        for D, I in _search_concurrently(live, xq, k, nprobe, refine, ef):
+            Ds.append(D)
+            Is.append(I)
+        return Ds, Is
     current: object = ()  # the thread count in force; () = none set yet
     with contextlib.ExitStack() as stack:
         for view, mask, n_live in live:
             reader: DenseSegmentReader = view.readers["dense"]
-            if reader.d != first.d:
-                raise InputError(f"dense segments of one index have different dimensions ({first.d}, {reader.d})")
             kk = min(int(k), n_live)
             configured = reader.config["threads"] if threads is None else threads
             want = reader.search_threads(m, kk, n_live, nprobe, refine, ef, configured)
@@ -71,6 +86,41 @@ def search(views_masks: Sequence[tuple[Any, tuple[np.ndarray | None, int]]], xq:
             Ds.append(D)
             Is.append(np.where(valid, view.global_ids(np.where(valid, I, 0)), -1))
     return Ds, Is
+
+
+def _concurrent(live, m: int, k: int, nprobe: int, refine: int, ef: int, threads: int | None,
+                first: DenseSegmentReader) -> bool:
+    """Whether to search these segments at once: two or more, each wanting one thread, none configured."""
+    if len(live) < 2 or threads is not None or first.config["threads"] is not None or (os.cpu_count() or 1) < 2:
+        return False
+    return all(view.readers["dense"].search_threads(m, min(int(k), n), n, nprobe, refine, ef, None) == 1
+               for view, _, n in live)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:  # the caller's thread takes one segment itself
+            _POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1) - 1),
+                                       thread_name_prefix="m3search-dense")
+        return _POOL
+
+
+def _search_concurrently(live, xq: np.ndarray, k: int, nprobe: int, refine: int,
+                         ef: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def one(item) -> tuple[np.ndarray, np.ndarray]:
+        view, mask, n_live = item
+        with faiss_threads(1):  # OpenMP's and numba's thread counts are per thread: this one only
+            D, I = view.readers["dense"].search_checked(xq, min(int(k), n_live), mask, n_live, nprobe, refine, ef)
+        valid = I >= 0
+        return D, np.where(valid, view.global_ids(np.where(valid, I, 0)), -1)
+
+    futures = [_pool().submit(one, item) for item in live[1:]]
+    return [one(live[0])] + [f.result() for f in futures]
 
 
 def score_pairs(groups, xq: np.ndarray, q_index: np.ndarray, d: int) -> np.ndarray:
