@@ -207,7 +207,9 @@ class OrtPassageEncoder:
         try:
             for idx in plan_batches(lengths, self.batch_tokens):
                 batch = [pieces[i] for i in idx]
-                if len(batch) * int(lengths[idx].max()) <= SINGLE_THREAD_TOKENS:
+                # (the numpy backbone numbers positions 0..n-1: not for a text holding a literal pad token)
+                if len(batch) * int(lengths[idx].max()) <= SINGLE_THREAD_TOKENS and not any(
+                        (p.ids == self.pad_id).any() for p in batch):
                     with self.lite.blas.limit(limits=1, user_api="blas"):
                         for j, p in enumerate(batch):
                             dense[idx[j]], weights[idx[j]], vectors[idx[j]] = self.lite.forward(
@@ -227,8 +229,9 @@ class OrtPassageEncoder:
     def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(B, L) padded ids -> (B, L, hidden) embedded, as NativeEncoder.embed."""
         bb = self.lite.backbone
-        if bb.roberta_positions:
-            positions = np.cumsum(mask, axis=1) * mask + bb.padding_idx
+        if bb.roberta_positions:  # as RoBERTa: by id, so a literal pad token in a text takes padding_idx too
+            real = (ids != bb.padding_idx).astype(np.int64)
+            positions = np.cumsum(real, axis=1) * real + bb.padding_idx
         else:
             positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
         x = self.word_rows(ids)

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ATOL = 1e-4  # the bound; measured ~1e-6
 TEXTS = ["passage number %d about cells and tables" % i for i in range(40)] + [
     "short", "a longer text with several words " * 30, "x", "  spaced   out  ", "Straße 42 — ünïcödé " * 5,
-    "中文的句子，不太长。", "word " * 700, "a <mask> b", "<s> x </s>", "", "🙂 ꙮ \u200b"]
+    "中文的句子，不太长。", "word " * 700, "a <mask> b", "<s> x </s>", "", "🙂 ꙮ \u200b",
+    "<s> literal </s> special <pad> tokens <unk> inside"]  # a literal pad token: RoBERTa positions by id
 
 
 def assert_same(got, want, atol=ATOL):
@@ -61,7 +62,7 @@ def test_small_batches_run_one_piece_at_a_time(tiny_model_dir, cache, tiny_encod
     from m3search.encoder.fast_query import LITE_TEXTS
 
     fast = _fast(tiny_model_dir, cache)
-    texts = ["cell %d" % i for i in range(LITE_TEXTS + 3)]
+    texts = ["cell %d" % i for i in range(LITE_TEXTS + 3)] + ["a <pad> b"]
     assert_same(fast.encode(texts), tiny_encoder.encode(texts))
     assert fast._ort is not None and fast._full is None
 
