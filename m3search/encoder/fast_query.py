@@ -4,10 +4,12 @@ Loading an `M3Encoder` costs `import torch` (~1.1 s, ~220 MB) and tokenizers' 25
 ~300 MB) before the first query is encoded. This encoder answers small calls (at most `LITE_TOKENS` tokens
 in all, every text in one window, no MCLS or int8) from the query-encoder cache (`query_cache.py`):
 tokenizers' normalizer and pre-tokenizer, the exact Unigram search of `unigram.py`, the numpy backbone of
-`numpy_backbone.py` over the mapped weights, and the heads. Everything else (indexing, long texts, other
-options) goes to the torch `M3Encoder`, loaded on first need; so do attribute reads this class does not
-answer itself (`model`, `tokenizer`, ...). Outputs match the torch encoder to 1e-4
-(`tests/encoder/test_query_numpy.py`).
+`numpy_backbone.py` over the mapped weights, and the heads. Larger calls (indexing, long texts) go to the
+ONNX Runtime batch path of `ort_passages.py` when `m3search[onnx]` is installed, still without torch.
+Everything else (other options, no ONNX Runtime, a torch encoder already loaded) goes to the torch
+`M3Encoder`, loaded on first need; so do attribute reads this class does not answer itself (`model`,
+`tokenizer`, ...). Outputs match the torch encoder to 1e-4 (`tests/encoder/test_query_numpy.py`,
+`tests/encoder/test_ort_passages.py`).
 
 The cache is written the first time a folder is used (that one process pays torch); a folder the numpy
 path can't run (sharded or non-fp32 weights, a non-Unigram tokenizer) simply uses torch.
@@ -113,6 +115,8 @@ class FastQueryEncoder(Encoder):
         self._artifact = artifact
         self._lite: _LitePath | None = None
         self._full = None
+        self._ort = None  # ort_passages.OrtPassageEncoder, built on first need
+        self._ort_allowed = True
         spec = artifact.manifest["spec"]
         self.heads_trained = bool(spec.get("heads_trained", True))
         self._prefix = {"query": spec.get("query_prefix", ""), "passage": spec.get("passage_prefix", "")}
@@ -132,7 +136,8 @@ class FastQueryEncoder(Encoder):
         return self._full
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("_full", "_lite", "_artifact", "_options", "_device", "folder"):
+        if name.startswith("__") or name in ("_full", "_lite", "_ort", "_ort_allowed", "_artifact", "_options", "_device",
+                                             "folder"):
             raise AttributeError(name)
         return getattr(self.full, name)
 
@@ -175,7 +180,27 @@ class FastQueryEncoder(Encoder):
                 if max(lengths) <= self.window_tokens and sum(lengths) <= LITE_TOKENS:
                     check_token_counts(lengths, self.max_doc_tokens)
                     return self._encode_lite(lite, content)
+        batches = self._ort_path() if self._full is None else None
+        if batches is not None:
+            return batches.encode(texts, kind, max_length, self.max_doc_tokens)
         return self.full.encode(texts, kind=kind, max_length=max_length)
+
+    def _ort_path(self):
+        """The torch-free batch path (`ort_passages.py`) when ONNX Runtime is installed and the options are
+        ones it reproduces; None otherwise (then the torch encoder serves the call)."""
+        if self._ort is None and self._ort_allowed:
+            from m3search.encoder import ort_backbone, ort_passages
+
+            self._ort_allowed = False
+            lite = self._lite_path() if ort_passages.handles(self._options) and ort_backbone.available() else None
+            if lite is not None:
+                try:
+                    self._ort = ort_passages.OrtPassageEncoder(self.folder, lite, self._artifact.manifest, self._options)
+                    self._ort_allowed = True
+                except Exception as e:  # an install that finds but can't load or run it: torch, said once
+                    logger.warning("passages of %s: the ONNX Runtime path is unavailable (%s: %s); using torch",
+                                   self.folder, type(e).__name__, e)
+        return self._ort
 
     def _lite_path(self) -> _LitePath | None:
         if not self._lite_allowed:

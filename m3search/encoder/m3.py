@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
 from m3search.encoder.batching import plan_batches
 from m3search.encoder.checkpoint import LoadedModel, load_m3_model
-from m3search.encoder.postprocess import max_per_token as _max_per_token
+from m3search.encoder.postprocess import merge_pieces
 from m3search.encoder.limits import DEFAULT_MAX_DOC_TOKENS, check_limit, check_token_counts
 from m3search.encoder.windows import DEFAULT_OVERLAP, MCLS_EVERY, Piece, make_pieces
 from m3search.errors import ConfigError, InputError, ModelError
@@ -323,21 +323,8 @@ class M3Encoder(Encoder):
     def _merge(
         self, n_texts: int, pieces: list[Piece], dense: np.ndarray, weights: list, vectors: list
     ) -> EncodedBatch:
-        text_of = np.asarray([p.text for p in pieces], dtype=np.int64)
-        text_dense = np.zeros((n_texts, dense.shape[1]), dtype=np.float32)
-        first = np.searchsorted(text_of, np.arange(n_texts))  # pieces are text by text
-        counts = np.bincount(text_of, minlength=n_texts)
-        if self.long_dense == "first" or counts.max(initial=0) <= 1:
-            text_dense[:] = dense[first]
-        else:
-            np.add.at(text_dense, text_of, dense)
-            text_dense /= np.maximum(np.linalg.norm(text_dense, axis=1, keepdims=True), 1e-12)
-        sparse = _max_per_token(n_texts, text_of, weights, self.vocab_size)
-        lengths = np.bincount(text_of, weights=[len(v) for v in vectors], minlength=n_texts).astype(np.int64)
-        multivec = np.concatenate(vectors).astype(np.float32, copy=False) if vectors else np.zeros(
-            (0, self.model.colbert_dim), dtype=np.float32
-        )
-        return EncodedBatch(text_dense, sparse, np.ascontiguousarray(multivec), lengths)
+        return EncodedBatch(*merge_pieces(n_texts, pieces, dense, weights, vectors, self.long_dense, self.vocab_size,
+                                          self.model.colbert_dim))
 
 
 @contextlib.contextmanager

@@ -42,7 +42,9 @@ def available() -> bool:
 
 
 def _view(t) -> np.ndarray:
-    """A float32 numpy view of a CPU tensor (a copy only if it is not contiguous fp32)."""
+    """A float32 numpy view of a CPU tensor or numpy array (a copy only if it is not contiguous fp32)."""
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t, dtype=np.float32)
     t = t.detach()
     if t.device.type != "cpu" or t.dtype.is_floating_point is False:
         raise ValueError("ONNX Runtime layers need CPU float tensors")
@@ -66,7 +68,8 @@ def _external(name: str, array: np.ndarray):
 
 
 def build_graph(layers, hidden: int, heads: int, eps: float):
-    """An onnx ModelProto of `layers` (native._Layer modules) and its weights, name -> numpy view (no copy)."""
+    """An onnx ModelProto of `layers` (native._Layer modules, or the same attribute tree of numpy arrays as
+    `ort_passages.py` builds) and its weights, name -> numpy view (no copy)."""
     from onnx import TensorProto, helper
 
     nodes, weights = [], {}

@@ -1,4 +1,5 @@
-"""Post-processing shared by the torch encoder (`m3.py`) and the numpy query path (`fast_query.py`)."""
+"""Post-processing shared by the torch encoder (`m3.py`), the numpy query path (`fast_query.py`) and the
+ONNX Runtime passage path (`ort_passages.py`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,3 +24,24 @@ def max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: 
     indptr = np.zeros(n_texts + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_texts), out=indptr[1:])
     return sp.csr_matrix((vals, cols.astype(np.int32), indptr), shape=(n_texts, vocab_size), dtype=np.float32)
+
+
+def merge_pieces(n_texts: int, pieces: list, dense: np.ndarray, weights: list, vectors: list, long_dense: str,
+                 vocab_size: int, colbert_dim: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
+    """(dense, sparse, token vectors, lengths) of each text from its pieces' outputs (see `windows.py`):
+    dense is the first piece's or the renormalised mean ("first"/"mean"), lexical weights the max per token
+    id, token vectors every piece's in order."""
+    text_of = np.asarray([p.text for p in pieces], dtype=np.int64)
+    text_dense = np.zeros((n_texts, dense.shape[1]), dtype=np.float32)
+    first = np.searchsorted(text_of, np.arange(n_texts))  # pieces are text by text
+    counts = np.bincount(text_of, minlength=n_texts)
+    if long_dense == "first" or counts.max(initial=0) <= 1:
+        text_dense[:] = dense[first]
+    else:
+        np.add.at(text_dense, text_of, dense)
+        text_dense /= np.maximum(np.linalg.norm(text_dense, axis=1, keepdims=True), 1e-12)
+    sparse = max_per_token(n_texts, text_of, weights, vocab_size)
+    lengths = np.bincount(text_of, weights=[len(v) for v in vectors], minlength=n_texts).astype(np.int64)
+    multivec = np.concatenate(vectors).astype(np.float32, copy=False) if vectors else np.zeros(
+        (0, colbert_dim), dtype=np.float32)
+    return text_dense, sparse, np.ascontiguousarray(multivec), lengths
