@@ -294,3 +294,22 @@ def test_default_pool_grows_with_the_live_documents():
     assert gen.default_pool(256, 10 ** 7) == gen.POOL_MAX
     assert gen.default_pool(2048, 20_000) == 8192
     assert gen.default_refine(256, 10_000) == 1024 and gen.default_refine(256, 600) == 600
+
+
+def test_kernels_are_exact_for_every_query_length(seg, data):
+    # the kernels pad the query tokens to a multiple of maxsim.LANES: every length, padded or not, must score
+    # as the decode scorer (full codes) and the direct reference (centroid interaction) do
+    _, _, q, _ = data
+    coarse = seg.codec.arrays["coarse"]
+    cids = seg.codes[:, 0].astype(np.int64) | (seg.codes[:, 1].astype(np.int64) << 8)
+    ids = np.arange(0, 60, 3)
+    for lq in range(1, 18):
+        q1 = np.ascontiguousarray(q[:lq])
+        pairs = (np.zeros(len(ids), np.int64), ids)
+        lut = seg.score_pairs(q1, [lq], *pairs, scorer="lut")
+        dec = seg.score_pairs(q1, [lq], *pairs, scorer="decode")
+        np.testing.assert_allclose(lut, dec, rtol=1e-5, atol=1e-5)
+        got = gen.centroid_maxsim(seg.doc_centroids(), ids, q1 @ coarse.T)
+        ref = [(q1 @ coarse[cids[seg.offsets[d]:seg.offsets[d + 1]]].T).max(axis=1).sum()
+               if seg.offsets[d + 1] > seg.offsets[d] else 0.0 for d in ids]  # documents without tokens: 0
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
