@@ -313,3 +313,26 @@ def test_kernels_are_exact_for_every_query_length(seg, data):
         ref = [(q1 @ coarse[cids[seg.offsets[d]:seg.offsets[d + 1]]].T).max(axis=1).sum()
                if seg.offsets[d + 1] > seg.offsets[d] else 0.0 for d in ids]  # documents without tokens: 0
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_doc_groups_cover_every_document_within_the_token_limit():
+    from m3search.indexes.multivec.maxsim import doc_groups
+    lengths = np.array([3, 0, 5, 9, 1, 1, 4, 0, 12, 2], np.int64)
+    for limit in (1, 4, 6, 10, 100):
+        b = doc_groups(lengths, limit)
+        assert b[0] == 0 and b[-1] == len(lengths) and np.all(np.diff(b) >= 1)
+        for lo, hi in zip(b[:-1], b[1:]):
+            assert hi - lo == 1 or lengths[lo:hi].sum() <= limit  # only a lone document may exceed it
+
+
+def test_lut_scores_do_not_depend_on_the_document_grouping(seg, data, monkeypatch):
+    from m3search.indexes.multivec import maxsim
+    _, _, q, q_lengths = data
+    q1 = q[: q_lengths[0]]
+    ids = np.arange(seg.n_docs)
+    pairs = (np.zeros(len(ids), np.int64), ids)
+    default = seg.score_pairs(q1, [len(q1)], *pairs, scorer="lut")
+    monkeypatch.setattr(maxsim, "GROUP_FLOATS", 40)  # a few tokens per group: many groups
+    small = seg.score_pairs(q1, [len(q1)], *pairs, scorer="lut")
+    np.testing.assert_array_equal(small, default)
+    np.testing.assert_allclose(default, seg.score_pairs(q1, [len(q1)], *pairs, scorer="decode"), rtol=1e-5, atol=1e-5)
