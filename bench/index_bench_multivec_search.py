@@ -257,7 +257,7 @@ def plot(res: dict, path: Path) -> None:
     with plot_axes(path) as ax:
         for kind, marker in (("generator", "o"), ("rerank", "s"), ("exhaustive", "^"), ("token IVF", "x"),
                              ("FastPLAID", "d")):
-            rows = [r for r in res["rows"] if r["method"].startswith(kind)]
+            rows = sorted((r for r in res["rows"] if r["method"].startswith(kind)), key=lambda r: r["qps"])
             ax.plot([r["qps"] for r in rows], [r["recall@10"] for r in rows], marker=marker, label=kind)
         ax.set_xscale("log")
         ax.set_xlabel("queries per second (1 query at a time)")

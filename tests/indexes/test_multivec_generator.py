@@ -294,3 +294,45 @@ def test_default_pool_grows_with_the_live_documents():
     assert gen.default_pool(256, 10 ** 7) == gen.POOL_MAX
     assert gen.default_pool(2048, 20_000) == 8192
     assert gen.default_refine(256, 10_000) == 1024 and gen.default_refine(256, 600) == 600
+
+
+def test_kernels_are_exact_for_every_query_length(seg, data):
+    # the kernels pad the query tokens to a multiple of maxsim.LANES: every length, padded or not, must score
+    # as the decode scorer (full codes) and the direct reference (centroid interaction) do
+    _, _, q, _ = data
+    coarse = seg.codec.arrays["coarse"]
+    cids = seg.codes[:, 0].astype(np.int64) | (seg.codes[:, 1].astype(np.int64) << 8)
+    ids = np.arange(0, 60, 3)
+    for lq in range(1, 18):
+        q1 = np.ascontiguousarray(q[:lq])
+        pairs = (np.zeros(len(ids), np.int64), ids)
+        lut = seg.score_pairs(q1, [lq], *pairs, scorer="lut")
+        dec = seg.score_pairs(q1, [lq], *pairs, scorer="decode")
+        np.testing.assert_allclose(lut, dec, rtol=1e-5, atol=1e-5)
+        got = gen.centroid_maxsim(seg.doc_centroids(), ids, q1 @ coarse.T)
+        ref = [(q1 @ coarse[cids[seg.offsets[d]:seg.offsets[d + 1]]].T).max(axis=1).sum()
+               if seg.offsets[d + 1] > seg.offsets[d] else 0.0 for d in ids]  # documents without tokens: 0
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_doc_groups_cover_every_document_within_the_token_limit():
+    from m3search.indexes.multivec.maxsim import doc_groups
+    lengths = np.array([3, 0, 5, 9, 1, 1, 4, 0, 12, 2], np.int64)
+    for limit in (1, 4, 6, 10, 100):
+        b = doc_groups(lengths, limit)
+        assert b[0] == 0 and b[-1] == len(lengths) and np.all(np.diff(b) >= 1)
+        for lo, hi in zip(b[:-1], b[1:]):
+            assert hi - lo == 1 or lengths[lo:hi].sum() <= limit  # only a lone document may exceed it
+
+
+def test_lut_scores_do_not_depend_on_the_document_grouping(seg, data, monkeypatch):
+    from m3search.indexes.multivec import maxsim
+    _, _, q, q_lengths = data
+    q1 = q[: q_lengths[0]]
+    ids = np.arange(seg.n_docs)
+    pairs = (np.zeros(len(ids), np.int64), ids)
+    default = seg.score_pairs(q1, [len(q1)], *pairs, scorer="lut")
+    monkeypatch.setattr(maxsim, "GROUP_FLOATS", 40)  # a few tokens per group: many groups
+    small = seg.score_pairs(q1, [len(q1)], *pairs, scorer="lut")
+    np.testing.assert_array_equal(small, default)
+    np.testing.assert_allclose(default, seg.score_pairs(q1, [len(q1)], *pairs, scorer="decode"), rtol=1e-5, atol=1e-5)

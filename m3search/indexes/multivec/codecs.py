@@ -273,15 +273,19 @@ class Codec:
             y += self.arrays["coarse"][coarse_ids(codes)]
         return y
 
-    def lut_tables(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lut_tables(self, q: np.ndarray, coarse_sims: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For query tokens q (lq, d): (tables (M, 256, lq), coarse (K, lq)) with <q_i, decode(c)> =
-        coarse[id(c), i] + sum_m tables[m, c_m, i]; coarse is (0, lq) without a coarse quantizer."""
+        coarse[id(c), i] + sum_m tables[m, c_m, i]; coarse is (0, lq) without a coarse quantizer.
+        coarse_sims: q's products with the coarse centroids (lq, K) where the caller has them already."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         cent = self.arrays["pq_centroids"]  # (M, 256, dsub)
         qr = q @ self.arrays["rotation"].T if self.spec["rotation"] else q
         qs = qr.reshape(len(q), self.spec["m"], -1)  # (lq, M, dsub)
         tables = np.matmul(cent, np.ascontiguousarray(qs.transpose(1, 2, 0)))  # (M, 256, lq): one GEMM per m
-        coarse = np.dot(self.arrays["coarse"], q.T) if self.spec["residual"] else np.zeros((0, len(q)), np.float32)
+        if not self.spec["residual"]:
+            coarse = np.zeros((0, len(q)), np.float32)
+        else:
+            coarse = np.dot(self.arrays["coarse"], q.T) if coarse_sims is None else coarse_sims.T
         return np.ascontiguousarray(tables), np.ascontiguousarray(coarse, dtype=np.float32)
 
     def _assign(self, x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from m3search.indexes.multivec.maxsim import pad_lanes
+
 LISTS_OFFSETS, LISTS_DOCS = "lists_offsets.arr", "lists_docs.arr"
 
 
@@ -159,8 +161,9 @@ def doc_centroids(lists_offsets: np.ndarray, lists_docs: np.ndarray, n_docs: int
 
 
 @numba.njit(parallel=True, cache=True)
-def _centroid_maxsim_kernel(doc_off, doc_cents, ids, sims_t):  # pragma: no cover - compiled
-    # sims_t (K, lq): a token with centroid c scores sims_t[c, i] against query token i
+def _centroid_maxsim_kernel(doc_off, doc_cents, ids, sims_t, n_q):  # pragma: no cover - compiled
+    # sims_t (K, lq): a token with centroid c scores sims_t[c, i] against query token i; the first n_q
+    # columns are the query's tokens, the rest zero padding (maxsim.LANES)
     n = ids.shape[0]
     lq = sims_t.shape[1]
     out = np.zeros(n, np.float32)
@@ -175,7 +178,7 @@ def _centroid_maxsim_kernel(doc_off, doc_cents, ids, sims_t):  # pragma: no cove
             for i in range(lq):
                 best[i] = max(best[i], row[i])
         total = np.float32(0.0)
-        for i in range(lq):
+        for i in range(n_q):
             total += best[i]
         out[j] = total
     return out
@@ -186,8 +189,8 @@ def centroid_maxsim(doc_cents: tuple[np.ndarray, np.ndarray], ids: np.ndarray, s
     doc_cents from `doc_centroids`."""
     if len(ids) == 0:
         return np.zeros(0, np.float32)
-    sims_t = np.ascontiguousarray(sims.T, dtype=np.float32)
-    return _centroid_maxsim_kernel(doc_cents[0], doc_cents[1], np.asarray(ids, np.int64), sims_t)
+    return _centroid_maxsim_kernel(doc_cents[0], doc_cents[1], np.asarray(ids, np.int64), pad_lanes(sims.T),
+                                   sims.shape[0])
 
 
 def top_ids(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

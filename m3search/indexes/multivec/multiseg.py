@@ -113,7 +113,7 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
                     partial = gen.partial_tables(codec, q, sims)
                     ps = _per_segment(parts, starts, pos, lambda p, local: p.reader.partial_scores(local, partial))
                     pos = np.sort(gen.top_ids(ps, pos, cands))
-            tables = codec.lut_tables(q) if use_lut else None
+            tables = codec.lut_tables(q, sims) if use_lut else None  # sims: the coarse table
             scores = _per_segment(parts, starts, pos, lambda p, local: p.reader.full_scores(q, local, tables))
             top = gen.top_ids(scores, pos, k)
             P[qi, : len(top)] = top

@@ -141,19 +141,22 @@ class MultivecSegmentReader(MultivecReader):
                 q = q_vecs[q_off[qi] : q_off[qi + 1]]
                 if not len(q):
                     continue  # a query without tokens matches nothing
+                use_lut = self._use_lut(scorer)
                 if self.lists is None or cands >= n_live:
                     ids = live
+                    scores = self._score(q_vecs, q_lengths, np.full(len(ids), qi, np.int64), ids, use_lut)
                 else:
-                    ids = self._generate(q, deleted, nprobe, cands, pool, n_live)
-                scores = self._score(q_vecs, q_lengths, np.full(len(ids), qi, np.int64), ids,
-                                     self._use_lut(scorer))
+                    ids, sims = self._generate(q, deleted, nprobe, cands, pool, n_live)
+                    # stage 3; the coarse centroids' table is stage 1's query x centroid products
+                    scores = self.full_scores(q, ids, self.codec.lut_tables(q, sims) if use_lut else None)
                 top = gen.top_ids(scores, ids, k)  # ids are sorted: positions by binary search
                 I[qi, : len(top)] = top
                 D[qi, : len(top)] = scores[np.searchsorted(ids, top)]
         return D, I
 
-    def _generate(self, q, deleted, nprobe, cands, pool, n_live) -> np.ndarray:
-        """Sorted local ids of the `cands` documents to score from their full codes."""
+    def _generate(self, q, deleted, nprobe, cands, pool, n_live) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted local ids of the `cands` documents to score from their full codes, the query tokens'
+        products with the coarse centroids (lq, K))."""
         sims = np.dot(q, self.codec.arrays["coarse"].T)  # (lq, K)
         n_centroids = sims.shape[1]
         est = gen.probe_scores(self.lists[0], self.lists[1], sims,
@@ -166,14 +169,14 @@ class MultivecSegmentReader(MultivecReader):
                 unreached &= ~deleted
             pooled = np.concatenate([pooled, np.nonzero(unreached)[0][: pool - len(pooled)]])
         if len(pooled) <= cands:
-            return np.sort(pooled)
+            return np.sort(pooled), sims
         pooled = np.sort(pooled)
         ci = gen.centroid_maxsim(self.doc_centroids(), pooled, sims)
         kept = np.sort(gen.top_ids(ci, pooled, gen.default_refine(cands, len(pooled))))
         if len(kept) <= cands:
-            return kept
+            return kept, sims
         partial = self.partial_scores(kept, gen.partial_tables(self.codec, q, sims))
-        return np.sort(gen.top_ids(partial, kept, cands))
+        return np.sort(gen.top_ids(partial, kept, cands)), sims
 
     def doc_centroids(self) -> tuple[np.ndarray, np.ndarray]:
         """Per document the distinct coarse centroids of its tokens (the lists transposed; derived, kept in
