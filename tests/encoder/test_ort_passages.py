@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.components import assert_same_batch
 
 from m3search.encoder import ort_backbone
 
@@ -21,12 +22,7 @@ TEXTS = ["passage number %d about cells and tables" % i for i in range(40)] + [
 
 
 def assert_same(got, want, atol=ATOL):
-    np.testing.assert_allclose(got.dense, want.dense, atol=atol, rtol=0)
-    assert got.multivec_lengths.tolist() == want.multivec_lengths.tolist()
-    np.testing.assert_allclose(got.multivec, want.multivec, atol=atol, rtol=0)
-    assert got.sparse.indptr.tolist() == want.sparse.indptr.tolist()
-    assert got.sparse.indices.tolist() == want.sparse.indices.tolist()
-    np.testing.assert_allclose(got.sparse.data, want.sparse.data, atol=atol, rtol=0)
+    assert_same_batch(got, want, atol)
 
 
 @pytest.fixture(scope="module")

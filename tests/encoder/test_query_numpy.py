@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.components import assert_same_batch
 
 ATOL = 1e-4  # the issue's bound; measured ~1e-6
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,12 +21,7 @@ QUERIES = ["How do I split cells?", "Wie teile ich Zellen?", "", "   ", "日本�
 
 
 def assert_same(got, want, atol=ATOL):
-    np.testing.assert_allclose(got.dense, want.dense, atol=atol, rtol=0)
-    assert got.multivec_lengths.tolist() == want.multivec_lengths.tolist()
-    np.testing.assert_allclose(got.multivec, want.multivec, atol=atol, rtol=0)
-    assert got.sparse.indptr.tolist() == want.sparse.indptr.tolist()
-    assert got.sparse.indices.tolist() == want.sparse.indices.tolist()
-    np.testing.assert_allclose(got.sparse.data, want.sparse.data, atol=atol, rtol=0)
+    assert_same_batch(got, want, atol)
 
 
 @pytest.fixture(scope="module")

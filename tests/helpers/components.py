@@ -76,3 +76,15 @@ def flip_bits(path: Path, mask: int, at: int | None = None) -> None:
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2 if at is None else at] ^= mask
     path.write_bytes(bytes(raw))
+
+
+def assert_same_batch(got, want, atol: float) -> None:
+    """Two EncodedBatches equal: dense, token vectors and lexical weights within atol, ids and lengths exactly."""
+    import numpy as np
+
+    np.testing.assert_allclose(got.dense, want.dense, atol=atol, rtol=0)
+    assert got.multivec_lengths.tolist() == want.multivec_lengths.tolist()
+    np.testing.assert_allclose(got.multivec, want.multivec, atol=atol, rtol=0)
+    assert got.sparse.indptr.tolist() == want.sparse.indptr.tolist()
+    assert got.sparse.indices.tolist() == want.sparse.indices.tolist()
+    np.testing.assert_allclose(got.sparse.data, want.sparse.data, atol=atol, rtol=0)
