@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m3search.encoder.numpy_backbone import read_rows, tensor_offsets
+
 _MODEL_TYPES = {"xlm-roberta": True, "roberta": True, "bert": False}  # -> positions start after padding_idx
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
 
@@ -250,30 +252,17 @@ class WordRows:
     @classmethod
     def of(cls, file: Path, word: torch.Tensor) -> "WordRows | None":
         """The reader for the mapped tensor `word` of the safetensors `file` (found by its name)."""
-        with open(file, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-        for name, info in header.items():
-            if name.endswith("word_embeddings.weight") and _DTYPES.get(info.get("dtype")) == word.dtype:
-                rows, width = info["shape"]
-                if (rows, width) == tuple(word.shape):
-                    return cls(file, 8 + n + info["data_offsets"][0], rows, width, word.dtype, word.data_ptr())
+        for offset, dtype, (rows, width) in tensor_offsets(file, "word_embeddings.weight"):
+            if _DTYPES.get(dtype) == word.dtype and (rows, width) == tuple(word.shape):
+                return cls(file, offset, rows, width, word.dtype, word.data_ptr())
         return None
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         unique, inverse = torch.unique(ids, return_inverse=True)
         wanted = unique.tolist()
-        if wanted and (wanted[0] < 0 or wanted[-1] >= self.rows):
-            raise IndexError(f"token id {wanted[-1] if wanted[-1] >= self.rows else wanted[0]} is outside the "
-                             f"word table of {self.rows} rows")
         if self._fd is None:
             self._fd = os.open(self.file, os.O_RDONLY)
-        rb = self.row_bytes
-        buf = bytearray(len(wanted) * rb)
-        view = memoryview(buf)
-        for j, i in enumerate(wanted):
-            if os.preadv(self._fd, [view[j * rb : (j + 1) * rb]], self.offset + i * rb) != rb:
-                raise OSError(f"{self.file}: short read of word-table row {i}")
+        buf = read_rows(self._fd, self.file, self.offset, self.rows, self.row_bytes, wanted)
         table = torch.frombuffer(buf, dtype=self.dtype).view(len(wanted), self.width) if wanted else torch.empty(
             0, self.width, dtype=self.dtype)
         return table[inverse]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import mmap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,32 @@ def map_safetensors(file: Path) -> dict[str, np.ndarray]:
         if name.endswith("word_embeddings.weight"):
             advise_random(mm, base + start, end - start)
     return out
+
+
+def tensor_offsets(file: Path, name_suffix: str) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(byte offset in the file, safetensors dtype, shape) of every tensor whose name ends with `name_suffix`,
+    read from the header alone (for `read_rows`)."""
+    with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return [(8 + n + int(info["data_offsets"][0]), info.get("dtype"), tuple(int(s) for s in info["shape"]))
+            for name, info in header.items() if name != "__metadata__" and name.endswith(name_suffix)]
+
+
+def read_rows(fd: int, file: Path, offset: int, n_rows: int, row_bytes: int, rows: list[int]) -> bytearray:
+    """Rows `rows` (sorted, unique) of the table of `n_rows` rows at `offset` of the open `file`, read with
+    pread: a read fault on a mapping would map its neighbouring cached pages too (fault-around), and after a
+    few hundred passages most of a 250k-row word table would count in RSS. The torch and numpy word-row
+    readers (native.WordRows, ort_passages.FileRows) both read through this."""
+    if rows and (rows[0] < 0 or rows[-1] >= n_rows):
+        raise IndexError(f"token id {rows[-1] if rows[-1] >= n_rows else rows[0]} is outside the word table of "
+                         f"{n_rows} rows")
+    buf = bytearray(len(rows) * row_bytes)
+    view = memoryview(buf)
+    for j, i in enumerate(rows):
+        if os.preadv(fd, [view[j * row_bytes : (j + 1) * row_bytes]], offset + i * row_bytes) != row_bytes:
+            raise OSError(f"{file}: short read of word-table row {i}")
+    return buf
 
 
 def advise_random(mm: mmap.mmap, start: int, length: int) -> None:

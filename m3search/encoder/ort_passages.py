@@ -21,7 +21,6 @@ Not handled here (the torch encoder serves them): MCLS, int8, onnx=False, a devi
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from m3search.encoder.batching import plan_batches
 from m3search.encoder.limits import check_token_counts
+from m3search.encoder.numpy_backbone import read_rows, tensor_offsets
 from m3search.encoder.postprocess import merge_pieces
 from m3search.encoder.windows import DEFAULT_OVERLAP, make_pieces
 
@@ -53,32 +53,19 @@ class FileRows:
     250k-row word table would count in RSS (see `native.WordRows`, the torch twin)."""
 
     def __init__(self, file: Path, name_suffix: str, shape: tuple[int, int]):
-        with open(file, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-        for name, info in header.items():
-            if name.endswith(name_suffix) and info.get("dtype") == "F32" and tuple(info["shape"]) == tuple(shape):
-                self.offset = 8 + n + int(info["data_offsets"][0])
-                break
-        else:
+        found = [off for off, dtype, shp in tensor_offsets(file, name_suffix) if dtype == "F32" and shp == tuple(shape)]
+        if not found:
             raise ValueError(f"{file}: no fp32 tensor *{name_suffix} of shape {shape}")
+        self.offset = found[0]
         self.file, (self.rows, self.width) = file, shape
         self.row_bytes = self.width * 4
         self._fd: int | None = None
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         unique, inverse = np.unique(ids, return_inverse=True)
-        if len(unique) and (unique[0] < 0 or unique[-1] >= self.rows):
-            raise IndexError(f"token id {int(unique[-1] if unique[-1] >= self.rows else unique[0])} is outside "
-                             f"the word table of {self.rows} rows")
         if self._fd is None:
             self._fd = os.open(self.file, os.O_RDONLY)
-        rb = self.row_bytes
-        buf = bytearray(len(unique) * rb)
-        view = memoryview(buf)
-        for j, i in enumerate(unique.tolist()):
-            if os.preadv(self._fd, [view[j * rb : (j + 1) * rb]], self.offset + i * rb) != rb:
-                raise OSError(f"{self.file}: short read of row {i}")
+        buf = read_rows(self._fd, self.file, self.offset, self.rows, self.row_bytes, unique.tolist())
         table = np.frombuffer(buf, dtype=np.float32).reshape(len(unique), self.width)
         return table[inverse.reshape(np.shape(ids))]
 
