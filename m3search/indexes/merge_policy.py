@@ -87,13 +87,10 @@ class TieredMergePolicy:
         cap = self.max_searched_alone
         if len(alone) <= cap:
             return []
-        tail = alone[cap - 1 :]  # these become one segment ...
+        tail = alone[cap - 1 :]  # these become one segment, or join the one before them once big enough
         before = alone[cap - 2] if cap >= 2 else None
-        if before is None or sum(live[p] for p in tail) * self.grow_ratio >= live[before]:
-            start = alone[0] if before is None else before  # ... or join the one before them
-        else:
-            start = tail[0]
-        return [range(start, tail[-1] + 1)]
+        grown = before is not None and sum(live[p] for p in tail) * self.grow_ratio >= live[before]
+        return [range(before if grown else tail[0], tail[-1] + 1)]
 
 
 def merge_all(n_segments: int, n_deleted: Sequence[int]) -> list[range]:

@@ -16,7 +16,7 @@ FAISS, same merge), so a multi-segment index returns what it did before, only wi
 A query small enough to run each segment on one thread (one query: FAISS parallelizes over queries, so a
 graph walk is serial) searches two or more graph/IVF segments at once on a small pool of threads, one
 segment per thread, as Lucene's concurrent segment search does: a CLI-built index with two HNSW graphs
-answers in about the time of the slower one rather than the sum (bench/results/query_latency_cli_policy_*).
+answers in about the time of the slower one rather than the sum (bench/results/query_latency_cli_concurrent_*).
 Only when no thread count is configured or asked for; the calls and the merge are the same.
 """
 from __future__ import annotations
