@@ -73,10 +73,13 @@ class SparseReader(SegmentReader):
 
 class MultivecReader(SegmentReader):
     def search(
-        self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None, **params: Any
+        self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None,
+        scored: list | None = None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by MaxSim of each query (its rows of q_vecs, by q_lengths) over the stored token vectors;
-        `deleted` as for dense. params: e.g. nprobe, candidates (the candidate generator's knobs)."""
+        `deleted` as for dense. params: e.g. nprobe, candidates (the candidate generator's knobs).
+        scored: a list that receives (query index, ids, exact scores) of every document the search scored
+        from its stored vectors, the top-k among them (a caller re-scoring other candidates reuses these)."""
         raise NotImplementedError(f"{type(self).__name__} has no candidate generator")
 
     @abc.abstractmethod

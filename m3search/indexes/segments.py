@@ -173,9 +173,9 @@ def _search_with_floors(segset: SegmentSet, kind: str, q: Any, m: int, k: int, d
 
 
 def _multivec_search(segset: SegmentSet, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted,
-                     params) -> tuple[np.ndarray, np.ndarray]:
+                     params, scored: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The segments sharing the index's codec searched in one pass (multivec/multiseg.py), the others one
-    by one; merged."""
+    by one; merged. scored, if a list, receives (query, internal ids, scores) of what they scored exactly."""
     from m3search.indexes.multivec import multiseg
 
     if k < 0:
@@ -185,23 +185,44 @@ def _multivec_search(segset: SegmentSet, q_vecs: np.ndarray, q_lengths: np.ndarr
     live = [p for p, (_, n_live) in enumerate(masks) if n_live > 0]
     group, rest = multiseg.shared_codec_groups([segset.views[p].readers["multivec"] for p in live])
     if len(group) < 2 or k == 0:
-        return _search(segset, "multivec", (q_vecs, q_lengths), m, k, deleted, params)
+        Ds, Is = _multivec_each(zip(segset.views, masks), (q_vecs, q_lengths), k, params, scored)
+        return merge_topk(Ds, Is, m, k)
     views = [segset.views[live[g]] for g in group]
     n_live = sum(masks[live[g]][1] for g in group)
+    found: list | None = None if scored is None else []
     D, P, starts = multiseg.search([v.readers["multivec"] for v in views], [masks[live[g]][0] for g in group],
-                                   n_live, q_vecs, q_lengths, min(k, n_live), **params)
+                                   n_live, q_vecs, q_lengths, min(k, n_live), scored=found, **params)
+
+    def internal(pos: np.ndarray) -> np.ndarray:  # positions of the one-pass search -> internal ids
+        seg = np.searchsorted(np.asarray(starts), pos, side="right") - 1
+        gids = np.empty(len(pos), np.int64)
+        for s, view in enumerate(views):
+            sel = seg == s
+            gids[sel] = view.global_ids(pos[sel] - starts[s])
+        return gids
+
     I = np.full(P.shape, -1, np.int64)
     valid = P >= 0
-    pos = P[valid]
-    seg = np.searchsorted(np.asarray(starts), pos, side="right") - 1
-    gids = np.empty(len(pos), np.int64)
-    for s, view in enumerate(views):
-        sel = seg == s
-        gids[sel] = view.global_ids(pos[sel] - starts[s])
-    I[valid] = gids
-    Ds, Is = _search_each(((segset.views[live[r]], masks[live[r]]) for r in rest), "multivec",
-                          (q_vecs, q_lengths), k, params)
+    I[valid] = internal(P[valid])
+    for qi, pos, values in found or []:
+        scored.append((qi, internal(pos), values))
+    Ds, Is = _multivec_each(((segset.views[live[r]], masks[live[r]]) for r in rest), (q_vecs, q_lengths), k,
+                            params, scored)
     return merge_topk([D, *Ds], [I, *Is], m, k)
+
+
+def _multivec_each(views_masks, q: tuple, k: int, params, scored: list | None):
+    """_search_each for multi-vector segments, with what each scored exactly mapped to internal ids."""
+    if scored is None:
+        return _search_each(views_masks, "multivec", q, k, params)
+    Ds, Is = [], []
+    for view, vm in views_masks:
+        mine: list = []
+        D, I = _search_each([(view, vm)], "multivec", q, k, {**params, "scored": mine})
+        Ds += D
+        Is += I
+        scored.extend((qi, view.global_ids(local), values) for qi, local, values in mine)
+    return Ds, Is
 
 
 def _input_order(groups, n: int) -> np.ndarray:
@@ -363,12 +384,12 @@ class IndexMultivecReader(_IndexReader, MultivecReader):
         return out
 
     def search(self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None,
-               **params: Any) -> tuple[np.ndarray, np.ndarray]:
+               scored: list | None = None, **params: Any) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by MaxSim over the stored token codes (the segments' candidate generators; params:
-        nprobe, candidates, pool, see MultivecSegmentReader.search)."""
+        nprobe, candidates, pool, see MultivecSegmentReader.search; scored: see MultivecReader.search)."""
         q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
-        return _multivec_search(self.segset, q_vecs, q_lengths, k, deleted, params)
+        return _multivec_search(self.segset, q_vecs, q_lengths, k, deleted, params, scored)
 
     def token_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64).ravel()

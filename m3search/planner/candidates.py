@@ -56,9 +56,11 @@ def resolve_depths(
 
 
 def search_source(reader: SegmentReader, source: str, queries: EncodedBatch, depth: int,
-                  exclude: np.ndarray | None = None, params: Mapping[str, Any] | None = None):
+                  exclude: np.ndarray | None = None, params: Mapping[str, Any] | None = None,
+                  scored: list | None = None):
     """(D, I) of one candidate source, each interface given its part of the queries; `exclude` is a bool
-    mask over internal ids never to return (deleted or filtered out), applied inside the index's search."""
+    mask over internal ids never to return (deleted or filtered out), applied inside the index's search.
+    scored: for the multi-vector source, a list that receives what its search scored exactly."""
     extra = {} if exclude is None else {"deleted": exclude}
     if source == "text":  # a reader bound to the analysed query texts (planner.BoundText)
         return reader.search(depth, **extra, **dict(params or {}))
@@ -67,6 +69,8 @@ def search_source(reader: SegmentReader, source: str, queries: EncodedBatch, dep
     if isinstance(reader, SparseReader):
         return reader.search(queries.sparse, depth, **extra, **dict(params or {}))
     if isinstance(reader, MultivecReader):
+        if scored is not None:
+            extra["scored"] = scored
         return reader.search(queries.multivec, queries.multivec_lengths, depth, **extra, **dict(params or {}))
     raise TypeError(f"the {source} candidate source is a {type(reader).__name__}, which has no search")
 
@@ -82,15 +86,22 @@ def gather(
     """Union of every source's candidates as unique (q_index, ids) pairs, sorted by query then id.
     exclude: (id_space,) bool mask of documents no source may return (e.g. those a filter rejects),
     passed to each source's search as its `deleted` mask, so filtering happens inside the search.
-    found_scores, if given, receives each source's own (q_index, ids, scores) of what it found."""
+    found_scores, if given, receives each source's own (q_index, ids, scores) of what it found; for the
+    multi-vector source, of every document its generator scored from the full codes (a few times depth),
+    so re-scoring pays only for the other sources' candidates."""
     params = params or {}
     q_parts, id_parts = [], []
     m = len(queries)
     for source, depth in depths.items():
         reader = readers[source]
-        dist, found = search_source(reader, source, queries, depth, exclude, params.get(source))
+        scored: list | None = [] if found_scores is not None and isinstance(reader, MultivecReader) else None
+        dist, found = search_source(reader, source, queries, depth, exclude, params.get(source), scored)
         found = np.asarray(found, dtype=np.int64).reshape(m, -1)
-        if found_scores is not None:
+        if scored:
+            found_scores[source] = (np.concatenate([np.full(len(ids), qi, np.int64) for qi, ids, _ in scored]),
+                                    np.concatenate([np.asarray(ids, np.int64) for _, ids, _ in scored]),
+                                    np.concatenate([np.asarray(v, np.float32) for _, _, v in scored]))
+        elif found_scores is not None:
             valid = found.ravel() >= 0
             found_scores[source] = (np.repeat(np.arange(m, dtype=np.int64), found.shape[1])[valid],
                                     found.ravel()[valid], np.asarray(dist, np.float32).ravel()[valid])

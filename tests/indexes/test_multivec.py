@@ -252,6 +252,16 @@ def test_bad_score_inputs_are_refused(segment, data):
         r.score_pairs(q, q_lengths, one, one, scorer="lut")
 
 
+def test_codec_id_follows_replaced_arrays(data):
+    docs, *_ = data
+    codec = Codec.train("pq4", docs[:600])
+    before = codec.codec_id
+    assert codec.codec_id == before  # remembered, not recomputed: the same value
+    codec.arrays["pq_centroids"] = codec.arrays["pq_centroids"] + 1e-3  # training replaces arrays
+    assert codec.codec_id != before
+    assert codec.codec_id == Codec("pq4", codec.dim, dict(codec.arrays)).codec_id
+
+
 @pytest.mark.slow
 def test_codec_save_load_round_trip(tmp_path, data):
     docs, *_ = data

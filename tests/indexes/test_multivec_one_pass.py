@@ -81,3 +81,29 @@ def test_one_pass_exhaustive_equals_maxsim_of_stored_vectors(segmented, hashing_
         for view, pos, local in snap.multivec.segset.locate(pick):
             want[pos] = view.readers["multivec"].score_pairs(q.multivec, q.multivec_lengths, qi[pos], local)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_scored_pairs_are_the_exact_scores_of_all_candidates(segmented, hashing_encoder, one_pass, monkeypatch):
+    """`scored` hands the planner every document the generator scored from full codes (more than k), with
+    the scores score_pairs gives, in internal ids; deleted and filtered documents never among them."""
+    from m3search.indexes.multivec import multiseg
+
+    if not one_pass:  # every segment searched on its own, as fp16 or codec-less segments are
+        monkeypatch.setattr(multiseg, "shared_codec_groups", lambda readers: ([], list(range(len(readers)))))
+    q = hashing_encoder.encode(_texts(3, seed=7), kind="query")
+    with segmented.snapshot() as snap:
+        mask = np.zeros(snap.id_space, bool)
+        mask[::4] = True
+        scored: list = []
+        D, I = snap.multivec.search(q.multivec, q.multivec_lengths, 3, deleted=mask, candidates=12, pool=30,
+                                    scored=scored)
+        assert scored and {qi for qi, _, _ in scored} == {0, 1, 2}
+        for qi in range(3):
+            ids = np.concatenate([i for j, i, _ in scored if j == qi])
+            values = np.concatenate([v for j, _, v in scored if j == qi])
+            assert len(ids) > 3 and len(np.unique(ids)) == len(ids) and not mask[ids].any()
+            assert set(I[qi][I[qi] >= 0].tolist()) <= set(ids.tolist())  # the top-k are among them
+            want = snap.multivec.score_pairs(q.multivec, q.multivec_lengths, np.full(len(ids), qi), ids)
+            np.testing.assert_allclose(values, want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(D[qi], np.sort(values)[::-1][:3], rtol=1e-5, atol=1e-6)

@@ -75,6 +75,7 @@ class Codec:
     def __post_init__(self) -> None:
         self.spec = parse_name(self.name, self.dim)
         self._sq = self._pq = self._assigner = None
+        self._id_memo: tuple | None = None  # (which arrays, their hash): see codec_id
         fam = self.spec["family"]
         if fam in ("sq8", "sq4"):
             qtype = faiss.ScalarQuantizer.QT_8bit if fam == "sq8" else faiss.ScalarQuantizer.QT_4bit
@@ -125,12 +126,17 @@ class Codec:
 
     @property
     def codec_id(self) -> str:
-        """Content hash: segments record it, so they are never decoded with another codec."""
-        h = hashlib.sha256(f"{self.name}/{self.dim}".encode())
-        for key in sorted(self.arrays):
-            h.update(key.encode())
-            h.update(np.ascontiguousarray(self.arrays[key]).tobytes())
-        return h.hexdigest()[:16]
+        """Content hash: segments record it, so they are never decoded with another codec. Kept while the
+        same array objects are in place: hashing the 6 MB of a 4,096 x 384 codec took 3.4 ms, and a search
+        asks for it once per query (training replaces arrays, it never writes into them)."""
+        arrays = tuple((key, id(a)) for key, a in sorted(self.arrays.items()))
+        if self._id_memo is None or self._id_memo[0] != arrays:
+            h = hashlib.sha256(f"{self.name}/{self.dim}".encode())
+            for key in sorted(self.arrays):
+                h.update(key.encode())
+                h.update(np.ascontiguousarray(self.arrays[key]).tobytes())
+            self._id_memo = (arrays, h.hexdigest()[:16])
+        return self._id_memo[1]
 
     # -- training ---------------------------------------------------------------------------------
     @classmethod

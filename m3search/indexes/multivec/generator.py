@@ -25,6 +25,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from m3search.indexes import query_pool
 from m3search.indexes.multivec.maxsim import pad_lanes
 
 LISTS_OFFSETS, LISTS_DOCS = "lists_offsets.arr", "lists_docs.arr"
@@ -160,7 +161,7 @@ def doc_centroids(lists_offsets: np.ndarray, lists_docs: np.ndarray, n_docs: int
     return _transpose_kernel(np.asarray(lists_offsets, np.int64), np.asarray(lists_docs), int(n_docs))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _centroid_maxsim_kernel(doc_off, doc_cents, ids, sims_t, n_q):  # pragma: no cover - compiled
     # sims_t (K, lq): a token with centroid c scores sims_t[c, i] against query token i; the first n_q
     # columns are the query's tokens, the rest zero padding (maxsim.LANES)
@@ -189,8 +190,14 @@ def centroid_maxsim(doc_cents: tuple[np.ndarray, np.ndarray], ids: np.ndarray, s
     doc_cents from `doc_centroids`."""
     if len(ids) == 0:
         return np.zeros(0, np.float32)
-    return _centroid_maxsim_kernel(doc_cents[0], doc_cents[1], np.asarray(ids, np.int64), pad_lanes(sims.T),
-                                   sims.shape[0])
+    ids, sims_t = np.asarray(ids, np.int64), pad_lanes(sims.T)
+    parts = query_pool.split_run(
+        lambda lo, hi: _centroid_maxsim_kernel(doc_cents[0], doc_cents[1], ids[lo:hi], sims_t, sims.shape[0]),
+        query_pool.chunk_bounds(None, len(ids), len(ids) // SPLIT_DOCS))
+    return np.concatenate(parts)
+
+
+SPLIT_DOCS = 4096  # stage 2 documents per chunk a second core may take (~1 ms)
 
 
 def top_ids(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from m3search.indexes import query_pool
+
 _DECODE_TOKENS = 32768  # candidate tokens decompressed at a time (128 MiB of float32 at d=1024)
 # The kernels' innermost loops run over the query tokens; LLVM vectorizes them 8 floats at a time and leaves
 # the rest to a scalar tail, so a query of 14 tokens cost 2x one of 16 (1 thread, 256 documents x 60 tokens,
@@ -84,7 +86,7 @@ def doc_groups(lengths, limit):  # pragma: no cover - compiled
     return bounds[: g + 2]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _maxsim_lut_kernel(codes, starts, ends, tables, coarse, skip, sq_norms, byte_scales, n_q, groups):  # pragma: no cover
     # sq_norms (M, 256): squared norms of the sub-centroids, to rescale each token to unit norm; (0, 0): don't.
     # byte_scales (256,): the factor of each value of a code's last byte (a residual codec's norm byte); (0,): none.
@@ -164,5 +166,17 @@ def maxsim_lut(tables: np.ndarray, coarse: np.ndarray, codes: np.ndarray, offset
     n_q = tables.shape[2]
     tables, coarse = pad_lanes(tables), pad_lanes(coarse)
     starts, ends = offsets[ids], offsets[ids + 1]
-    groups = doc_groups(ends - starts, max(1, GROUP_FLOATS // tables.shape[2]))
-    return _maxsim_lut_kernel(codes, starts, ends, tables, coarse, 2 if residual else 0, norms, scales, n_q, groups)
+    skip, per_group = 2 if residual else 0, max(1, GROUP_FLOATS // tables.shape[2])
+
+    def run(lo: int, hi: int) -> np.ndarray:
+        s, e = starts[lo:hi], ends[lo:hi]
+        return _maxsim_lut_kernel(codes, s, e, tables, coarse, skip, norms, scales, n_q, doc_groups(e - s, per_group))
+
+    lengths = ends - starts
+    chunks = int(lengths.sum()) // SPLIT_TOKENS
+    if chunks < 2:
+        return run(0, len(ids))
+    return np.concatenate(query_pool.split_run(run, query_pool.chunk_bounds(lengths, len(ids), chunks)))
+
+
+SPLIT_TOKENS = 4096  # document tokens per chunk a second core may take (~1 ms at 96 sub-codes, 16 query tokens)

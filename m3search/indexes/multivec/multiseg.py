@@ -57,12 +57,13 @@ class _Part:
 
 def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray | None], n_live: int,
            q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, nprobe=None, candidates=None, pool=None,
-           scorer=None, threads=None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+           scorer=None, threads=None, scored=None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Top-k over the readers (one codec, lists in every one) as if they were one segment.
 
     skips[s]: reader s's mask of local ids never to return (deleted or filtered), or None; n_live: live
     documents over all readers. Returns (D (m, k), positions (m, k) into the concatenated local id spaces,
-    -1 padded, starts): position p of reader s is local id p - starts[s]."""
+    -1 padded, starts): position p of reader s is local id p - starts[s]. scored: a list that receives
+    (query, positions, scores) of every document scored from its full codes."""
     for name, v in (("nprobe", nprobe), ("candidates", candidates), ("pool", pool)):
         _check_param(name, v)
     first = readers[0]
@@ -115,6 +116,8 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
                     pos = np.sort(gen.top_ids(ps, pos, cands))
             tables = codec.lut_tables(q, sims) if use_lut else None  # sims: the coarse table
             scores = _per_segment(parts, starts, pos, lambda p, local: p.reader.full_scores(q, local, tables))
+            if scored is not None:
+                scored.append((qi, pos, scores))
             top = gen.top_ids(scores, pos, k)
             P[qi, : len(top)] = top
             D[qi, : len(top)] = scores[np.searchsorted(pos, top)]

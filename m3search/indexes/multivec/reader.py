@@ -9,6 +9,7 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.base import MultivecReader
+from m3search.indexes import query_pool
 from m3search.indexes.blas_threads import one_blas_thread
 from m3search.indexes.faiss_support import SMALL_WORK, faiss_threads, threads_for
 from m3search.indexes.inputs import check_ids
@@ -22,8 +23,10 @@ logger = logging.getLogger(__name__)
 @contextlib.contextmanager
 def search_threads(configured: int | None):
     """Threads of a generator search: one unless configured, and the query's small products on one BLAS
-    thread (a query's stages are a few ms of work; waking a team for each kernel costs more than it saves)."""
-    with faiss_threads(1 if configured is None else configured), one_blas_thread():
+    thread (a query's stages are a few ms of work; waking a team for each kernel costs more than it saves).
+    Unconfigured, the stages' kernels may hand chunks to idle helper threads (m3search.indexes.query_pool)."""
+    with faiss_threads(1 if configured is None else configured), one_blas_thread(), \
+            query_pool.allow_split(configured is None):
         yield
 
 
@@ -31,12 +34,22 @@ def search_threads(configured: int | None):
 def scoring_threads(work: float, configured: int | None):
     """Threads of a re-scoring call of `work` (tokens x queries x dims): sized by the work, and one BLAS
     thread when the work is small (the query's lookup tables and products)."""
+    if configured is None and work <= QUERY_WORK:
+        with search_threads(None):
+            yield
+        return
     with faiss_threads(threads_for(work, configured)):
         if work > SMALL_WORK:
             yield
         else:
             with one_blas_thread():
                 yield
+
+
+# Re-scoring up to this much work (tokens x query tokens x dims) runs as a search does: kernels on one thread
+# that idle helpers may share. That is ~2,000 candidates of 100 tokens for a 16-token query at 384-d, a
+# query's re-score; an OpenMP team for it cost 16 ms where one thread took 5 (200 candidates, 2 cores).
+QUERY_WORK = 2_000_000_000
 
 
 class MultivecSegmentReader(MultivecReader):
@@ -105,11 +118,12 @@ class MultivecSegmentReader(MultivecReader):
                 "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"])}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
-               scorer=None, threads=None):
+               scorer=None, threads=None, scored=None):
         """Top-k documents by MaxSim from the stored codes, per query: (D, I) of shape (m, k), padded with
         (-inf, -1). With the centroid lists (residual codecs): probe `nprobe` centroids per query token,
         centroid interaction on the best `pool`, full-code MaxSim on the best `candidates` (see
-        m3search.indexes.multivec.generator); otherwise every live document is scored from its codes."""
+        m3search.indexes.multivec.generator); otherwise every live document is scored from its codes.
+        scored: a list that receives (query, local ids, scores) of every document scored from its full codes."""
         q_vecs, q_lengths = self._check_queries(q_vecs, q_lengths)
         m = len(q_lengths)
         k = int(k)
@@ -149,6 +163,8 @@ class MultivecSegmentReader(MultivecReader):
                     ids, sims = self._generate(q, deleted, nprobe, cands, pool, n_live)
                     # stage 3; the coarse centroids' table is stage 1's query x centroid products
                     scores = self.full_scores(q, ids, self.codec.lut_tables(q, sims) if use_lut else None)
+                if scored is not None:
+                    scored.append((qi, ids, scores))
                 top = gen.top_ids(scores, ids, k)  # ids are sorted: positions by binary search
                 I[qi, : len(top)] = top
                 D[qi, : len(top)] = scores[np.searchsorted(ids, top)]
