@@ -133,7 +133,8 @@ def score_pairs(readers: Sequence[MultivecSegmentReader], q_vecs: np.ndarray, q_
     q_vecs, q_lengths = first._check_queries(q_vecs, q_lengths)
     tokens = sum(float(r.doc_lengths(np.asarray(ids, np.int64)).sum()) for r, ids in zip(readers, local))
     work = tokens * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * first.dim
-    with scoring_threads(work, first.config.get("threads") if threads is None else threads):
+    with scoring_threads(work, first.config.get("threads") if threads is None else threads,
+                         first._use_lut(scorer)):
         return _score_pairs(readers, q_vecs, q_lengths, local, q_of, scorer)
 
 

@@ -31,10 +31,14 @@ def search_threads(configured: int | None):
 
 
 @contextlib.contextmanager
-def scoring_threads(work: float, configured: int | None):
+def scoring_threads(work: float, configured: int | None, lut: bool = False):
     """Threads of a re-scoring call of `work` (tokens x queries x dims): sized by the work, and one BLAS
-    thread when the work is small (the query's lookup tables and products)."""
-    if configured is None and work <= QUERY_WORK:
+    thread when the work is small (the query's lookup tables and products). Lookup-table scoring, unless
+    configured, runs as a search does whatever its size: one-thread kernels per query, split into chunks
+    for idle helper threads. With an OpenMP team instead, a query's re-score of 200 candidates took 16 ms
+    where one thread took 5, and batches of 32 queries of `all` ran at 12 q/s against 51 this way (100k x 384, 2 cores:
+    the team's threads spin after each kernel, on the core the next kernel's helper needs)."""
+    if configured is None and lut:
         with search_threads(None):
             yield
         return
@@ -45,11 +49,6 @@ def scoring_threads(work: float, configured: int | None):
             with one_blas_thread():
                 yield
 
-
-# Re-scoring up to this much work (tokens x query tokens x dims) runs as a search does: kernels on one thread
-# that idle helpers may share. That is ~2,000 candidates of 100 tokens for a 16-token query at 384-d, a
-# query's re-score; an OpenMP team for it cost 16 ms where one thread took 5 (200 candidates, 2 cores).
-QUERY_WORK = 2_000_000_000
 
 
 class MultivecSegmentReader(MultivecReader):
@@ -239,7 +238,7 @@ class MultivecSegmentReader(MultivecReader):
         if scorer == "lut" and not self.codec.supports_lut:
             raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
         work = float(self.doc_lengths(ids).sum()) * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * self.dim
-        with scoring_threads(work, self.config.get("threads") if threads is None else threads):
+        with scoring_threads(work, self.config.get("threads") if threads is None else threads, use_lut):
             return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
 
     def _score(self, q_vecs, q_lengths, q_index, ids, use_lut):
