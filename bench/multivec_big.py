@@ -97,7 +97,7 @@ def search_phase(a, folder: Path, state: dict) -> dict:
     del scores
     if a.export:
         np.savez(a.export, q_vecs=q_vecs, q_lengths=q_len, ref_top=top)
-    comp = MultivecComponent({**_config(a), "threads": a.threads})
+    comp = MultivecComponent({**_config(a), **({"threads": a.threads} if a.threads else {})})
     reader = comp.open(folder / "merged", json.loads((folder / "merged.json").read_text()), folder / "shared")
     n, t = reader.n_docs, reader.n_tokens
     q_off = np.concatenate([[0], np.cumsum(q_len)])
@@ -113,7 +113,7 @@ def search_phase(a, folder: Path, state: dict) -> dict:
                      "recall@100": recall(found, ref, 100)})
         print(json.dumps({k: v for k, v in rows[-1].items() if not isinstance(v, dict)}), flush=True)
 
-    with faiss_threads(a.threads):
+    with faiss_threads(a.threads or None):
         reader.search(*one(0), 100)  # compile the kernels and page the lists in, outside the timings
         found, tm = time_queries(lambda qi: reader.search(*one(qi), 100)[1][0], m)
         row("generator defaults", found, tm, **reader.generator_settings(100))
@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--compression", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--build-threads", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="search threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="search threads (0: the library's default, one thread per kernel that idle helper threads may share)")
     p.add_argument("--budget-s", type=float, default=780, help="start no build chunk after this many seconds")
     p.add_argument("--grid", default="", help="NPROBE:CANDIDATES[:POOL],... (0 = the default)")
     p.add_argument("--rerank", default="100,1000")
