@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _LOCAL = threading.local()
+_OUTSTANDING = [0]  # helper tasks submitted and not finished, under _POOL_LOCK
 
 
 def helpers() -> int:
@@ -93,9 +94,25 @@ def split_run(fn: Callable[[int, int], object], bounds: list[tuple[int, int]]) -
         while (i := next(claim)) < len(bounds):
             out[i] = fn(*bounds[i])
 
-    futures = [pool().submit(work) for _ in range(min(helpers(), len(bounds) - 1))]
+    def helped() -> None:
+        try:
+            work()
+        finally:
+            with _POOL_LOCK:
+                _OUTSTANDING[0] -= 1
+
+    # only as many tasks as there are idle helpers: with several searches at once (a server's workers) the
+    # helpers are busy, and a task queued behind another search's would only be cancelled
+    executor = pool()
+    with _POOL_LOCK:
+        n = max(0, min(helpers() - _OUTSTANDING[0], len(bounds) - 1))
+        _OUTSTANDING[0] += n
+    futures = [executor.submit(helped) for _ in range(n)]
     work()
     for f in futures:
-        if not f.cancel():  # started: it is finishing the range it claimed
+        if f.cancel():  # never started: it takes nothing, and will not run to count itself off
+            with _POOL_LOCK:
+                _OUTSTANDING[0] -= 1
+        else:  # started: it is finishing the range it claimed
             f.result()
     return out

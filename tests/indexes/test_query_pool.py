@@ -30,7 +30,7 @@ def test_split_run_uses_helpers_only_where_allowed():
         threading.Event().wait(0.01)  # long enough for a helper to wake and claim a range
         return list(range(lo, hi))
 
-    bounds = query_pool.chunk_bounds(None, 40, 8)
+    bounds = query_pool.chunk_bounds(None, 48, 16)  # 160 ms of ranges: time for a helper to wake
     assert query_pool.split_run(fn, bounds) == [list(range(a, b)) for a, b in bounds]
     assert set(seen) == {threading.current_thread().name}  # not allowed: the caller did every range
     seen.clear()
@@ -38,6 +38,34 @@ def test_split_run_uses_helpers_only_where_allowed():
         assert query_pool.split_run(fn, bounds) == [list(range(a, b)) for a, b in bounds]
     assert any(name.startswith("m3search-query") for name in seen) and len(seen) == len(bounds)
     assert not query_pool.split_allowed()  # the block restored the setting
+    assert query_pool._OUTSTANDING[0] == 0  # every helper task counted itself off
+
+
+def test_busy_helpers_are_not_queued_behind():
+    """While every helper is taken (another search's chunks), a split runs on its caller alone."""
+    if query_pool.helpers() == 0:
+        pytest.skip("one core: nothing to split onto")
+    release = threading.Event()
+
+    def other_search() -> None:  # a split whose ranges last until released: it takes a helper
+        with query_pool.allow_split():
+            query_pool.split_run(lambda lo, hi: release.wait(5), [(0, 1), (1, 2)])
+
+    blockers = [threading.Thread(target=other_search) for _ in range(query_pool.helpers())]
+    for t in blockers:
+        t.start()
+    for _ in range(200):  # until the helpers are all taken
+        if query_pool._OUTSTANDING[0] >= query_pool.helpers():
+            break
+        release.wait(0.01)
+    with query_pool.allow_split():
+        names = []
+        out = query_pool.split_run(lambda lo, hi: names.append(threading.current_thread().name) or lo, [(0, 1), (1, 2), (2, 3)])
+    release.set()
+    for t in blockers:
+        t.join()
+    assert out == [0, 1, 2] and set(names) == {threading.current_thread().name}
+    assert query_pool._OUTSTANDING[0] == 0
 
 
 def test_split_kernels_equal_one_call(monkeypatch):
