@@ -262,6 +262,19 @@ def test_codec_id_follows_replaced_arrays(data):
     assert codec.codec_id == Codec("pq4", codec.dim, dict(codec.arrays)).codec_id
 
 
+def test_lut_tables_kept_for_the_same_query_only(data):
+    docs, *_ = data
+    codec = Codec.train("rpq4", docs[:600], coarse_k=8)
+    q, other = docs[:3], docs[3:6]
+    first = codec.lut_tables(q)
+    assert codec.lut_tables(q.copy())[0] is first[0]  # same tokens: the kept tables
+    fresh = Codec("rpq4", codec.dim, dict(codec.arrays)).lut_tables(other)
+    np.testing.assert_array_equal(codec.lut_tables(other)[0], fresh[0])  # another query: its own
+    np.testing.assert_array_equal(codec.lut_tables(other)[1], fresh[1])
+    codec.arrays["pq_centroids"] = codec.arrays["pq_centroids"] * 2  # replaced arrays: computed again
+    np.testing.assert_allclose(codec.lut_tables(other)[0], 2 * fresh[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_codec_save_load_round_trip(tmp_path, data):
     docs, *_ = data
