@@ -135,7 +135,7 @@ def run(chunks, q_vecs, q_lengths, compression, config, threads, tmp, grid, rera
         lists_bytes = sum(reader.header["files"][f]["bytes"] for f in reader.header["files"] if f.startswith("lists"))
         base = {"bytes_per_token": reader.nbytes() / t, "codes_bytes_per_token": reader.codec.code_size,
                 "lists_bytes_per_token": lists_bytes / t, "build_s": build_s}
-        with faiss_threads(threads):
+        with faiss_threads(threads or None):
             reader.search(*one(0), 100, nprobe=4, candidates=128)  # compile the kernels outside the timings
 
             def exhaustive(qi):
@@ -211,8 +211,15 @@ def real(task, encodings: Path, n_queries, chunk, langs):
     data = {"miracl": "miracl_like_small", "mkqa": "mkqa_like_small", "mldr": "mldr_like"}[task]
     tasks = [t for t in load_tasks(task, Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "eval" / data)
              if t.language in langs]
-    entries = sorted((p for p in encodings.iterdir() if (p / "entry.json").is_file()), key=lambda p: -sum(
-        f.stat().st_size for f in p.rglob("*") if f.is_file()))
+    import json
+
+    def of_task(p: Path) -> bool:  # the cache holds every task's corpora: keep this task's
+        return any(f"/{data}/" in f for f in json.loads((p / "entry.json").read_text()).get("corpus_files", []))
+
+    entries = sorted((p for p in encodings.iterdir() if (p / "entry.json").is_file() and of_task(p)),
+                     key=lambda p: -sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
+    if not entries:
+        raise SystemExit(f"{encodings}: no cached {task} corpus encoding; run bench/run_eval.py --cache-dir on {task} first")
     batch = EncodedBatch.load(entries[0] / "batch", mmap=True)
     encoder = load_encoder(None)
     texts = []
@@ -274,7 +281,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=2000, help="documents per chunk segment")
     p.add_argument("--compression", default="rpq64")
     p.add_argument("--coarse-k", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="search threads (0: the library's default, one thread per kernel that idle helper threads may share)")
     p.add_argument("--real", default=None, help="task whose cached encodings to use (mkqa, miracl, mldr)")
     p.add_argument("--encodings", type=Path, default=None, help="folder of run_eval's encoding cache")
     p.add_argument("--langs", default="de,fr,ja,ru,zh-CN")
@@ -300,7 +308,7 @@ def main(argv=None) -> int:
         print(save_results(res, Path(a.merge_peer[0]).parent, Path(a.merge_peer[0]).stem, markdown, plot))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = {"threads": a.threads, "min_train_tokens": 1000}
+    config = {**({"threads": a.threads} if a.threads else {}), "min_train_tokens": 1000}
     if a.coarse_k:
         config["coarse_k"] = a.coarse_k
     if a.real:
