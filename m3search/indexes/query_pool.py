@@ -15,11 +15,14 @@ that configures a thread count gets exactly that.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -81,38 +84,55 @@ def chunk_bounds(weights: Sequence[int] | None, n: int, chunks: int) -> list[tup
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def split_run(fn: Callable[[int, int], object], bounds: list[tuple[int, int]]) -> list:
+def split_run(fn: Callable[[int, int], T], bounds: Sequence[tuple[int, int]]) -> list[T]:
     """[fn(lo, hi) for each range], run by the caller and any idle helper, in range order.
 
     fn must be safe to call from several threads at once (numba kernels with nogil, numpy)."""
-    if len(bounds) < 2 or not split_allowed():
-        return [fn(lo, hi) for lo, hi in bounds]
-    out: list = [None] * len(bounds)
-    claim = itertools.count()  # next() is atomic under the GIL: each range is claimed once
+    return run_shared([functools.partial(fn, lo, hi) for lo, hi in bounds])
+
+
+def run_shared(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """[task() for task in tasks]: the caller takes them in order, and idle helpers (where splitting is
+    allowed) take the next ones as they wake. Returns only once no helper is running one of them, also when
+    a task raises (the first error is raised): the tasks may read memory maps the caller closes after."""
+    if len(tasks) < 2 or not split_allowed():
+        return [task() for task in tasks]
+    out: list = [None] * len(tasks)
+    claim = itertools.count()  # next() is atomic under the GIL: each task is taken once
+    stop = [False]
 
     def work() -> None:
-        while (i := next(claim)) < len(bounds):
-            out[i] = fn(*bounds[i])
+        while not stop[0] and (i := next(claim)) < len(tasks):
+            out[i] = tasks[i]()
 
     def helped() -> None:
         try:
             work()
+        except BaseException:
+            stop[0] = True  # the caller takes nothing more either
+            raise
         finally:
             with _POOL_LOCK:
                 _OUTSTANDING[0] -= 1
 
-    # only as many tasks as there are idle helpers: with several searches at once (a server's workers) the
-    # helpers are busy, and a task queued behind another search's would only be cancelled
+    # only as many helper tasks as there are idle helpers: with several searches at once (a server's
+    # workers) the helpers are busy, and a task queued behind another search's would only be cancelled
     executor = pool()
     with _POOL_LOCK:
-        n = max(0, min(helpers() - _OUTSTANDING[0], len(bounds) - 1))
+        n = max(0, min(helpers() - _OUTSTANDING[0], len(tasks) - 1))
         _OUTSTANDING[0] += n
     futures = [executor.submit(helped) for _ in range(n)]
-    work()
-    for f in futures:
-        if f.cancel():  # never started: it takes nothing, and will not run to count itself off
-            with _POOL_LOCK:
-                _OUTSTANDING[0] -= 1
-        else:  # started: it is finishing the range it claimed
-            f.result()
+    try:
+        work()
+    finally:
+        stop[0] = True  # after an error, helpers take nothing more
+        errors = []
+        for f in futures:
+            if f.cancel():  # never started: it takes nothing, and will not run to count itself off
+                with _POOL_LOCK:
+                    _OUTSTANDING[0] -= 1
+            elif f.exception() is not None:  # started: waited for
+                errors.append(f.exception())
+    if errors:
+        raise errors[0]
     return out

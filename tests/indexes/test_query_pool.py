@@ -94,3 +94,25 @@ def test_split_kernels_equal_one_call(monkeypatch):
         np.testing.assert_array_equal(maxsim.maxsim_lut(tables, coarse, codes, offsets, ids, True), whole_lut)
         np.testing.assert_array_equal(gen.centroid_maxsim(cents, ids, sims), whole_ci)
     assert len(calls) == 2 and min(calls) > 4  # both kernels were cut into many chunks
+
+
+def test_an_error_stops_the_split_and_waits_for_running_helpers():
+    if query_pool.helpers() == 0:
+        pytest.skip("one core: nothing to split onto")
+    running, done = [], []
+
+    def task(i):
+        def run():
+            running.append(i)
+            if i == 1:
+                raise ValueError("range 1 is damaged")
+            threading.Event().wait(0.02)
+            done.append(i)
+        return run
+
+    with query_pool.allow_split(), pytest.raises(ValueError, match="range 1"):
+        query_pool.run_shared([task(i) for i in range(12)])
+    settled = (list(running), list(done))
+    threading.Event().wait(0.1)
+    assert (running, done) == settled  # nothing ran after the call returned
+    assert len(running) < 12 and query_pool._OUTSTANDING[0] == 0
