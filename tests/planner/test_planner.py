@@ -249,3 +249,35 @@ def test_the_planner_takes_readers_by_their_interface_only(snapshot, queries):
 
     with pytest.raises(TypeError, match="not a DenseReader"):
         Planner(Swapped()).search(queries[1], k=3, mode="dense")
+
+
+def test_multivec_pairs_the_search_scored_are_not_scored_again(corpus, queries, hashing_encoder, make_snapshot):
+    """A multi-vector search that reports what it scored exactly (`scored`, as the candidate generator
+    does) spares the re-score those pairs; the hits are the brute-force ones all the same."""
+    from tests.planner.conftest import ExactMultivec, _top_k
+
+    ids, texts = corpus
+    batch = hashing_encoder.encode(texts)
+    snap = make_snapshot(ids, texts, batch)
+    rescored = []
+
+    class Reporting(ExactMultivec):
+        def search(self, q_vecs, q_lengths, k, deleted=None, scored=None, **params):
+            m, n = len(q_lengths), self.n_docs
+            every = ExactMultivec.score_pairs(self, q_vecs, q_lengths, np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
+            if scored is not None:  # it scored every document: all of them reported
+                scored.extend((qi, np.arange(n), every[qi * n : (qi + 1) * n]) for qi in range(m))
+            return _top_k(every.reshape(m, n), k)
+
+        def score_pairs(self, q_vecs, q_lengths, q_index, ids):
+            rescored.append(len(ids))
+            return super().score_pairs(q_vecs, q_lengths, q_index, ids)
+
+    snap.multivec = Reporting(batch)
+    _, q = queries
+    exact = brute_force(snap, q)
+    hits = Planner(snap).search(q, k=6, mode="all", depths=4)
+    for qi, row in enumerate(hits):
+        for h in row:
+            assert h.scores["multivec"] == pytest.approx(float(exact["multivec"][qi, h.internal_id]), abs=1e-5)
+    assert rescored == []  # every candidate's multi-vector score came from the search
