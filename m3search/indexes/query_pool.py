@@ -30,6 +30,14 @@ _LOCAL = threading.local()
 _OUTSTANDING = [0]  # helper tasks submitted and not finished, under _POOL_LOCK
 
 
+def _forget_pool_in_child() -> None:  # a forked child has none of the parent's threads
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK, _OUTSTANDING[0] = None, threading.Lock(), 0
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def helpers() -> int:
     """Helper threads: one per core beyond the caller's, at most 3."""
     return max(0, min(3, (os.cpu_count() or 1) - 1))

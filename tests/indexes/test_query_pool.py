@@ -2,6 +2,7 @@
 values as one call, whoever runs which chunk."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -116,3 +117,19 @@ def test_an_error_stops_the_split_and_waits_for_running_helpers():
     threading.Event().wait(0.1)
     assert (running, done) == settled  # nothing ran after the call returned
     assert len(running) < 12 and query_pool._OUTSTANDING[0] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_splits_with_its_own_helpers():
+    with query_pool.allow_split():
+        query_pool.split_run(lambda lo, hi: lo, [(0, 1), (1, 2)])  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # child: a split must finish (with new helpers, or on its own), never hang
+        try:
+            with query_pool.allow_split():
+                ok = query_pool.split_run(lambda lo, hi: threading.Event().wait(0.01) or lo, [(0, 1), (1, 2), (2, 3)])
+            os._exit(0 if ok == [0, 1, 2] else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
