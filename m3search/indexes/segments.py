@@ -289,7 +289,7 @@ class IndexDenseReader(_IndexReader, DenseReader):
         if k < 0:
             raise InputError(f"k must be >= 0, got {k}")
         Ds, Is = multiseg.search(list(zip(self.segset.views, self.segset.segment_masks(deleted))), xq, k, params)
-        return merge_topk(Ds, Is, xq.shape[0], k)
+        return multiseg.merge(Ds, Is, xq.shape[0], k)
 
     def score_pairs(self, xq: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
         from m3search.indexes.dense import multiseg
