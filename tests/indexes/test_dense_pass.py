@@ -94,7 +94,9 @@ def test_a_late_worker_leaves_the_jobs_to_the_caller(snap, monkeypatch, at_once)
     monkeypatch.setattr(multiseg, "_POOL", None)
     release = threading.Event()
     blocker = multiseg._pool().submit(release.wait)
-    threading.Timer(10, release.set).start()  # a caller that waited for the worker returns, late, and fails
+    timer = threading.Timer(10, release.set)  # a caller that waited for the worker returns, late, and fails
+    timer.daemon = True
+    timer.start()
     runners = []
     run = DenseSegmentReader.search_checked
     monkeypatch.setattr(DenseSegmentReader, "search_checked",
@@ -103,6 +105,7 @@ def test_a_late_worker_leaves_the_jobs_to_the_caller(snap, monkeypatch, at_once)
         D1, I1 = snap.dense.search(xq[:1], 10)
         assert not release.is_set()
     finally:
+        timer.cancel()
         release.set()
     blocker.result()
     assert len(set(runners)) == 1 and runners[0] == threading.current_thread().name
