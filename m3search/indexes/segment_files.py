@@ -197,7 +197,7 @@ class CheckedArray:
 
     def verify_rows(self, rows) -> None:
         """Verify the blocks holding these rows (first-axis indices)."""
-        if self._ok.all():  # (the common case once warm: nothing to convert)
+        if self._ok.all():  # every block checked already (the common case once warm)
             return
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size:

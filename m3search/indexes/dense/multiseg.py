@@ -13,11 +13,15 @@ structure is searched through `DenseSegmentReader.search_checked`, and consecuti
 same thread count share one thread setting. Results are those of the per-segment path (same calls into
 FAISS, same merge), so a multi-segment index returns what it did before, only with less overhead.
 
-A query small enough to run each segment on one thread (one query: FAISS parallelizes over queries, so a
-graph walk is serial) searches two or more graph/IVF segments at once on a small pool of threads, one
-segment per thread, as Lucene's concurrent segment search does: a CLI-built index with two HNSW graphs
-answers in about the time of the slower one rather than the sum (bench/results/query_latency_cli_concurrent_*).
-Only when no thread count is configured or asked for; the calls and the merge are the same.
+A query small enough to run each search on one thread (one query: FAISS parallelizes over queries, so a
+graph walk is serial) runs its searches (graph/IVF segments, the flat group) at once, as Lucene's
+concurrent segment search does: the caller's thread takes the largest, the pool's workers (one task per
+worker and query) and then the caller take the rest from one queue, so a CLI-built index with two HNSW
+graphs and a flat tail answers in about the time of its largest graph rather than the sum, and a worker
+that starts late costs no more than searching one by one (bench/results/query_latency_cli_*_s6.md). Only
+when no thread count is configured or asked for, and when the searches besides the largest are worth a
+hand-off to another thread (HANDOFF_WORK); the calls are the same, and the merge (`merge`) returns what
+merge_topk returns.
 """
 from __future__ import annotations
 
