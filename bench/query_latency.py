@@ -211,6 +211,25 @@ def measure_mode(index, queries: EncodedBatch, mode: str, k: int, batch: int) ->
     }
 
 
+def pooled(before: dict | None, new: dict) -> dict:
+    """Rounds of measure_mode as one: every round's single-query times pooled (p50/p95 over all of them),
+    stage means averaged, throughput the median round's; `round_p50_ms` keeps each round's p50."""
+    if before is None:
+        return {**new, "round_p50_ms": [new["search"]["p50_ms"]], "round_qps": [new["batch_qps"]]}
+    n = len(before["round_p50_ms"])
+    times = before["search_times_s"] + new["search_times_s"]
+    qps = before["round_qps"] + [new["batch_qps"]]
+    return {
+        "search": percentiles(times),
+        "stages_mean_ms": {s: (before["stages_mean_ms"][s] * n + new["stages_mean_ms"][s]) / (n + 1)
+                           for s in new["stages_mean_ms"]},
+        "search_times_s": times,
+        "batch_qps": float(np.median(qps)),
+        "round_p50_ms": before["round_p50_ms"] + [new["search"]["p50_ms"]],
+        "round_qps": qps,
+    }
+
+
 def measure_encode(n_queries: int, batch: int) -> dict:
     """The real default encoder on the sample queries: per query, and batched."""
     from m3search.data import SAMPLE_QUERIES, read_queries
@@ -258,6 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tiers-only-baseline", action="store_true",
                    help="with --cli-commit-every: also build the CLI's way with the merge policy of before (tiers "
                    "only, no cap on segments searched on their own) and time it in the 'before' columns")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every mode this many times per index, alternating the indexes; p50/p95 are over "
+                   "all rounds' queries, and the CLI-built table lists each round's ratio (one round's p50 of "
+                   "200 queries moves by ~10%% between runs on shared cores)")
     p.add_argument("--components", default="dense,sparse,multivec",
                    help="components of the synthetic indexes (e.g. dense,sparse: a cheaper build for those modes)")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
@@ -295,16 +318,21 @@ def main(argv: list[str] | None = None) -> dict:
         base_info = base.info() if base is not None else None
         for mode in args.modes.split(","):
             print(f"  timing {mode}", file=sys.stderr, flush=True)
-            # the two indexes alternate per mode, so machine load shifts hit both alike
-            results[mode] = measure_mode(index, queries, mode, args.k, args.batch)
-            if cli is not None:
-                cli_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
+            # the two indexes alternate per mode (and round), so machine load shifts hit both alike
+            for _ in range(args.rounds):
+                results[mode] = pooled(results.get(mode), measure_mode(index, queries, mode, args.k, args.batch))
+                if cli is None:
+                    continue
+                cli_results[mode] = pooled(cli_results.get(mode),
+                                           measure_mode(cli, queries, mode, args.k, args.batch))
                 if args.per_segment_baseline or args.old_dense_baseline:
                     with (per_segment_search() if args.per_segment_baseline else contextlib.nullcontext()), \
                             (old_dense_search() if args.old_dense_baseline else contextlib.nullcontext()):
-                        base_results[mode] = measure_mode(cli, queries, mode, args.k, args.batch)
+                        base_results[mode] = pooled(base_results.get(mode),
+                                                    measure_mode(cli, queries, mode, args.k, args.batch))
                 if base is not None:
-                    base_results[mode] = measure_mode(base, queries, mode, args.k, args.batch)
+                    base_results[mode] = pooled(base_results.get(mode),
+                                                measure_mode(base, queries, mode, args.k, args.batch))
             if encode is not None:
                 enc = np.asarray(encode["times_s"])
                 search = np.asarray(results[mode]["search_times_s"])
@@ -317,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "bytes": {kind: c["bytes"] for kind, c in info["components"].items()},
                   "total_bytes": info["total_bytes"],
                   "configs": {kind: c["config"] for kind, c in info["components"].items()}},
-        "k": args.k, "n_queries": args.queries, "batch": args.batch,
+        "k": args.k, "n_queries": args.queries, "batch": args.batch, "rounds": args.rounds,
         "encode": {key: v for key, v in (encode or {}).items() if key != "times_s"} or None,
         "modes": {m: {key: v for key, v in r.items() if key != "search_times_s"} for m, r in results.items()},
     }
@@ -363,7 +391,8 @@ def markdown(report: dict) -> str:
             + (f"dense and token vectors (multivec {mv['compression']})" if mv else
                f"dense vectors, components {', '.join(idx['configs'])}")
             + f", {idx['n_segments']} segment(s), "
-            f"{idx['total_bytes'] / 2**30:.2f} GiB on disk; {report['n_queries']} queries, k={report['k']}, "
+            f"{idx['total_bytes'] / 2**30:.2f} GiB on disk; {report['n_queries']} queries"
+            + (f" x {report['rounds']} rounds" if report.get("rounds", 1) > 1 else "") + f", k={report['k']}, "
             f"default depths; {report['machine']['cpus']} CPU cores")
     lines = [head, "",
              "| mode | search p50 / p95 (ms) | candidates | re-score | fuse + fetch | end-to-end p50 / p95 (ms) "
@@ -381,6 +410,7 @@ def markdown(report: dict) -> str:
     lines += ["", "Stage columns are mean ms per single query. Search excludes encoding; end-to-end adds the "
               "encoder's time for one query."]
     cli = report.get("cli_built")
+    rounds = report.get("rounds", 1)
     if cli:
         base = cli.get("per_segment_modes") or {}
         lines += ["", f"Built the CLI's way (a commit every {cli['commit_every']:,} passages, default merge policy, "
@@ -395,13 +425,17 @@ def markdown(report: dict) -> str:
                   "queries, timed alternately with the optimized index"
                   + (f"; load average at the end {cli['load_avg'][0]:.1f}" if cli.get("load_avg") else "") + ".", "",
                   "| mode | optimized p50 / p95 (ms) | CLI-built p50 / p95 (ms) | CLI-built / optimized (p50 / p95) |"
+                  + (" each round's p50 ratio |" if rounds > 1 else "")
                   + (f" CLI-built, before ({cli.get('baseline') or 'per-segment search'}) p50 / p95 (ms) | before / optimized (p50) |" if base else ""),
-                  "|---|---|---|---|" + ("---|---|" if base else "")]
+                  "|---|---|---|---|" + ("---|" if rounds > 1 else "") + ("---|---|" if base else "")]
         for mode, r in cli["modes"].items():
             o = report["modes"][mode]["search"]
             c = r["search"]
             line = (f"| {mode} | {o['p50_ms']:.1f} / {o['p95_ms']:.1f} | {c['p50_ms']:.1f} / {c['p95_ms']:.1f} | "
                     f"{c['p50_ms'] / o['p50_ms']:.2f}x / {c['p95_ms'] / o['p95_ms']:.2f}x |")
+            if rounds > 1:
+                per_round = [b / a for a, b in zip(report["modes"][mode]["round_p50_ms"], r["round_p50_ms"])]
+                line += " " + ", ".join(f"{x:.2f}x" for x in per_round) + " |"
             if mode in base:
                 b = base[mode]["search"]
                 line += f" {b['p50_ms']:.1f} / {b['p95_ms']:.1f} | {b['p50_ms'] / o['p50_ms']:.2f}x |"

@@ -245,6 +245,7 @@ class DocStore:
         self.ext2int = env.open_db(DB_EXT2INT)
         self.docs = env.open_db(DB_DOCS)
         self.deleted = env.open_db(DB_DELETED)
+        self._last_state: tuple[bytes, CommitState] | None = None  # (sealed record, parsed): see state()
         # the metadata field index (m3search/indexes/fields.py); opened here, before any read transaction
         # begins, because LMDB table handles opened later are not valid in older transactions
         try:
@@ -299,8 +300,16 @@ class DocStore:
             raw = txn.get(KEY_STATE, db=self.meta)
         if raw is None:
             raise IndexFormatError(f"{self.path}: the committed state record is missing; restore the index from a copy")
-        raw = unseal(raw, "the committed state", self.path)
-        return CommitState.from_dict(unpack(raw, "the committed state"), where=str(self.path))
+        raw = bytes(raw)
+        last = self._last_state
+        if last is not None and last[0] == raw:
+            # the record checked and parsed before (every search takes a snapshot: parsing costs ~8 us per
+            # segment); CommitState is immutable, so sharing it is safe
+            return last[1]
+        state = CommitState.from_dict(unpack(unseal(raw, "the committed state", self.path), "the committed state"),
+                                      where=str(self.path))
+        self._last_state = (raw, state)
+        return state
 
     def committed_generation(self) -> int:
         """The newest committed generation, read in a short transaction of its own (cheap: one key)."""

@@ -197,6 +197,8 @@ class CheckedArray:
 
     def verify_rows(self, rows) -> None:
         """Verify the blocks holding these rows (first-axis indices)."""
+        if self._ok.all():  # every block checked already (the common case once warm)
+            return
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size:
             rows = np.where(rows < 0, rows + len(self.raw), rows)

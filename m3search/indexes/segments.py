@@ -51,7 +51,7 @@ class SegmentView:
             found = local < self.n
             found[found] = self.ids[local[found]] == ids[found]
         local = np.where(found, local, 0)
-        if self.n:
+        if self.n and self.info.n_deleted:  # (the mask is all False without deletions)
             found &= ~self.deleted[local]
         return local, found
 
@@ -64,23 +64,36 @@ class SegmentSet:
         self.id_space = id_space
         self.generation = generation
         self._los = np.asarray([v.info.lo for v in self.views], dtype=np.int64)
+        # every segment a plain range [lo, lo + n) with nothing deleted (e.g. a fresh CLI build): ids are
+        # routed with array operations over all segments at once, not one segment at a time
+        self._ranges = (np.asarray([v.n for v in self.views], dtype=np.int64)
+                        if all(v.ids is None and not v.info.n_deleted for v in self.views) else None)
 
     def locate(self, ids: np.ndarray) -> list[tuple[SegmentView, np.ndarray, np.ndarray]]:
         """Group `ids` by segment: [(view, positions in ids, local ids)]; refuse ids that are not live."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         seg = np.searchsorted(self._los, ids, side="right") - 1
-        bad = np.zeros(len(ids), dtype=bool)
-        bad[seg < 0] = True
         groups = []
         order = np.argsort(seg, kind="stable")
         bounds = np.searchsorted(seg[order], np.arange(len(self.views) + 1))
-        for s, view in enumerate(self.views):
-            pos = order[bounds[s] : bounds[s + 1]]
-            if not len(pos):
-                continue
-            local, found = view.local_ids(ids[pos])
-            bad[pos[~found]] = True
-            groups.append((view, pos, local))
+        if self._ranges is not None and len(self.views):
+            at = np.maximum(seg, 0)
+            local_all = ids - self._los[at]
+            bad = (seg < 0) | (local_all >= self._ranges[at])
+            for s, view in enumerate(self.views):
+                pos = order[bounds[s] : bounds[s + 1]]
+                if len(pos):
+                    groups.append((view, pos, local_all[pos]))
+        else:
+            bad = seg < 0
+            for s, view in enumerate(self.views):
+                pos = order[bounds[s] : bounds[s + 1]]
+                if not len(pos):
+                    continue
+                local, found = view.local_ids(ids[pos])
+                if not found.all():
+                    bad[pos[~found]] = True
+                groups.append((view, pos, local))
         if bad.any():
             shown = ids[bad][:5].tolist()
             raise InputError(
@@ -297,7 +310,7 @@ class IndexDenseReader(_IndexReader, DenseReader):
         if k < 0:
             raise InputError(f"k must be >= 0, got {k}")
         Ds, Is = multiseg.search(list(zip(self.segset.views, self.segset.segment_masks(deleted))), xq, k, params)
-        return merge_topk(Ds, Is, xq.shape[0], k)
+        return multiseg.merge(Ds, Is, xq.shape[0], k)
 
     def score_pairs(self, xq: np.ndarray, q_index: np.ndarray, ids: np.ndarray) -> np.ndarray:
         from m3search.indexes.dense import multiseg

@@ -155,7 +155,7 @@ def test_graphs_searched_at_once_return_what_the_segments_return_one_by_one(tmp_
     xb, xq = data
     calls = []
     concurrently = multiseg._search_concurrently
-    monkeypatch.setattr(multiseg, "_search_concurrently", lambda live, *a: calls.append(len(live)) or concurrently(live, *a))
+    monkeypatch.setattr(multiseg, "_search_concurrently", lambda jobs: calls.append(len(jobs)) or concurrently(jobs))
     identity = EncoderIdentity(name="test-dense", dense_dim=D, multivec_dim=D, vocab_size=10, tokenizer_hash="t")
     with Index.create(tmp_path / "ix", identity, components={"dense": {"flat_threshold": 100}}, auto_merge=False) as ix:
         for lo in range(0, 3000, 1000):
@@ -169,9 +169,8 @@ def test_graphs_searched_at_once_return_what_the_segments_return_one_by_one(tmp_
         with ix.snapshot() as snap:
             readers = [v.readers["dense"] for v in snap.dense.segset.views]
             assert [r.structure.kind for r in readers] == ["hnsw"] * 3
-            live = [(v, (None, v.n), v.n) for v in snap.dense.segset.views]
-            assert multiseg._concurrent(live, 1, 10, 1, 0, 256, None, readers[0])
-            assert not multiseg._concurrent(live, 1, 10, 1, 0, 256, 1, readers[0])  # a thread count asked for
+            snap.dense.search(xq[:1], 10, threads=1)  # a thread count asked for: one by one
+            assert calls == []
             for q in xq[:10]:
                 D1, I1 = snap.dense.search(q[None], 10)
                 D0, I0 = segments._search(snap.dense.segset, "dense", q[None], 1, 10, None, {})

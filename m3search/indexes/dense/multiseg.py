@@ -13,14 +13,19 @@ structure is searched through `DenseSegmentReader.search_checked`, and consecuti
 same thread count share one thread setting. Results are those of the per-segment path (same calls into
 FAISS, same merge), so a multi-segment index returns what it did before, only with less overhead.
 
-A query small enough to run each segment on one thread (one query: FAISS parallelizes over queries, so a
-graph walk is serial) searches two or more graph/IVF segments at once on a small pool of threads, one
-segment per thread, as Lucene's concurrent segment search does: a CLI-built index with two HNSW graphs
-answers in about the time of the slower one rather than the sum (bench/results/query_latency_cli_concurrent_*).
-Only when no thread count is configured or asked for; the calls and the merge are the same.
+A query small enough to run each search on one thread (one query: FAISS parallelizes over queries, so a
+graph walk is serial) runs its searches (graph/IVF segments, the flat group) at once, as Lucene's
+concurrent segment search does: the caller's thread takes the largest, the pool's workers (one task per
+worker and query) and then the caller take the rest from one queue, so a CLI-built index with two HNSW
+graphs and a flat tail answers in about the time of its largest graph rather than the sum, and a worker
+that starts late costs no more than searching one by one (bench/results/query_latency_cli_*_s6.md). Only
+when no thread count is configured or asked for, and when the searches besides the largest are worth a
+hand-off to another thread (HANDOFF_WORK); the calls are the same, and the merge (`merge`) returns what
+merge_topk returns.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -55,72 +60,127 @@ def search(views_masks: Sequence[tuple[Any, tuple[np.ndarray | None, int]]], xq:
     xq = check_queries(xq, first.d)
     nprobe, refine, ef, threads = first.search_params(**params)
     m = len(xq)
-    Ds, Is = [], []
+    jobs = []
     flats = [(v, mask, n) for v, mask, n in live if _joins_flat_group(v.readers["dense"])]
     if len(flats) >= 2:
         live = [x for x in live if not any(x[0] is f[0] for f in flats)]
-        D, I = _search_flat_group(flats, xq, k, threads)
-        Ds.append(D)
-        Is.append(I)
-    for reader in (view.readers["dense"] for view, _, _ in live):
+        jobs.append(_flat_group_job(flats, xq, k, threads))
+    for view, mask, n_live in live:
+        reader: DenseSegmentReader = view.readers["dense"]
         if reader.d != first.d:
             raise InputError(f"dense segments of one index have different dimensions ({first.d}, {reader.d})")
-    if _concurrent(live, m, k, nprobe, refine, ef, threads, first):
-        for D, I in _search_concurrently(live, xq, k, nprobe, refine, ef):
-            Ds.append(D)
-            Is.append(I)
-        return Ds, Is
-    current: object = ()  # the thread count in force; () = none set yet
-    with contextlib.ExitStack() as stack:
-        for view, mask, n_live in live:
-            reader: DenseSegmentReader = view.readers["dense"]
-            kk = min(int(k), n_live)
-            configured = reader.config["threads"] if threads is None else threads
-            want = reader.search_threads(m, kk, n_live, nprobe, refine, ef, configured)
-            if want != current:
-                stack.close()
-                stack.enter_context(faiss_threads(want))
-                current = want
-            D, I = reader.search_checked(xq, kk, mask, n_live, nprobe, refine, ef, threads)
-            valid = I >= 0
-            Ds.append(D)
-            Is.append(np.where(valid, view.global_ids(np.where(valid, I, 0)), -1))
-    return Ds, Is
+        jobs.append(_segment_job(view, mask, n_live, xq, k, nprobe, refine, ef, threads))
+    if _concurrent(jobs, threads, first):
+        results = _search_concurrently(jobs)
+    else:
+        results = []
+        current: object = ()  # the thread count in force; () = none set yet
+        with contextlib.ExitStack() as stack:
+            for job in jobs:
+                if job.threads != current:
+                    stack.close()
+                    stack.enter_context(faiss_threads(job.threads))
+                    current = job.threads
+                results.append(job.run())
+    return [D for D, _ in results], [I for _, I in results]
 
 
-def _concurrent(live, m: int, k: int, nprobe: int, refine: int, ef: int, threads: int | None,
-                first: DenseSegmentReader) -> bool:
-    """Whether to search these segments at once: two or more, each wanting one thread, none configured."""
-    if len(live) < 2 or threads is not None or first.config["threads"] is not None or (os.cpu_count() or 1) < 2:
+class _Job:
+    """One search of the pass: a segment, or the flat segments' group. `work`: its multiply-adds (the
+    thread-count model's, see DenseSegmentReader.search_threads), `threads`: the count it runs with,
+    `run()`: its (D, I) in global ids, in the caller's thread setting."""
+
+    __slots__ = ("work", "size", "threads", "run")
+
+    def __init__(self, work: float, size: int, threads: int | None, run):
+        self.work, self.size, self.threads, self.run = work, size, threads, run
+
+
+def _segment_job(view, mask, n_live: int, xq: np.ndarray, k: int, nprobe: int, refine: int, ef: int,
+                 threads: int | None) -> _Job:
+    reader: DenseSegmentReader = view.readers["dense"]
+    kk = min(int(k), n_live)
+    configured = reader.config["threads"] if threads is None else threads
+    work = reader.search_work(len(xq), kk, n_live, nprobe, refine, ef)
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        D, I = reader.search_checked(xq, kk, mask, n_live, nprobe, refine, ef, threads)
+        return D, _global_ids(view, I)
+
+    return _Job(work, reader.n_docs, threads_for(work, configured), run)
+
+
+def _global_ids(view, I: np.ndarray) -> np.ndarray:
+    """A segment's local result ids as global ids, -1 (padding) kept."""
+    if view.ids is None:  # local id i is internal id lo + i
+        return np.where(I >= 0, I + view.info.lo, -1)
+    valid = I >= 0
+    return np.where(valid, view.global_ids(np.where(valid, I, 0)), -1)
+
+
+# Below this many multiply-adds the searches besides the largest run on the caller's thread, after it:
+# handing them to the pool and waiting for the result costs ~30-50 us (a thread wake-up each way), what a
+# ~1,500-document flat scan at 384-d costs.
+HANDOFF_WORK = 1 << 19
+
+_CPUS = os.cpu_count() or 1  # read once: os.cpu_count() reads sysfs, ~8 us, on every call
+
+
+def _concurrent(jobs: Sequence[_Job], threads: int | None, first: DenseSegmentReader) -> bool:
+    """Whether to run these searches at once: two or more, each wanting one thread, no thread count
+    configured or asked for, and the ones besides the largest worth more than the hand-off."""
+    if len(jobs) < 2 or threads is not None or first.config["threads"] is not None or _CPUS < 2:
         return False
-    return all(view.readers["dense"].search_threads(m, min(int(k), n), n, nprobe, refine, ef, None) == 1
-               for view, _, n in live)
+    if any(job.threads != 1 for job in jobs):
+        return False
+    return sum(job.work for job in jobs) - max(job.work for job in jobs) >= HANDOFF_WORK
 
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+_WORKERS = max(1, min(8, _CPUS) - 1)  # the caller's thread takes one job itself
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None:  # the caller's thread takes one segment itself
-            _POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1) - 1),
-                                       thread_name_prefix="m3search-dense")
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="m3search-dense")
         return _POOL
 
 
-def _search_concurrently(live, xq: np.ndarray, k: int, nprobe: int, refine: int,
-                         ef: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    def one(item) -> tuple[np.ndarray, np.ndarray]:
-        view, mask, n_live = item
-        with faiss_threads(1):  # OpenMP's and numba's thread counts are per thread: this one only
-            D, I = view.readers["dense"].search_checked(xq, min(int(k), n_live), mask, n_live, nprobe, refine, ef)
-        valid = I >= 0
-        return D, np.where(valid, view.global_ids(np.where(valid, I, 0)), -1)
+def _search_concurrently(jobs: Sequence[_Job]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The jobs, largest first, taken from one queue by the caller's thread and one pool task per worker
+    (so each worker is woken once per query). The caller takes the largest before waking anyone; when it
+    is done it takes what is left, so a worker that starts late (its core busy elsewhere) costs at most
+    the serial time rather than waiting for it."""
+    order = sorted(range(len(jobs)), key=lambda j: (-jobs[j].work, -jobs[j].size))
+    todo = collections.deque(order[1:])  # popleft is atomic: each job is taken once
+    results: list = [None] * len(jobs)
 
-    futures = [_pool().submit(one, item) for item in live[1:]]
-    return [one(live[0])] + [f.result() for f in futures]
+    def drain(first: int | None = None) -> None:
+        with faiss_threads(1):  # OpenMP's and numba's thread counts are per thread: this one only
+            if first is not None:
+                results[first] = jobs[first].run()
+            while True:
+                try:
+                    j = todo.popleft()
+                except IndexError:
+                    return
+                results[j] = jobs[j].run()
+
+    futures = [_pool().submit(drain) for _ in range(min(_WORKERS, len(jobs) - 1))]
+    errors = []
+    try:
+        drain(order[0])
+    finally:  # never leave a worker searching this snapshot's segments after we return
+        todo.clear()
+        for f in futures:
+            if not f.cancel() and f.exception() is not None:  # not started: dropped; else waited for
+                errors.append(f.exception())
+    if errors:
+        raise errors[0]
+    return results
 
 
 def score_pairs(groups, xq: np.ndarray, q_index: np.ndarray, d: int) -> np.ndarray:
@@ -133,8 +193,9 @@ def score_pairs(groups, xq: np.ndarray, q_index: np.ndarray, d: int) -> np.ndarr
     if len(q_index) and (q_index.min() < 0 or q_index.max() >= len(xq)):
         raise InputError(f"q_index must lie in 0..{len(xq) - 1}")
     rows = np.empty((len(q_index), d), np.float32)
-    for view, pos, local in groups:
-        rows[pos] = view.readers["dense"]._rows(local)
+    for view, pos, local in groups:  # straight into place (reader._rows would copy each group twice)
+        order = np.argsort(local, kind="stable")  # ascending reads on the memory map
+        rows[pos[order]] = view.readers["dense"]._store[local[order]]
     out = np.empty(len(q_index), np.float32)
     step = max(1, _ROWS // 4)
     for lo in range(0, len(q_index), step):
@@ -181,12 +242,20 @@ def _flat_group(readers: list[DenseSegmentReader]) -> FlatGroup:
     return group
 
 
-def _search_flat_group(flats, xq: np.ndarray, k: int, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-min(k, live) over the flat segments together, in global ids (-1 / -inf padded)."""
-    import faiss
-
+def _flat_group_job(flats, xq: np.ndarray, k: int, threads: int | None) -> _Job:
     readers = [v.readers["dense"] for v, _, _ in flats]
     group = _flat_group(readers)
+    configured = readers[0].config["threads"] if threads is None else threads
+    work = len(xq) * int(group.starts[-1]) * readers[0].d
+    return _Job(work, int(group.starts[-1]), threads_for(work, configured),
+                lambda: _search_flat_group(group, flats, xq, k))
+
+
+def _search_flat_group(group: FlatGroup, flats, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-min(k, live) over the flat segments together, in global ids (-1 / -inf padded), in the
+    caller's thread setting."""
+    import faiss
+
     n_live = sum(n for _, _, n in flats)
     kk = min(int(k), n_live)
     params = faiss.SearchParameters()
@@ -194,9 +263,7 @@ def _search_flat_group(flats, xq: np.ndarray, k: int, threads: int | None) -> tu
         deleted = np.concatenate([mask if mask is not None else np.zeros(v.n, bool) for v, mask, _ in flats])
         live_sel = LiveSelector(deleted)  # keeps the bitmap alive through the search
         params.sel = live_sel.sel
-    configured = readers[0].config["threads"] if threads is None else threads
-    with faiss_threads(threads_for(len(xq) * int(group.starts[-1]) * readers[0].d, configured)):
-        D, P = group.index.search(xq, kk, params=params)
+    D, P = group.index.search(xq, kk, params=params)
     valid = P >= 0
     pos = np.where(valid, P, 0)
     seg = np.searchsorted(group.starts, pos, side="right") - 1
@@ -207,3 +274,25 @@ def _search_flat_group(flats, xq: np.ndarray, k: int, threads: int | None) -> tu
             I[sel] = view.global_ids(pos[sel] - group.starts[s])
     D = np.where(valid, D, -np.inf).astype(np.float32)
     return D, I
+
+
+def merge(Ds: list[np.ndarray], Is: list[np.ndarray], m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """segments.merge_topk of the pass's per-segment lists (padding is (-inf, -1) in them), cheaper for two
+    or more lists (a third of its time at 3 x 100): one sort on the score alone orders them as merge_topk
+    does except among equal scores, where merge_topk puts the smaller id first; a query with two equal
+    finite scores in its top k + 1 is rare and goes to merge_topk."""
+    from m3search.indexes.segments import merge_topk
+
+    if len(Ds) < 2:
+        return merge_topk(Ds, Is, m, k)
+    D = np.concatenate(Ds, axis=1)
+    if D.shape[1] <= k:
+        return merge_topk(Ds, Is, m, k)
+    I = np.concatenate(Is, axis=1)
+    order = np.argsort(-D, axis=1, kind="stable")[:, : k + 1]
+    rows = np.arange(m)[:, None]
+    Dk = D[rows, order]
+    tied = Dk[:, 1:] == Dk[:, :-1]
+    if tied.any() and (tied & np.isfinite(Dk[:, 1:])).any():
+        return merge_topk(Ds, Is, m, k)
+    return Dk[:, :k], I[rows, order[:, :k]]

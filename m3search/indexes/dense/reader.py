@@ -132,16 +132,19 @@ class DenseSegmentReader(DenseReader):
     def search_threads(self, m: int, k: int, n_live: int, nprobe: int, refine: int, ef: int,
                        configured: int | None) -> int | None:
         """The thread count `search` runs a call with (threads_for its work)."""
+        return threads_for(self.search_work(m, k, n_live, nprobe, refine, ef), configured)
+
+    def search_work(self, m: int, k: int, n_live: int, nprobe: int, refine: int, ef: int) -> float:
+        """A search call's multiply-adds, roughly: what its thread count (and the multi-segment pass's
+        scheduling) is chosen by."""
         flat = self.structure.exact_scores
         depth = min(n_live, k if flat or refine == 0 else max(refine, REFINE_PER_K * k))
         if self.structure.kind == "hnsw":
-            work = m * max(ef, depth) * self.structure.hnsw_m * self.d
-        elif flat:
-            work = m * self.n_docs * self.d
-        else:
-            st = self.structure
-            work = m * (min(nprobe, st.nlist) * (self.n_docs / max(1, st.nlist)) * (st.pq_m or self.d) + st.nlist * self.d)
-        return threads_for(work, configured)
+            return m * max(ef, depth) * self.structure.hnsw_m * self.d
+        if flat:
+            return m * self.n_docs * self.d
+        st = self.structure
+        return m * (min(nprobe, st.nlist) * (self.n_docs / max(1, st.nlist)) * (st.pq_m or self.d) + st.nlist * self.d)
 
     def search_checked(self, xq: np.ndarray, k: int, deleted: np.ndarray | None, n_live: int, nprobe: int,
                        refine: int, ef: int, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
