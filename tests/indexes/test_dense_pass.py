@@ -14,6 +14,7 @@ from helpers.components import clustered_unit
 from m3search import scoring
 from m3search.errors import InputError
 from m3search.indexes import segments
+from m3search.indexes import query_pool
 from m3search.indexes.dense import multiseg
 from m3search.indexes.dense.reader import DenseSegmentReader
 from m3search.indexes.index import Index
@@ -90,10 +91,10 @@ def test_a_late_worker_leaves_the_jobs_to_the_caller(snap, monkeypatch, at_once)
     """The pool's only worker busy elsewhere: the caller runs every job itself (results unchanged) and
     does not wait for the worker to start."""
     snap, _, xq = snap
-    monkeypatch.setattr(multiseg, "_WORKERS", 1)
-    monkeypatch.setattr(multiseg, "_POOL", None)
+    monkeypatch.setattr(query_pool, "helpers", lambda: 1)
+    monkeypatch.setattr(query_pool, "_POOL", None)
     release = threading.Event()
-    blocker = multiseg._pool().submit(release.wait)
+    blocker = query_pool.pool().submit(release.wait)  # the one helper, taken by other work
     timer = threading.Timer(10, release.set)  # a caller that waited for the worker returns, late, and fails
     timer.daemon = True
     timer.start()

@@ -15,28 +15,25 @@ FAISS, same merge), so a multi-segment index returns what it did before, only wi
 
 A query small enough to run each search on one thread (one query: FAISS parallelizes over queries, so a
 graph walk is serial) runs its searches (graph/IVF segments, the flat group) at once, as Lucene's
-concurrent segment search does: the caller's thread takes the largest, the pool's workers (one task per
-worker and query) and then the caller take the rest from one queue, so a CLI-built index with two HNSW
-graphs and a flat tail answers in about the time of its largest graph rather than the sum, and a worker
-that starts late costs no more than searching one by one (bench/results/query_latency_cli_*_s6.md). Only
+concurrent segment search does: the caller's thread takes the largest, the idle helper threads of
+m3search.indexes.query_pool (one task per helper and query) and then the caller take the rest in turn,
+so a CLI-built index with two HNSW graphs and a flat tail answers in about the time of its largest graph
+rather than the sum, and a helper that starts late costs no more than searching one by one (bench/results/query_latency_cli_*_s6.md). Only
 when no thread count is configured or asked for, and when the searches besides the largest are worth a
 hand-off to another thread (HANDOFF_WORK); the calls are the same, and the merge (`merge`) returns what
 merge_topk returns.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
-import os
-import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.dense.reader import DenseSegmentReader, check_queries
+from m3search.indexes import query_pool
 from m3search.indexes.faiss_support import LiveSelector, faiss_threads, gpu_count, threads_for
 
 PARAMS = frozenset({"nprobe", "refine", "threads", "ef_search"})
@@ -59,7 +56,6 @@ def search(views_masks: Sequence[tuple[Any, tuple[np.ndarray | None, int]]], xq:
     first = live[0][0].readers["dense"]
     xq = check_queries(xq, first.d)
     nprobe, refine, ef, threads = first.search_params(**params)
-    m = len(xq)
     jobs = []
     flats = [(v, mask, n) for v, mask, n in live if _joins_flat_group(v.readers["dense"])]
     if len(flats) >= 2:
@@ -123,63 +119,35 @@ def _global_ids(view, I: np.ndarray) -> np.ndarray:
 # ~1,500-document flat scan at 384-d costs.
 HANDOFF_WORK = 1 << 19
 
-_CPUS = os.cpu_count() or 1  # read once: os.cpu_count() reads sysfs, ~8 us, on every call
-
-
 def _concurrent(jobs: Sequence[_Job], threads: int | None, first: DenseSegmentReader) -> bool:
     """Whether to run these searches at once: two or more, each wanting one thread, no thread count
     configured or asked for, and the ones besides the largest worth more than the hand-off."""
-    if len(jobs) < 2 or threads is not None or first.config["threads"] is not None or _CPUS < 2:
+    if len(jobs) < 2 or threads is not None or first.config["threads"] is not None or query_pool.helpers() == 0:
         return False
     if any(job.threads != 1 for job in jobs):
         return False
     return sum(job.work for job in jobs) - max(job.work for job in jobs) >= HANDOFF_WORK
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-_WORKERS = max(1, min(8, _CPUS) - 1)  # the caller's thread takes one job itself
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="m3search-dense")
-        return _POOL
-
-
 def _search_concurrently(jobs: Sequence[_Job]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The jobs, largest first, taken from one queue by the caller's thread and one pool task per worker
-    (so each worker is woken once per query). The caller takes the largest before waking anyone; when it
-    is done it takes what is left, so a worker that starts late (its core busy elsewhere) costs at most
-    the serial time rather than waiting for it."""
+    """The jobs, largest first, taken in turn by the caller's thread and the idle helpers of
+    m3search.indexes.query_pool (each woken once per query). The caller takes the largest before any
+    helper wakes; when it is done it takes what is left, so a helper that starts late (its core busy
+    elsewhere) costs at most the serial time rather than waiting for it, and none is still searching this
+    snapshot's segments when the call returns."""
     order = sorted(range(len(jobs)), key=lambda j: (-jobs[j].work, -jobs[j].size))
-    todo = collections.deque(order[1:])  # popleft is atomic: each job is taken once
+
+    def one_thread(job: _Job):
+        def run() -> tuple[np.ndarray, np.ndarray]:
+            with faiss_threads(1):  # OpenMP's and numba's thread counts are per thread: this one only
+                return job.run()
+        return run
+
+    with query_pool.allow_split():
+        done = query_pool.run_shared([one_thread(jobs[j]) for j in order])
     results: list = [None] * len(jobs)
-
-    def drain(first: int | None = None) -> None:
-        with faiss_threads(1):  # OpenMP's and numba's thread counts are per thread: this one only
-            if first is not None:
-                results[first] = jobs[first].run()
-            while True:
-                try:
-                    j = todo.popleft()
-                except IndexError:
-                    return
-                results[j] = jobs[j].run()
-
-    futures = [_pool().submit(drain) for _ in range(min(_WORKERS, len(jobs) - 1))]
-    errors = []
-    try:
-        drain(order[0])
-    finally:  # never leave a worker searching this snapshot's segments after we return
-        todo.clear()
-        for f in futures:
-            if not f.cancel() and f.exception() is not None:  # not started: dropped; else waited for
-                errors.append(f.exception())
-    if errors:
-        raise errors[0]
+    for j, result in zip(order, done):
+        results[j] = result
     return results
 
 
