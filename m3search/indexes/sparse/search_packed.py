@@ -14,17 +14,110 @@ from numba import njit, prange
 from m3search.indexes.sparse.packed import (
     CHUNK,
     CHUNK_HEADER_BITS,
+    EXC_INDEX_BITS,
     GROUP_BLOCKS,
     GROUP_HEADER_BITS,
     add_payload,
     get_bits,
+    low_bit_index,
     payload_bits,
+    RICE_HEADER_BITS,
 )
 from m3search.indexes.sparse.search import BOUND_SLACK, _find_block, _heap_offer, _pop_sorted, prune_terms
 
 
 @njit(cache=True, nogil=True)
-def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, words, dense_max):
+def _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos, e_cnt, e_max, fill, cnt, blk):
+    """Decode one version-4 chunk of n entries at bit pos into the entry arrays from `fill` and add its
+    block-maxes to ub; returns (next chunk's pos, last block, fill, ok). cnt, blk: scratch of CHUNK."""
+    R = np.int64(1) << shift
+    if pos + RICE_HEADER_BITS > end:
+        return pos, prev, fill, False
+    h = get_bits(words, pos, RICE_HEADER_BITS)
+    k = h & 31
+    wx = (h >> 5) & 15
+    wm = h >> 9
+    if wx > 8 or wm > 8:
+        return pos, prev, fill, False
+    p = pos + RICE_HEADER_BITS
+    for e in range(n):
+        cnt[e] = 1
+    if wx > 0:
+        wv = wx - 1
+        listed = get_bits(words, p, 1)
+        p += 1
+        if listed:
+            if p + EXC_INDEX_BITS > end:
+                return pos, prev, fill, False
+            nx = get_bits(words, p, EXC_INDEX_BITS) + 1
+            p += EXC_INDEX_BITS
+            vp = p + EXC_INDEX_BITS * nx
+            if nx > n or vp + nx * wv > end:
+                return pos, prev, fill, False
+            for i in range(nx):
+                e = get_bits(words, p + EXC_INDEX_BITS * i, EXC_INDEX_BITS)
+                if e >= n:
+                    return pos, prev, fill, False
+                cnt[e] = get_bits(words, vp + i * wv, wv) + 2
+        else:  # an n-bit map of the entries holding more than one posting
+            vp = p + n
+            nx = 0
+            for wd in range((n + 31) >> 5):
+                bits = get_bits(words, p + 32 * wd, min(np.int64(32), n - 32 * wd))
+                while bits != 0:
+                    if vp + (nx + 1) * wv > end:
+                        return pos, prev, fill, False
+                    cnt[wd * 32 + low_bit_index(bits)] = get_bits(words, vp + nx * wv, wv) + 2
+                    nx += 1
+                    bits &= bits - 1
+        p = vp + nx * wv
+    pm = p
+    p += n * wm
+    # Rice-coded block gaps: a run of zero bits (the high part), a one, k low bits
+    limit = n_blocks >> k  # a larger high part is a block past the end
+    b = prev
+    for e in range(n):
+        q = np.int64(0)
+        while True:
+            if p >= end or q > limit:
+                return pos, prev, fill, False
+            v = get_bits(words, p, 32)
+            if v != 0:
+                break
+            q += 32
+            p += 32
+        t = low_bit_index(v)
+        q += t
+        p += t + 1
+        if q > limit:
+            return pos, prev, fill, False
+        b = b + 1 + ((q << k) | get_bits(words, p, k))
+        p += k
+        if b >= n_blocks:
+            return pos, prev, fill, False
+        blk[e] = b
+    pp = p
+    for e in range(n):
+        c = cnt[e]
+        mx = get_bits(words, pm + e * wm, wm) + 1
+        if c > R or mx > 255:
+            return pos, prev, fill, False
+        pb = payload_bits(c, mx, shift)
+        if pp + pb > end:
+            return pos, prev, fill, False
+        b = blk[e]
+        ub[b] += w * np.float32(mx)
+        e_blk[fill] = b
+        e_pos[fill] = pp
+        e_cnt[fill] = c
+        e_max[fill] = mx
+        fill += 1
+        pp += pb
+    return pp, blk[n - 1], fill, True
+
+
+@njit(cache=True, nogil=True)
+def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, words, dense_max, rice):
     """ub per block, and (block, payload bit position, count, max) of every entry of the non-dense query
     tokens, query token j's at [e_lo[j], e_lo[j + 1]). Damaged data ends a token's decoding early and
     is never read outside the token's span."""
@@ -40,6 +133,8 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, w
     e_cnt = np.empty(n_sparse, np.int64)
     e_max = np.empty(n_sparse, np.int64)
     e_lo = np.zeros(m + 1, np.int64)
+    cnt = np.empty(CHUNK, np.int64)
+    blk = np.empty(CHUNK, np.int64)
     fill = 0
     for j in range(m):
         t = qt[j]
@@ -56,6 +151,12 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, w
             left = np.int64(term_entries[t])
             ok = True
             while left > 0 and ok:
+                if rice:
+                    n = min(np.int64(CHUNK), left)
+                    pos, prev, fill, ok = _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos,
+                                                    e_cnt, e_max, fill, cnt, blk)
+                    left -= n
+                    continue
                 if pos + CHUNK_HEADER_BITS > end:
                     break
                 h = get_bits(words, pos, CHUNK_HEADER_BITS)
@@ -135,13 +236,14 @@ def _locate_dense(words, start, end, gp, dense_max, row, b, shift, n_blocks):
 @njit(cache=True, nogil=True)
 def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
                term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters,
-               floor=np.float32(-np.inf)):
+               floor=np.float32(-np.inf), rice=True):
     """Top-k of one query (local token indices qt, weights qw already times the impact step); stream is
     the packed uint32 word stream.
 
     floor: a score the caller already has k documents at or above (e.g. from other segments of the
     index): documents scoring below it are not returned and blocks whose bound is below it are skipped,
-    as if the heap were already full at that threshold. -inf: none.
+    as if the heap were already full at that threshold. -inf: none. rice: version 4's non-dense chunks
+    (False: version 3's).
     counters (int64[4]) accumulates: blocks above the threshold, blocks fully scored, entries decoded
     for bounds, queries."""
     R = 1 << shift
@@ -155,7 +257,7 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
     if m == 0 or k == 0 or n_docs == 0:
         return
     ub, e_blk, e_pos, e_cnt, e_max, e_lo = _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense,
-                                                         term_entries, stream, dense_max)
+                                                         term_entries, stream, dense_max, rice)
     counters[2] += len(e_blk)
     # rounding slack of a float32 sum of m terms taken in another order than the score's
     sum_slack = np.float32(1.0 + 2.0 * (m + 1) * 2.0**-24) * BOUND_SLACK
@@ -252,29 +354,29 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
 @njit(cache=True, nogil=True)
 def _search_range(q0, q1, qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs, shift,
                   n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters,
-                  floors):
+                  floors, rice):
     for qi in range(q0, q1):
         qt, qw = prune_terms(qt_all[qptr[qi] : qptr[qi + 1]], qw_all[qptr[qi] : qptr[qi + 1]], term_max, beta)
         search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks, term_ptr, term_dense,
                    term_entries, stream, dense_max, gptr, out_s[qi], out_i[qi], counters,
-                   floors[qi] if len(floors) else np.float32(-np.inf))
+                   floors[qi] if len(floors) else np.float32(-np.inf), rice)
 
 
 @njit(cache=True, nogil=True)
 def search_batch(qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs, shift, n_blocks,
                  term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i, counters,
-                 floors=np.zeros(0, np.float32)):
+                 floors=np.zeros(0, np.float32), rice=True):
     """All queries one after the other, on the calling thread; counters: (1, 4) int64; floors: (m,) float32
-    per-query floors (see search_one) or empty."""
+    per-query floors (see search_one) or empty; rice: version 4 (False: version 3)."""
     _search_range(0, len(qptr) - 1, qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs,
                   shift, n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i,
-                  counters[0], floors)
+                  counters[0], floors, rice)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def search_batch_parallel(qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs,
                           shift, n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr,
-                          out_s, out_i, counters, floors=np.zeros(0, np.float32)):
+                          out_s, out_i, counters, floors=np.zeros(0, np.float32), rice=True):
     """Queries split into len(counters) contiguous chunks run in parallel (throughput, not latency)."""
     n_q = len(qptr) - 1
     n_threads = len(counters)
@@ -283,4 +385,4 @@ def search_batch_parallel(qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup
         q1 = n_q * (c + 1) // n_threads
         _search_range(q0, q1, qptr, qt_all, qw_all, term_max, k, alpha, beta, warmup, deleted, n_docs, shift,
                       n_blocks, term_ptr, term_dense, term_entries, stream, dense_max, gptr, out_s, out_i,
-                      counters[c], floors)
+                      counters[c], floors, rice)
