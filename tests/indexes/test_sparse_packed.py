@@ -93,14 +93,16 @@ def _chunk_v4(bits, pos, n):
         assert (max(counts) - 2).bit_length() == wx - 1
     maxes = [bits.get(pos + e * wm, wm) + 1 for e in range(n)]
     pos += n * wm
+    lows = [bits.get(pos + e * k, k) for e in range(n)]
+    pos += n * k
     gaps = []
-    for _ in range(n):
+    for low in lows:
         q = 0
         while not bits.get(pos, 1):
             q += 1
             pos += 1
-        gaps.append((q << k) | bits.get(pos + 1, k))
-        pos += 1 + k
+        gaps.append((q << k) | low)
+        pos += 1
     return gaps, counts, maxes, pos
 
 

@@ -9,7 +9,9 @@ follows from values already decoded. See FORMAT.md beside this file for the layo
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from m3search.indexes.sparse.encode import dense_rows, dense_tables
 
@@ -35,6 +37,19 @@ def get_bits(words, p, w):
     i = p >> 5
     v = (np.int64(words[i]) | (np.int64(words[i + 1]) << 32)) >> (p & 31)
     return v & ((np.int64(1) << w) - 1)
+
+
+@intrinsic
+def trailing_zeros(typingctx, v):
+    """Number of trailing zero bits of an integer (its width for 0): one instruction (LLVM cttz)."""
+    if not isinstance(v, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tz = builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+        return context.cast(builder, tz, signature.args[0], types.int64)
+
+    return types.int64(v), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -176,14 +191,6 @@ def rice_param(e_b, k0, k1, prev):
 
 
 @njit(cache=True, nogil=True)
-def put_rice(words, pos, v, k):
-    """Rice code of v >= 0 with parameter k: (v >> k) zero bits, a one bit, the k low bits of v."""
-    pos += v >> k
-    put_bits(words, pos, 1, 1)
-    return put_bits(words, pos + 1, v, k)
-
-
-@njit(cache=True, nogil=True)
 def _exceptions(e_c, k0, k1):
     """(exception value width + 1 (0: every entry holds one posting), exception count, whether they are
     listed by index (else by an n-bit map), their bits)."""
@@ -231,9 +238,16 @@ def _write_chunk_v4(e_b, e_c, e_m, k0, k1, prev, words, pos, write):
                 pos = put_bits(words, pos, e_c[e] - 2, wx - 1)
     for e in range(k0, k1):
         pos = put_bits(words, pos, e_m[e] - 1, wm)
+    # Rice codes of the gaps, split: the k low bits of each, then the high parts in unary (gap >> k zero
+    # bits and a one each), so a reader finds the high parts by walking set bits instead of bit by bit
     p = prev
     for e in range(k0, k1):
-        pos = put_rice(words, pos, e_b[e] - p - 1, k)
+        pos = put_bits(words, pos, e_b[e] - p - 1, k)
+        p = e_b[e]
+    p = prev
+    for e in range(k0, k1):
+        pos += (e_b[e] - p - 1) >> k
+        pos = put_bits(words, pos, 1, 1)
         p = e_b[e]
     return pos
 

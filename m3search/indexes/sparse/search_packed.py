@@ -22,6 +22,7 @@ from m3search.indexes.sparse.packed import (
     low_bit_index,
     payload_bits,
     RICE_HEADER_BITS,
+    trailing_zeros,
 )
 from m3search.indexes.sparse.search import BOUND_SLACK, _find_block, _heap_offer, _pop_sorted, prune_terms
 
@@ -74,28 +75,35 @@ def _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos, e_
     pm = p
     p += n * wm
     # Rice-coded block gaps: a run of zero bits (the high part), a one, k low bits
-    limit = n_blocks >> k  # a larger high part is a block past the end
+    limit = n_blocks >> k  # a larger high part is a block past the end (and could overflow)
     b = prev
-    for e in range(n):
-        q = np.int64(0)
-        while True:
-            if p >= end or q > limit:
+    # split Rice codes: n low parts at k bits, then the high parts in unary (zeros, then a one)
+    lp = p
+    hp = p + n * k
+    if hp > end:
+        return pos, prev, fill, False
+    b = prev
+    e = 0
+    last = np.int64(-1)  # bit index (from hp) of the previous high part's one
+    wd = np.int64(0)
+    while e < n:
+        if hp + 32 * wd >= end or 32 * wd - last - 1 > limit:
+            return pos, prev, fill, False
+        bits = get_bits(words, hp + 32 * wd, 32)
+        while bits != 0 and e < n:
+            at = 32 * wd + trailing_zeros(bits)
+            q = at - last - 1
+            if q > limit or hp + at >= end:
                 return pos, prev, fill, False
-            v = get_bits(words, p, 32)
-            if v != 0:
-                break
-            q += 32
-            p += 32
-        t = low_bit_index(v)
-        q += t
-        p += t + 1
-        if q > limit:
-            return pos, prev, fill, False
-        b = b + 1 + ((q << k) | get_bits(words, p, k))
-        p += k
-        if b >= n_blocks:
-            return pos, prev, fill, False
-        blk[e] = b
+            last = at
+            b = b + 1 + ((q << k) | get_bits(words, lp + e * k, k))
+            if b >= n_blocks:
+                return pos, prev, fill, False
+            blk[e] = b
+            bits &= bits - 1
+            e += 1
+        wd += 1
+    p = hp + last + 1
     pp = p
     for e in range(n):
         c = cnt[e]
