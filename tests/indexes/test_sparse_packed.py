@@ -437,3 +437,37 @@ def test_empty_and_single_document_segments(tmp_path, sparse_docs, sparse_querie
             assert (r.doc_weights([0]) != want).nnz == 0
         else:
             assert (I == -1).all()
+
+
+def test_garbage_chunks_decode_inside_the_span_and_block_range():
+    """Version 3 and 4 chunks made of random bits (damage that kept its checksums): the bound pass stops
+    decoding a token at the first impossible field, and every entry it keeps lies inside the token's
+    span, before n_blocks, with a count <= R and a max <= 255."""
+    from m3search.indexes.sparse import search_packed
+
+    rng = np.random.default_rng(7)
+    n_terms, n_blocks, shift = 40, 500, 6
+    spans = rng.integers(0, 3000, n_terms)
+    term_ptr = np.zeros(n_terms + 1, np.int64)
+    term_ptr[1:] = np.cumsum(spans)
+    qt = np.arange(n_terms, dtype=np.int64)
+    qw = np.ones(n_terms, np.float32)
+    term_dense = np.full(n_terms, -1, np.int32)
+    term_entries = rng.integers(0, n_blocks + 1, n_terms).astype(np.int32)
+    for trial in range(20):
+        words = rng.integers(0, 2**32, packed.stream_words(term_ptr[-1]), dtype=np.uint32)
+        if trial % 2:  # sparse garbage: long zero runs (huge unary high parts)
+            words &= rng.integers(0, 2**32, len(words), dtype=np.uint32) & rng.integers(0, 2**32, len(words),
+                                                                                          dtype=np.uint32)
+        words[-packed.PAD_WORDS:] = 0
+        for rice in (False, True):
+            ub, e_blk, e_pos, e_cm, e_lo = search_packed._upper_bounds(
+                qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, words, np.zeros(0, np.uint8), rice)
+            assert len(e_blk) == e_lo[-1] and (np.diff(e_lo) <= term_entries).all()
+            for j in range(n_terms):
+                lo, hi = e_lo[j], e_lo[j + 1]
+                c, mx = e_cm[lo:hi] >> 8, e_cm[lo:hi] & 255
+                assert ((e_blk[lo:hi] >= 0) & (e_blk[lo:hi] < n_blocks)).all()
+                assert ((c >= 1) & (c <= 1 << shift) & (mx >= 1)).all()
+                ends = e_pos[lo:hi] + [packed.payload_bits(int(a), int(b), shift) for a, b in zip(c, mx)]
+                assert ((e_pos[lo:hi] >= term_ptr[j]) & (ends <= term_ptr[j + 1])).all()

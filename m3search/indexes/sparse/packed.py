@@ -1,10 +1,11 @@
-"""Bit-packed postings and forward index (segment format version 3): numba writers and bit readers.
+"""Bit-packed postings and forward index (segment format versions 3 and 4): numba writers and bit readers.
 
 Streams are little-endian uint32 words read as one bit string (bit i of the stream is bit i % 32 of word
 i // 32), followed by two zero words of padding so that a read of up to 32 bits at any position inside the
 stream loads two whole words. Values are stored at fixed widths (frame of reference): one width per chunk
 of up to CHUNK entries, per group of dense blocks, or per document, and each entry's payload width
-follows from values already decoded. See FORMAT.md beside this file for the layout.
+follows from values already decoded. Version 4 codes the non-dense tokens' block gaps with Rice codes
+(low parts, then unary high parts) and their counts as exceptions. See FORMAT.md beside this file.
 """
 from __future__ import annotations
 

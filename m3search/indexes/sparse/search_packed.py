@@ -1,10 +1,11 @@
-"""numba query kernels over bit-packed postings (segment format version 3, `packed.py`).
+"""numba query kernels over bit-packed postings (segment format versions 3 and 4, `packed.py`).
 
 The algorithm is search.py's, unchanged (block upper bounds, warm-up, block-order main pass with the
 non-dense tokens' postings first, exact top-k with deterministic ties); only reading an entry differs:
-the bound pass decodes each non-dense token's frame-of-reference chunks into (block, bit position,
-count, max) per entry, and a dense token's entry is found from its group pointer, the group's counts and
-the block-maxes of its dense row. Scores are the same float32 sums in the same order as version 2's.
+the bound pass decodes each non-dense token's chunks (version 3: frame of reference; version 4: Rice-
+coded gaps and count exceptions, `_chunk_v4`) into (block, bit position, count, max) per entry, and a
+dense token's entry is found from its group pointer, the group's counts and the block-maxes of its
+dense row. Scores are the same float32 sums in the same order as version 2's.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from m3search.indexes.sparse.search import BOUND_SLACK, _find_block, _heap_offer
 
 
 @njit(cache=True, nogil=True)
-def _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos, e_cnt, e_max, fill, cnt, blk):
+def _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos, e_cm, fill, cnt, blk):
     """Decode one version-4 chunk of n entries at bit pos into the entry arrays from `fill` and add its
     block-maxes to ub; returns (next chunk's pos, last block, fill, ok). cnt, blk: scratch of CHUNK."""
     R = np.int64(1) << shift
@@ -117,8 +118,7 @@ def _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos, e_
         ub[b] += w * np.float32(mx)
         e_blk[fill] = b
         e_pos[fill] = pp
-        e_cnt[fill] = c
-        e_max[fill] = mx
+        e_cm[fill] = (c << 8) | mx
         fill += 1
         pp += pb
     return pp, blk[n - 1], fill, True
@@ -126,7 +126,7 @@ def _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos, e_
 
 @njit(cache=True, nogil=True)
 def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, words, dense_max, rice):
-    """ub per block, and (block, payload bit position, count, max) of every entry of the non-dense query
+    """ub per block, and (block, payload bit position, count << 8 | max) of every entry of the non-dense query
     tokens, query token j's at [e_lo[j], e_lo[j + 1]). Damaged data ends a token's decoding early and
     is never read outside the token's span."""
     R = 1 << shift
@@ -136,10 +136,9 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, w
     for j in range(m):
         if term_dense[qt[j]] < 0:
             n_sparse += term_entries[qt[j]]
-    e_blk = np.empty(n_sparse, np.int64)
+    e_blk = np.empty(n_sparse, np.int32)
     e_pos = np.empty(n_sparse, np.int64)
-    e_cnt = np.empty(n_sparse, np.int64)
-    e_max = np.empty(n_sparse, np.int64)
+    e_cm = np.empty(n_sparse, np.int32)  # count << 8 | max
     e_lo = np.zeros(m + 1, np.int64)
     cnt = np.empty(CHUNK, np.int64)
     blk = np.empty(CHUNK, np.int64)
@@ -162,7 +161,7 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, w
                 if rice:
                     n = min(np.int64(CHUNK), left)
                     pos, prev, fill, ok = _chunk_v4(words, pos, end, n, prev, n_blocks, shift, w, ub, e_blk, e_pos,
-                                                    e_cnt, e_max, fill, cnt, blk)
+                                                    e_cm, fill, cnt, blk)
                     left -= n
                     continue
                 if pos + CHUNK_HEADER_BITS > end:
@@ -195,15 +194,14 @@ def _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, w
                     ub[b] += w * np.float32(mx)
                     e_blk[fill] = b
                     e_pos[fill] = pp
-                    e_cnt[fill] = c
-                    e_max[fill] = mx
+                    e_cm[fill] = (c << 8) | mx
                     fill += 1
                     pp += pb
                     prev = b
                 pos = pp
                 left -= n
         e_lo[j + 1] = fill
-    return ub, e_blk[:fill], e_pos, e_cnt, e_max, e_lo
+    return ub, e_blk[:fill], e_pos, e_cm, e_lo
 
 
 @njit(cache=True, nogil=True)
@@ -213,32 +211,33 @@ def _locate_dense(words, start, end, gp, dense_max, row, b, shift, n_blocks):
     g = b // GROUP_BLOCKS
     pos = start + np.int64(gp[g])
     stop = start + np.int64(gp[g + 1])
-    if stop > end or pos + GROUP_HEADER_BITS > stop:
+    if stop > end or pos + GROUP_HEADER_BITS > stop or dense_max[row + b] == 0:
         return np.int64(-1), np.int64(0)
     wc = get_bits(words, pos, GROUP_HEADER_BITS)
+    cp = pos + GROUP_HEADER_BITS
     g0 = g * GROUP_BLOCKS
     g1 = min(g0 + GROUP_BLOCKS, n_blocks)
-    n_present = 0
-    for blk in range(g0, g1):
+    # one walk: the payload bits of the present blocks before b (their counts at cp + index * wc), then
+    # the present blocks from b on, for where the counts end and the payloads begin
+    before = np.int64(0)
+    skip = np.int64(0)
+    for blk in range(g0, b):
+        mx = np.int64(dense_max[row + blk])
+        if mx != 0:
+            c = get_bits(words, cp + before * wc, wc) + 1
+            if c > R:
+                return np.int64(-1), np.int64(0)
+            skip += payload_bits(c, mx, shift)
+            before += 1
+    n_present = before
+    for blk in range(b, g1):
         if dense_max[row + blk] != 0:
             n_present += 1
-    cp = pos + GROUP_HEADER_BITS
-    pp = cp + n_present * wc
-    for blk in range(g0, g1):
-        mx = np.int64(dense_max[row + blk])
-        if mx == 0:
-            continue
-        c = get_bits(words, cp, wc) + 1
-        cp += wc
-        if c > R:
-            return np.int64(-1), np.int64(0)
-        pb = payload_bits(c, mx, shift)
-        if blk == b:
-            if pp + pb > stop:
-                return np.int64(-1), np.int64(0)
-            return pp, c
-        pp += pb
-    return np.int64(-1), np.int64(0)
+    c = get_bits(words, cp + before * wc, wc) + 1
+    pp = cp + n_present * wc + skip
+    if c > R or pp + payload_bits(c, np.int64(dense_max[row + b]), shift) > stop:
+        return np.int64(-1), np.int64(0)
+    return pp, c
 
 
 @njit(cache=True, nogil=True)
@@ -264,7 +263,7 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
     counters[3] += 1
     if m == 0 or k == 0 or n_docs == 0:
         return
-    ub, e_blk, e_pos, e_cnt, e_max, e_lo = _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense,
+    ub, e_blk, e_pos, e_cm, e_lo = _upper_bounds(qt, qw, n_blocks, shift, term_ptr, term_dense,
                                                          term_entries, stream, dense_max, rice)
     counters[2] += len(e_blk)
     # rounding slack of a float32 sum of m terms taken in another order than the score's
@@ -314,7 +313,7 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
                     cursor[j] = e
                 if e < e_lo[j + 1] and e_blk[e] == b:
                     hp_of[j] = e
-                    add_payload(stream, e_pos[e], e_cnt[e], e_max[e], shift, qw[j], acc)
+                    add_payload(stream, e_pos[e], np.int64(e_cm[e] >> 8), np.int64(e_cm[e] & 255), shift, qw[j], acc)
                 else:
                     hp_of[j] = -1
             if dub > 0 and not full:
@@ -345,7 +344,7 @@ def search_one(qt, qw, k, alpha, warmup, deleted, n_docs, shift, n_blocks,
                         if pp >= 0:
                             add_payload(stream, pp, c, mx, shift, qw[j], acc)
                     elif e >= 0:
-                        add_payload(stream, e_pos[e], e_cnt[e], e_max[e], shift, qw[j], acc)
+                        add_payload(stream, e_pos[e], np.int64(e_cm[e] >> 8), np.int64(e_cm[e] & 255), shift, qw[j], acc)
             base = b << shift
             for o in range(R):
                 s = acc[o]
