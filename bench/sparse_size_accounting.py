@@ -1,11 +1,12 @@
-"""Where a format-3 sparse segment's inverted bytes go, per field (bench helper, not a benchmark of speed).
+"""Where a sparse segment's inverted bytes go, per field, in formats 3 and 4 (bench helper, not a speed benchmark).
 
     python bench/sparse_size_accounting.py --docs 200000
 
 Re-derives the postings layout of packed.py (FORMAT.md) on the benchmark's synthetic data and tallies bits
 per field: chunk headers, block gaps, counts, block-maxes, payload offsets (single / list / bitmap),
 payload impacts, dense-group headers and counts, plus the dense block-max rows, group pointers and the
-per-token arrays. Prints B/doc per field.
+per-token arrays. Prints B/doc per field; the version-4 lines replace version 3's gap, count and chunk
+header fields of the non-dense tokens (Rice-coded gaps, count exceptions).
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from m3search.indexes.sparse import encode  # noqa: E402
-from m3search.indexes.sparse.packed import BITLEN, CHUNK, CHUNK_HEADER_BITS, GROUP_BLOCKS, GROUP_HEADER_BITS, bitlen  # noqa: E402
+from m3search.indexes.sparse.packed import (BITLEN, CHUNK, CHUNK_HEADER_BITS, GROUP_BLOCKS, GROUP_HEADER_BITS,  # noqa: E402
+                                            RICE_HEADER_BITS, _exceptions, bitlen, rice_param)
 from m3search.indexes.sparse.quantize import Quantizer  # noqa: E402
 
 FIELDS = ["nd_chunk_header", "nd_gap", "nd_count", "nd_max", "nd_off_single", "nd_off_list", "nd_off_bitmap",
           "nd_impact", "d_group_header", "d_count", "d_off_single", "d_off_list", "d_off_bitmap", "d_impact"]
+V4_FIELDS = ["v4 nd_chunk_header", "v4 nd_gap (Rice: lows + unary highs)", "v4 nd_count (exceptions)"]
 
 
 @njit(cache=True)
@@ -82,6 +85,12 @@ def _tally(term_start, post_doc, post_code, shift, is_dense, bits, hist_nd, hist
                 bits[1] += (k1 - k0) * wg
                 bits[2] += (k1 - k0) * wc
                 bits[3] += (k1 - k0) * wm
+                eb_a = np.array(eb[k0:k1])
+                ec_a = np.array(ec[k0:k1])
+                _, gap_bits = rice_param(eb_a, 0, k1 - k0, eb[k0 - 1] if k0 > 0 else -1)
+                bits[16] += RICE_HEADER_BITS
+                bits[17] += gap_bits
+                bits[18] += _exceptions(ec_a, 0, k1 - k0)[3]
         else:
             e = 0
             while e < ne:
@@ -114,7 +123,7 @@ def main():
                                                               codes, x.shape[1])
     entries = encode.count_blocks(term_start, post_doc, shift)
     is_dense = entries >= max(1.0, args.dense_fraction * n_blocks)
-    bits = np.zeros(16, np.int64)
+    bits = np.zeros(19, np.int64)
     hist_nd = np.zeros((1 << shift) + 1, np.int64)
     hist_d = np.zeros((1 << shift) + 1, np.int64)
     _tally(term_start, post_doc, post_code, shift, is_dense, bits, hist_nd, hist_d)
@@ -130,7 +139,12 @@ def main():
           f"blocks {n_blocks}, entries nd {hist_nd.sum()} dense {hist_d.sum()}")
     for f, v in rows:
         print(f"| {f} | {v:.2f} | {100 * v / total:.1f}% |")
-    print(f"| total | {total:.2f} | |")
+    print(f"| total (format 3) | {total:.2f} | |")
+    v4 = [(f, bits[16 + i] / 8 / n_docs) for i, f in enumerate(V4_FIELDS)]
+    for f, v in v4:
+        print(f"| {f} | {v:.2f} | |")
+    total4 = total - (bits[0] + bits[1] + bits[2]) / 8 / n_docs + sum(v for _, v in v4)
+    print(f"| total (format 4) | {total4:.2f} | |")
     for name, h in (("non-dense", hist_nd), ("dense", hist_d)):
         tot = h.sum()
         print(name, "count histogram (c: share of entries):",
