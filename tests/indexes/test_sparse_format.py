@@ -42,7 +42,7 @@ def _edit_header(path, **changes):
 def test_segment_is_self_describing_and_sized(segment):
     comp, path, meta, shared = segment
     header = json.loads((path / "sparse.json").read_text())
-    assert header["format"] == "m3search.sparse.segment" and header["version"] == 3
+    assert header["format"] == "m3search.sparse.segment" and header["version"] == 4
     files = {p.name for p in path.iterdir()}
     assert files == {"sparse.json"} | {f"{name}.arr" for name in header["arrays"]}
     reader = _open(segment)
@@ -104,7 +104,7 @@ def test_missing_file_or_header_is_refused(segment):
 
 
 def test_newer_or_unknown_versions_are_refused(segment):
-    _edit_header(segment[1], version=4)
+    _edit_header(segment[1], version=5)
     with pytest.raises(IndexFormatError, match="newer.*upgrade"):
         _open(segment)
     _edit_header(segment[1], version=1)

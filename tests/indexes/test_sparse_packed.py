@@ -56,23 +56,65 @@ def _payload(bits: Bits, pos: int, c: int, mx: int, shift: int, block: int):
     return [((block << shift) + o, code) for o, code in zip(offs, codes)], pos + c * wi
 
 
-def decode_token(bits, start, end, n_entries, shift, dense_row=None, gptr=None):
+def _chunk_v3(bits, pos, n):
+    h = bits.get(pos, 13)
+    wg, wc, wm = h & 63, (h >> 6) & 7, h >> 9
+    pos += 13
+    gaps = [bits.get(pos + e * wg, wg) for e in range(n)]
+    pos += n * wg
+    counts = [bits.get(pos + e * wc, wc) + 1 for e in range(n)]
+    pos += n * wc
+    maxes = [bits.get(pos + e * wm, wm) + 1 for e in range(n)]
+    return gaps, counts, maxes, pos + n * wm
+
+
+def _chunk_v4(bits, pos, n):
+    h = bits.get(pos, 13)
+    k, wx, wm = h & 31, (h >> 5) & 15, h >> 9
+    pos += 13
+    counts = [1] * n
+    if wx:
+        listed = bits.get(pos, 1)
+        pos += 1
+        if listed:
+            nx = bits.get(pos, 7) + 1
+            where = [bits.get(pos + 7 + 7 * i, 7) for i in range(nx)]
+            pos += 7 + 7 * nx
+            assert 7 * (nx + 1) < n
+        else:
+            where = [e for e in range(n) if bits.get(pos + e, 1)]
+            pos += n
+            assert 7 * (len(where) + 1) >= n
+        assert where and where == sorted(set(where)) and where[-1] < n
+        nx = len(where)
+        for i, e in enumerate(where):
+            counts[e] = bits.get(pos + i * (wx - 1), wx - 1) + 2
+        pos += nx * (wx - 1)
+        assert (max(counts) - 2).bit_length() == wx - 1
+    maxes = [bits.get(pos + e * wm, wm) + 1 for e in range(n)]
+    pos += n * wm
+    lows = [bits.get(pos + e * k, k) for e in range(n)]
+    pos += n * k
+    gaps = []
+    for low in lows:
+        q = 0
+        while not bits.get(pos, 1):
+            q += 1
+            pos += 1
+        gaps.append((q << k) | low)
+        pos += 1
+    return gaps, counts, maxes, pos
+
+
+def decode_token(bits, start, end, n_entries, shift, dense_row=None, gptr=None, version=4):
     out = []
     pos = start
     if dense_row is None:
         prev = -1
         left = n_entries
         while left:
-            h = bits.get(pos, 13)
-            wg, wc, wm = h & 63, (h >> 6) & 7, h >> 9
             n = min(128, left)
-            pos += 13
-            gaps = [bits.get(pos + e * wg, wg) for e in range(n)]
-            pos += n * wg
-            counts = [bits.get(pos + e * wc, wc) + 1 for e in range(n)]
-            pos += n * wc
-            maxes = [bits.get(pos + e * wm, wm) + 1 for e in range(n)]
-            pos += n * wm
+            gaps, counts, maxes, pos = (_chunk_v4 if version >= 4 else _chunk_v3)(bits, pos, n)
             for g, c, mx in zip(gaps, counts, maxes):
                 block = prev + 1 + g
                 posts, pos = _payload(bits, pos, c, mx, shift, block)
@@ -98,10 +140,10 @@ def decode_token(bits, start, end, n_entries, shift, dense_row=None, gptr=None):
     return out
 
 
-def roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks):
+def roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks, version=4):
     entries = encode.count_blocks(term_start, post_doc, shift)
     term_ptr, words, term_dense, dense_max, gptr = packed.encode_postings(
-        term_start, post_doc, post_code, entries, shift, is_dense, n_blocks)
+        term_start, post_doc, post_code, entries, shift, is_dense, n_blocks, version)
     assert words.dtype == np.uint32 and len(words) == packed.stream_words(term_ptr[-1])
     assert (words[-packed.PAD_WORDS:] == 0).all()
     bits = Bits(words)
@@ -118,9 +160,9 @@ def roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_block
             np.maximum.at(want_row, blocks, post_code[lo:hi].astype(np.int64))
             assert np.array_equal(row, want_row)
             got = decode_token(bits, term_ptr[i], term_ptr[i + 1], entries[i], shift, row,
-                               gptr[d * n_groups1:(d + 1) * n_groups1])
+                               gptr[d * n_groups1:(d + 1) * n_groups1], version=version)
         else:
-            got = decode_token(bits, term_ptr[i], term_ptr[i + 1], entries[i], shift)
+            got = decode_token(bits, term_ptr[i], term_ptr[i + 1], entries[i], shift, version=version)
         assert got == want, f"token {i}"
     return term_ptr, words
 
@@ -158,7 +200,8 @@ def test_postings_round_trip_random(sparse_docs, block_docs, dense_fraction):
                                                               codes, x.shape[1])
     entries = encode.count_blocks(term_start, post_doc, shift)
     is_dense = entries >= max(1.0, dense_fraction * n_blocks)
-    roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks)
+    for version in (3, 4):
+        roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks, version)
 
 
 def _edge_lists(shift):
@@ -191,21 +234,28 @@ def test_postings_round_trip_edge_cases(block_docs, dense):
     post_doc = np.array([d for x in lists for d, _ in x], np.int32)
     post_code = np.array([c for x in lists for _, c in x], np.uint8)
     is_dense = np.array([dense and len(x) > 0 for x in lists])
-    roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks)
+    for version in (3, 4):
+        roundtrip_postings(term_start, post_doc, post_code, shift, is_dense, n_blocks, version)
 
 
 def test_chunk_boundaries_and_huge_gaps():
-    """A token with 127, 128, 129 and 300 entries (chunks of 128) and one whose block gap needs 27 bits."""
+    """A token with 127, 128, 129 and 300 entries (chunks of 128) and one whose block gap needs 27 bits;
+    version 4's count exceptions listed by index (few) and by bitmap (many), and a Rice-coded chunk of
+    zero gaps with one huge one."""
     shift = 4
     lists = [[(b * 16 * 3 + b % 16, 1 + b % 200) for b in range(n)] for n in (127, 128, 129, 300)]
     lists.append([(0, 5), (2**31 - 1, 6)])
     lists.append([(16 * 7 + 3, 2)] + [(16 * 8 + o, 1 + o) for o in range(16)])
+    lists.append([(b * 16 * 5 + o, 9 + o) for b in range(130) for o in range(1 + 2 * (b % 10 == 3))])
+    lists.append([(b * 16 + o, 200 - o) for b in range(150) for o in range(1 + 15 * (b % 3 == 0))])
+    lists.append([(b * 16 + 1, 3) for b in range(127)] + [(2**31 - 2, 4)])
     term_start = np.zeros(len(lists) + 1, np.int64)
     term_start[1:] = np.cumsum([len(x) for x in lists])
     post_doc = np.array([d for x in lists for d, _ in x], np.int32)
     post_code = np.array([c for x in lists for _, c in x], np.uint8)
     n_blocks = (2**31) >> shift
-    roundtrip_postings(term_start, post_doc, post_code, shift, np.zeros(len(lists), bool), n_blocks)
+    for version in (3, 4):
+        roundtrip_postings(term_start, post_doc, post_code, shift, np.zeros(len(lists), bool), n_blocks, version)
 
 
 def test_forward_ids_round_trip_with_wide_gaps():
@@ -253,15 +303,20 @@ def test_forward_weights_round_trip(dtype):
 
 # -- format 3 beside format 2 ----------------------------------------------------------------------
 
-def _both_formats(tmp_path, x, config):
+def _formats(tmp_path, x, config):
+    """comp, {version: reader} for the same documents in formats 2, 3 and 4 (the one written now)."""
     comp = SparseComponent(config)
     shared = tmp_path / "shared"
-    m3 = comp.build(tmp_path / "v3", _batch(x), shared)
+    m4 = comp.build(tmp_path / "v4", _batch(x), shared)
+    assert m4["version"] == 4
+    readers = {4: comp.open(tmp_path / "v4", m4, shared)}
     xc = _canonical_weights(x)
-    m2 = comp._write(tmp_path / "v2", xc.indptr.astype(np.int64), xc.indices.astype(np.int32),
-                     xc.data.astype(comp.config["forward_dtype"]), xc.shape, shared, version=2)
-    assert m2["version"] == 2 and m3["version"] == 3
-    return comp, comp.open(tmp_path / "v2", m2, shared), comp.open(tmp_path / "v3", m3, shared)
+    for v in (2, 3):
+        m = comp._write(tmp_path / f"v{v}", xc.indptr.astype(np.int64), xc.indices.astype(np.int32),
+                        xc.data.astype(comp.config["forward_dtype"]), xc.shape, shared, version=v)
+        assert m["version"] == v
+        readers[v] = comp.open(tmp_path / f"v{v}", m, shared)
+    return comp, readers
 
 
 def _batch(x):
@@ -281,38 +336,43 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_format_3_searches_equal_format_2_bit_for_bit(tmp_path, sparse_docs, sparse_queries, layout):
-    comp, r2, r3 = _both_formats(tmp_path, sparse_docs, LAYOUTS[layout])
-    assert r3.stats()["inverted_bytes"] < r2.stats()["inverted_bytes"]
-    assert r3.stats()["forward_bytes"] < r2.stats()["forward_bytes"]
+def test_formats_3_and_4_search_equal_format_2_bit_for_bit(tmp_path, sparse_docs, sparse_queries, layout):
+    comp, r = _formats(tmp_path, sparse_docs, LAYOUTS[layout])
+    assert r[3].stats()["inverted_bytes"] < r[2].stats()["inverted_bytes"]
+    if layout == "no-dense-rows":  # every token in Rice-coded chunks (a token of one entry costs a bit more)
+        assert r[4].stats()["inverted_bytes"] < r[3].stats()["inverted_bytes"]
+    assert r[3].stats()["forward_bytes"] < r[2].stats()["forward_bytes"]
     deleted = np.random.default_rng(1).random(sparse_docs.shape[0]) < 0.2
     floors = np.full(sparse_queries.shape[0], 0.05, np.float32)
     for params in ({}, {"exact": False, "alpha": 0.8, "beta": 0.9}, {"floor": floors}):
         for k in (1, 10, 100):
             for dele in (None, deleted):
-                D2, I2 = r2.search(sparse_queries, k, deleted=dele, **params)
-                D3, I3 = r3.search(sparse_queries, k, deleted=dele, **params)
-                np.testing.assert_array_equal(I3, I2)
-                np.testing.assert_array_equal(D3, D2)
-    D, I = r3.search(sparse_queries, 10)
-    impacts = quantized_reference(sparse_docs, r3.quantizer.max_weight)
-    assert_exact_topk(D, I, brute_force(sparse_queries, impacts), 10)
+                D2, I2 = r[2].search(sparse_queries, k, deleted=dele, **params)
+                for v in (3, 4):
+                    D, I = r[v].search(sparse_queries, k, deleted=dele, **params)
+                    np.testing.assert_array_equal(I, I2)
+                    np.testing.assert_array_equal(D, D2)
+    for threads in (1, 2):
+        D, I = r[4].search(sparse_queries, 10, threads=threads)
+        impacts = quantized_reference(sparse_docs, r[4].quantizer.max_weight)
+        assert_exact_topk(D, I, brute_force(sparse_queries, impacts), 10)
 
 
-def test_format_2_segment_is_still_read_and_merged_into_format_3(tmp_path, sparse_docs, sparse_queries):
-    comp, r2, r3 = _both_formats(tmp_path, sparse_docs, {"block_docs": 32})
-    assert r2.stats()["version"] == 2
+def test_formats_2_and_3_are_still_read_and_merged_into_format_4(tmp_path, sparse_docs, sparse_queries):
+    comp, r = _formats(tmp_path, sparse_docs, {"block_docs": 32})
+    assert [r[v].stats()["version"] for v in (2, 3, 4)] == [2, 3, 4]
     ids = np.arange(sparse_docs.shape[0])
-    assert (r2.doc_weights(ids) != r3.doc_weights(ids)).nnz == 0
     rng = np.random.default_rng(2)
     q_index = rng.integers(0, sparse_queries.shape[0], 300)
     pair_ids = rng.integers(0, sparse_docs.shape[0], 300)
-    np.testing.assert_array_equal(r2.score_pairs(sparse_queries, q_index, pair_ids),
-                                  r3.score_pairs(sparse_queries, q_index, pair_ids))
+    for v in (2, 3):
+        assert (r[v].doc_weights(ids) != r[4].doc_weights(ids)).nnz == 0
+        np.testing.assert_array_equal(r[v].score_pairs(sparse_queries, q_index, pair_ids),
+                                      r[4].score_pairs(sparse_queries, q_index, pair_ids))
     keep = np.ones(sparse_docs.shape[0], bool)
     keep[::3] = False
-    meta = comp.merge(tmp_path / "merged", [r2], [keep], tmp_path / "shared")
-    assert meta["version"] == 3
+    meta = comp.merge(tmp_path / "merged", [r[2]], [keep], tmp_path / "shared")
+    assert meta["version"] == 4
     merged = comp.open(tmp_path / "merged", meta, tmp_path / "shared")
     D, I = merged.search(sparse_queries, 10)
     impacts = quantized_reference(sparse_docs[keep], merged.quantizer.max_weight)
@@ -377,3 +437,37 @@ def test_empty_and_single_document_segments(tmp_path, sparse_docs, sparse_querie
             assert (r.doc_weights([0]) != want).nnz == 0
         else:
             assert (I == -1).all()
+
+
+def test_garbage_chunks_decode_inside_the_span_and_block_range():
+    """Version 3 and 4 chunks made of random bits (damage that kept its checksums): the bound pass stops
+    decoding a token at the first impossible field, and every entry it keeps lies inside the token's
+    span, before n_blocks, with a count <= R and a max <= 255."""
+    from m3search.indexes.sparse import search_packed
+
+    rng = np.random.default_rng(7)
+    n_terms, n_blocks, shift = 40, 500, 6
+    spans = rng.integers(0, 3000, n_terms)
+    term_ptr = np.zeros(n_terms + 1, np.int64)
+    term_ptr[1:] = np.cumsum(spans)
+    qt = np.arange(n_terms, dtype=np.int64)
+    qw = np.ones(n_terms, np.float32)
+    term_dense = np.full(n_terms, -1, np.int32)
+    term_entries = rng.integers(0, n_blocks + 1, n_terms).astype(np.int32)
+    for trial in range(20):
+        words = rng.integers(0, 2**32, packed.stream_words(term_ptr[-1]), dtype=np.uint32)
+        if trial % 2:  # sparse garbage: long zero runs (huge unary high parts)
+            words &= rng.integers(0, 2**32, len(words), dtype=np.uint32) & rng.integers(0, 2**32, len(words),
+                                                                                          dtype=np.uint32)
+        words[-packed.PAD_WORDS:] = 0
+        for rice in (False, True):
+            ub, e_blk, e_pos, e_cm, e_lo = search_packed._upper_bounds(
+                qt, qw, n_blocks, shift, term_ptr, term_dense, term_entries, words, np.zeros(0, np.uint8), rice)
+            assert len(e_blk) == e_lo[-1] and (np.diff(e_lo) <= term_entries).all()
+            for j in range(n_terms):
+                lo, hi = e_lo[j], e_lo[j + 1]
+                c, mx = e_cm[lo:hi] >> 8, e_cm[lo:hi] & 255
+                assert ((e_blk[lo:hi] >= 0) & (e_blk[lo:hi] < n_blocks)).all()
+                assert ((c >= 1) & (c <= 1 << shift) & (mx >= 1)).all()
+                ends = e_pos[lo:hi] + [packed.payload_bits(int(a), int(b), shift) for a, b in zip(c, mx)]
+                assert ((e_pos[lo:hi] >= term_ptr[j]) & (ends <= term_ptr[j + 1])).all()

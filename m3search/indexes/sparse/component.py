@@ -99,7 +99,7 @@ class SparseComponent(ComponentType):
                            (x.shape[0], vocab), Path(shared))
 
     def _write(self, path: Path, indptr, indices, stored, shape, shared: Path, version: int = SEGMENT_VERSION) -> dict:
-        """version: the segment format to write (SEGMENT_VERSION; 2, the byte-aligned one, for tests)."""
+        """version: the segment format to write (SEGMENT_VERSION; the older 3 and 2 for tests and benchmarks)."""
         n_docs, vocab_size = int(shape[0]), int(shape[1])
         # a weight can round to 0 in float16: such a token is not stored at all
         nz = stored != 0
@@ -128,7 +128,7 @@ class SparseComponent(ComponentType):
         is_dense = entries >= max(1.0, self.config["dense_fraction"] * n_blocks)
         if version >= 3:
             term_ptr, stream, term_dense, dense_max, gptr = packed.encode_postings(
-                term_start, post_doc, post_code, entries, shift, is_dense, n_blocks)
+                term_start, post_doc, post_code, entries, shift, is_dense, n_blocks, version)
             entries = entries.astype(np.int32)
         elif version == 2:
             term_ptr, stream, term_dense, dense_max, gptr = encode.encode_postings(

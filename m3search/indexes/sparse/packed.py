@@ -1,20 +1,26 @@
-"""Bit-packed postings and forward index (segment format version 3): numba writers and bit readers.
+"""Bit-packed postings and forward index (segment format versions 3 and 4): numba writers and bit readers.
 
 Streams are little-endian uint32 words read as one bit string (bit i of the stream is bit i % 32 of word
 i // 32), followed by two zero words of padding so that a read of up to 32 bits at any position inside the
 stream loads two whole words. Values are stored at fixed widths (frame of reference): one width per chunk
 of up to CHUNK entries, per group of dense blocks, or per document, and each entry's payload width
-follows from values already decoded. See FORMAT.md beside this file for the layout.
+follows from values already decoded. Version 4 codes the non-dense tokens' block gaps with Rice codes
+(low parts, then unary high parts) and their counts as exceptions. See FORMAT.md beside this file.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from m3search.indexes.sparse.encode import dense_rows, dense_tables
 
 CHUNK = 128  # entries per frame-of-reference chunk of a non-dense token
-CHUNK_HEADER_BITS = 13  # gap width (6 bits) | count-1 width (3) | max-1 width (4)
+CHUNK_HEADER_BITS = 13  # version 3: gap width (6 bits) | count-1 width (3) | max-1 width (4)
+# version 4: Rice parameter of the gaps (5 bits) | exception value width + 1 (4) | max-1 width (4)
+RICE_HEADER_BITS = 13
+EXC_INDEX_BITS = 7  # an entry's index within its chunk (CHUNK = 2^7)
 GROUP_HEADER_BITS = 3  # count-1 width of a dense token's group
 PAD_WORDS = 2
 # blocks per group pointer of a dense token (version 2 has 8: a pointer costs 32 bits per group, and
@@ -32,6 +38,19 @@ def get_bits(words, p, w):
     i = p >> 5
     v = (np.int64(words[i]) | (np.int64(words[i + 1]) << 32)) >> (p & 31)
     return v & ((np.int64(1) << w) - 1)
+
+
+@intrinsic
+def trailing_zeros(typingctx, v):
+    """Number of trailing zero bits of an integer (its width for 0): one instruction (LLVM cttz)."""
+    if not isinstance(v, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tz = builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+        return context.cast(builder, tz, signature.args[0], types.int64)
+
+    return types.int64(v), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -148,8 +167,95 @@ def _entries(post_doc, post_code, lo, hi, shift, e_b, e_c, e_m, e_i):
 
 
 @njit(cache=True, nogil=True)
+def rice_param(e_b, k0, k1, prev):
+    """The Rice parameter (0..31) that codes the chunk's block gaps in the fewest bits, searched near the
+    mean gap's width (the best one for geometric gaps is about log2(mean * ln 2))."""
+    total = np.int64(0)
+    p = prev
+    for e in range(k0, k1):
+        total += e_b[e] - p - 1
+        p = e_b[e]
+    c = bitlen(total // (k1 - k0))
+    best_k = 0
+    best = np.int64(-1)
+    for k in range(max(0, c - 3), min(31, c + 1) + 1):
+        bits = np.int64(0)
+        p = prev
+        for e in range(k0, k1):
+            bits += (e_b[e] - p - 1) >> k
+            p = e_b[e]
+        bits += (k1 - k0) * (1 + k)
+        if best < 0 or bits < best:
+            best = bits
+            best_k = k
+    return best_k, best
+
+
+@njit(cache=True, nogil=True)
+def _exceptions(e_c, k0, k1):
+    """(exception value width + 1 (0: every entry holds one posting), exception count, whether they are
+    listed by index (else by an n-bit map), their bits)."""
+    n = k1 - k0
+    nx = 0
+    top = 0
+    for e in range(k0, k1):
+        if e_c[e] > 1:
+            nx += 1
+            top = max(top, e_c[e] - 2)
+    if nx == 0:
+        return 0, 0, False, np.int64(0)
+    wx = 1 + bitlen(top)
+    listed = EXC_INDEX_BITS * (nx + 1) < n
+    where = EXC_INDEX_BITS * (nx + 1) if listed else n
+    return wx, nx, listed, np.int64(1 + where + nx * (wx - 1))
+
+
+@njit(cache=True, nogil=True)
+def _write_chunk_v4(e_b, e_c, e_m, k0, k1, prev, words, pos, write):
+    """Version 4 chunk fields before the payloads (header, count exceptions, maxes, Rice-coded gaps)."""
+    n = k1 - k0
+    wm = 0
+    for e in range(k0, k1):
+        wm = max(wm, bitlen(e_m[e] - 1))
+    k, gap_bits = rice_param(e_b, k0, k1, prev)
+    wx, nx, listed, x_bits = _exceptions(e_c, k0, k1)
+    if not write:
+        return pos + RICE_HEADER_BITS + x_bits + n * wm + gap_bits
+    pos = put_bits(words, pos, k | (wx << 5) | (wm << 9), RICE_HEADER_BITS)
+    if wx > 0:
+        pos = put_bits(words, pos, 1 if listed else 0, 1)
+        if listed:
+            pos = put_bits(words, pos, nx - 1, EXC_INDEX_BITS)
+            for e in range(k0, k1):
+                if e_c[e] > 1:
+                    pos = put_bits(words, pos, e - k0, EXC_INDEX_BITS)
+        else:
+            for e in range(k0, k1):
+                if e_c[e] > 1:
+                    put_bits(words, pos + e - k0, 1, 1)
+            pos += n
+        for e in range(k0, k1):
+            if e_c[e] > 1:
+                pos = put_bits(words, pos, e_c[e] - 2, wx - 1)
+    for e in range(k0, k1):
+        pos = put_bits(words, pos, e_m[e] - 1, wm)
+    # Rice codes of the gaps, split: the k low bits of each, then the high parts in unary (gap >> k zero
+    # bits and a one each), so a reader finds the high parts by walking set bits instead of bit by bit
+    p = prev
+    for e in range(k0, k1):
+        pos = put_bits(words, pos, e_b[e] - p - 1, k)
+        p = e_b[e]
+    p = prev
+    for e in range(k0, k1):
+        pos += (e_b[e] - p - 1) >> k
+        pos = put_bits(words, pos, 1, 1)
+        p = e_b[e]
+    return pos
+
+
+@njit(cache=True, nogil=True)
 def _encode_term(post_doc, post_code, lo, hi, shift, dense, n_blocks, words, pos, write, dmax, gptr,
-                 e_b, e_c, e_m, e_i):
+                 e_b, e_c, e_m, e_i, version):
     """Write (or, write=False, only measure) one token's span from bit pos; return its end."""
     start = pos
     n = _entries(post_doc, post_code, lo, hi, shift, e_b, e_c, e_m, e_i)
@@ -157,27 +263,31 @@ def _encode_term(post_doc, post_code, lo, hi, shift, dense, n_blocks, words, pos
         prev = -1
         for k0 in range(0, n, CHUNK):
             k1 = min(k0 + CHUNK, n)
-            wg = 0
-            wc = 0
-            wm = 0
-            p = prev
-            for e in range(k0, k1):
-                wg = max(wg, bitlen(e_b[e] - p - 1))
-                wc = max(wc, bitlen(e_c[e] - 1))
-                wm = max(wm, bitlen(e_m[e] - 1))
-                p = e_b[e]
-            if write:
-                pos = put_bits(words, pos, wg | (wc << 6) | (wm << 9), CHUNK_HEADER_BITS)
-                for e in range(k0, k1):
-                    pos = put_bits(words, pos, e_b[e] - prev - 1, wg)
-                    prev = e_b[e]
-                for e in range(k0, k1):
-                    pos = put_bits(words, pos, e_c[e] - 1, wc)
-                for e in range(k0, k1):
-                    pos = put_bits(words, pos, e_m[e] - 1, wm)
+            if version >= 4:
+                pos = _write_chunk_v4(e_b, e_c, e_m, k0, k1, prev, words, pos, write)
+                prev = e_b[k1 - 1]
             else:
-                pos += CHUNK_HEADER_BITS + (k1 - k0) * (wg + wc + wm)
-                prev = p
+                wg = 0
+                wc = 0
+                wm = 0
+                p = prev
+                for e in range(k0, k1):
+                    wg = max(wg, bitlen(e_b[e] - p - 1))
+                    wc = max(wc, bitlen(e_c[e] - 1))
+                    wm = max(wm, bitlen(e_m[e] - 1))
+                    p = e_b[e]
+                if write:
+                    pos = put_bits(words, pos, wg | (wc << 6) | (wm << 9), CHUNK_HEADER_BITS)
+                    for e in range(k0, k1):
+                        pos = put_bits(words, pos, e_b[e] - prev - 1, wg)
+                        prev = e_b[e]
+                    for e in range(k0, k1):
+                        pos = put_bits(words, pos, e_c[e] - 1, wc)
+                    for e in range(k0, k1):
+                        pos = put_bits(words, pos, e_m[e] - 1, wm)
+                else:
+                    pos += CHUNK_HEADER_BITS + (k1 - k0) * (wg + wc + wm)
+                    prev = p
             for e in range(k0, k1):
                 pos = _write_payload(post_doc, post_code, e_i[e], e_i[e + 1], e_b[e], e_m[e], shift, words, pos,
                                      write)
@@ -210,8 +320,9 @@ def _encode_term(post_doc, post_code, lo, hi, shift, dense, n_blocks, words, pos
 
 
 @njit(cache=True, nogil=True)
-def encode_postings(term_start, post_doc, post_code, entries, shift, is_dense, n_blocks):
-    """(term_ptr in bits (n + 1,), uint32 stream, term_dense, dense_max rows, group bit pointers)."""
+def encode_postings(term_start, post_doc, post_code, entries, shift, is_dense, n_blocks, version=4):
+    """(term_ptr in bits (n + 1,), uint32 stream, term_dense, dense_max rows, group bit pointers) of segment
+    format `version` (3 or 4: they differ in the non-dense tokens' chunks)."""
     n = len(term_start) - 1
     n_groups = (n_blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS
     most = 1
@@ -227,7 +338,7 @@ def encode_postings(term_start, post_doc, post_code, entries, shift, is_dense, n
     term_ptr = np.zeros(n + 1, np.int64)
     for i in range(n):
         end = _encode_term(post_doc, post_code, term_start[i], term_start[i + 1], shift, is_dense[i], n_blocks,
-                           dummy_w, term_ptr[i], False, dummy_u8, dummy_u32, e_b, e_c, e_m, e_i)
+                           dummy_w, term_ptr[i], False, dummy_u8, dummy_u32, e_b, e_c, e_m, e_i, version)
         term_ptr[i + 1] = end
         if is_dense[i] and end - term_ptr[i] >= (np.int64(1) << 32):
             raise ValueError("a dense token's postings exceed 2^32 bits: split the segment")
@@ -236,7 +347,7 @@ def encode_postings(term_start, post_doc, post_code, entries, shift, is_dense, n
     for i in range(n):
         dm, gp = dense_rows(term_dense[i], dense_max, gptr, n_blocks, n_groups)
         end = _encode_term(post_doc, post_code, term_start[i], term_start[i + 1], shift, is_dense[i], n_blocks,
-                           words, term_ptr[i], True, dm, gp, e_b, e_c, e_m, e_i)
+                           words, term_ptr[i], True, dm, gp, e_b, e_c, e_m, e_i, version)
         assert end == term_ptr[i + 1]
     return term_ptr, words, term_dense, dense_max, gptr
 

@@ -101,11 +101,11 @@ class SparseSegmentReader(SparseReader):
             raise InputError(f"floor must hold one score per query ({m}), got {len(floors)}")
         threads = min(opts["threads"], m)
         counters = np.zeros((threads, 4), np.int64)
-        k_mod = packed_kernels if s.packed else kernels
-        if threads > 1:
-            k_mod.search_batch_parallel(*args, counters, floors)
+        if s.packed:  # versions 3 and 4 differ only in the non-dense tokens' chunks
+            run = packed_kernels.search_batch_parallel if threads > 1 else packed_kernels.search_batch
+            run(*args, counters, floors, s.version >= 4)
         else:
-            k_mod.search_batch(*args, counters, floors)
+            (kernels.search_batch_parallel if threads > 1 else kernels.search_batch)(*args, counters, floors)
         self.last_search_counters = dict(zip(("blocks_above_threshold", "blocks_fully_scored", "entries_decoded",
                                               "queries"), counters.sum(axis=0).tolist()))
         return D, I

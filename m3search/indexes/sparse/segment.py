@@ -18,10 +18,11 @@ from m3search.indexes.sparse.encode import GROUP_BLOCKS
 from m3search.indexes.segment_files import CheckedArray, open_checked
 
 SEGMENT_FORMAT = "m3search.sparse.segment"
-# 3: bit-packed postings, forward token ids and forward weights (packed.py); 2: byte-aligned varint postings,
-# varint forward ids, plain weights (still read); 1 (<name>.bin, edge-checked) is no longer read
-SEGMENT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 4: version 3 with Rice-coded block gaps and count exceptions in the non-dense tokens' chunks (packed.py);
+# 3: bit-packed postings, forward token ids and forward weights; 2: byte-aligned varint postings, varint
+# forward ids, plain weights (both still read); 1 (<name>.bin, edge-checked) is no longer read
+SEGMENT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 # Read whole by the structure checks at open (or tiny), so verified then; the big streams are verified
 # block by block as searches and re-scoring reach them (`Segment.verified`), or whole on attribute access.
 EAGER = ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "group_ptr", "fwd_wptr", "fwd_bptr",
@@ -33,6 +34,7 @@ ARRAYS_BY_VERSION = {
     3: ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max", "group_ptr",
         "fwd_wptr", "fwd_width", "fwd_ids", "fwd_wbase", "fwd_wwidth", "fwd_weights"),
 }
+ARRAYS_BY_VERSION[4] = ARRAYS_BY_VERSION[3]
 ARRAYS = ARRAYS_BY_VERSION[SEGMENT_VERSION]
 # the parts of the index, for sizes: the inverted index (what a search reads) and the forward index
 INVERTED_ARRAYS = ("term_ids", "term_ptr", "term_dense", "term_entries", "term_max", "postings", "dense_max",
