@@ -99,19 +99,23 @@ def split_run(fn: Callable[[int, int], T], bounds: Sequence[tuple[int, int]]) ->
     return run_shared([functools.partial(fn, lo, hi) for lo, hi in bounds])
 
 
-def run_shared(tasks: Sequence[Callable[[], T]]) -> list[T]:
+def run_shared(tasks: Sequence[Callable[[], T]],
+               setting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> list[T]:
     """[task() for task in tasks]: the caller takes them in order, and idle helpers (where splitting is
     allowed) take the next ones as they wake. Returns only once no helper is running one of them, also when
-    a task raises (the first error is raised): the tasks may read memory maps the caller closes after."""
+    a task raises (the first error is raised): the tasks may read memory maps the caller closes after.
+    setting: a context (e.g. a thread count) each thread enters once around the tasks it takes."""
     if len(tasks) < 2 or not split_allowed():
-        return [task() for task in tasks]
+        with setting():
+            return [task() for task in tasks]
     out: list = [None] * len(tasks)
     claim = itertools.count()  # next() is atomic under the GIL: each task is taken once
     stop = [False]
 
     def work() -> None:
-        while not stop[0] and (i := next(claim)) < len(tasks):
-            out[i] = tasks[i]()
+        with setting():
+            while not stop[0] and (i := next(claim)) < len(tasks):
+                out[i] = tasks[i]()
 
     def helped() -> None:
         try:

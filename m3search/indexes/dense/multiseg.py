@@ -136,15 +136,8 @@ def _search_concurrently(jobs: Sequence[_Job]) -> list[tuple[np.ndarray, np.ndar
     elsewhere) costs at most the serial time rather than waiting for it, and none is still searching this
     snapshot's segments when the call returns."""
     order = sorted(range(len(jobs)), key=lambda j: (-jobs[j].work, -jobs[j].size))
-
-    def one_thread(job: _Job):
-        def run() -> tuple[np.ndarray, np.ndarray]:
-            with faiss_threads(1):  # OpenMP's and numba's thread counts are per thread: this one only
-                return job.run()
-        return run
-
-    with query_pool.allow_split():
-        done = query_pool.run_shared([one_thread(jobs[j]) for j in order])
+    with query_pool.allow_split():  # OpenMP's and numba's thread counts are per thread: each one's only
+        done = query_pool.run_shared([jobs[j].run for j in order], setting=lambda: faiss_threads(1))
     results: list = [None] * len(jobs)
     for j, result in zip(order, done):
         results[j] = result
