@@ -38,9 +38,12 @@ def _forget_pool_in_child() -> None:  # a forked child has none of the parent's 
 os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
+_HELPERS = max(0, min(3, (os.cpu_count() or 1) - 1))  # read once: os.cpu_count() reads sysfs, ~8 us a call
+
+
 def helpers() -> int:
     """Helper threads: one per core beyond the caller's, at most 3."""
-    return max(0, min(3, (os.cpu_count() or 1) - 1))
+    return _HELPERS
 
 
 def _one_thread_each() -> None:
