@@ -23,7 +23,8 @@ sys.path.insert(0, str(HERE))
 
 from m3search.indexes.sparse import encode  # noqa: E402
 from m3search.indexes.sparse.packed import (BITLEN, CHUNK, CHUNK_HEADER_BITS, GROUP_BLOCKS, GROUP_HEADER_BITS,  # noqa: E402
-                                            RICE_HEADER_BITS, _exceptions, bitlen, rice_param)
+                                            RICE_HEADER_BITS, _entries, _exceptions, bitlen,
+                                            rice_param)
 from m3search.indexes.sparse.quantize import Quantizer  # noqa: E402
 
 FIELDS = ["nd_chunk_header", "nd_gap", "nd_count", "nd_max", "nd_off_single", "nd_off_list", "nd_off_bitmap",
@@ -37,23 +38,12 @@ def _tally(term_start, post_doc, post_code, shift, is_dense, bits, hist_nd, hist
     n = len(term_start) - 1
     for i in range(n):
         lo, hi = term_start[i], term_start[i + 1]
-        # entries
-        eb = []
-        ec = []
-        em = []
-        p = lo
-        while p < hi:
-            b = post_doc[p] >> shift
-            q = p
-            mx = 0
-            while q < hi and (post_doc[q] >> shift) == b:
-                mx = max(mx, np.int64(post_code[q]))
-                q += 1
-            eb.append(b)
-            ec.append(q - p)
-            em.append(mx)
-            p = q
-        ne = len(eb)
+        # entries, split as the writer splits them
+        eb = np.empty(hi - lo, np.int64)
+        ec = np.empty(hi - lo, np.int64)
+        em = np.empty(hi - lo, np.int64)
+        ei = np.empty(hi - lo + 1, np.int64)
+        ne = _entries(post_doc, post_code, lo, hi, shift, eb, ec, em, ei)
         base = 0 if not is_dense[i] else 6
         for e in range(ne):
             c = ec[e]
@@ -85,12 +75,10 @@ def _tally(term_start, post_doc, post_code, shift, is_dense, bits, hist_nd, hist
                 bits[1] += (k1 - k0) * wg
                 bits[2] += (k1 - k0) * wc
                 bits[3] += (k1 - k0) * wm
-                eb_a = np.array(eb[k0:k1])
-                ec_a = np.array(ec[k0:k1])
-                _, gap_bits = rice_param(eb_a, 0, k1 - k0, eb[k0 - 1] if k0 > 0 else -1)
+                _, gap_bits = rice_param(eb, k0, k1, eb[k0 - 1] if k0 > 0 else -1)
                 bits[16] += RICE_HEADER_BITS
                 bits[17] += gap_bits
-                bits[18] += _exceptions(ec_a, 0, k1 - k0)[3]
+                bits[18] += _exceptions(ec, k0, k1)[3]
         else:
             e = 0
             while e < ne:
