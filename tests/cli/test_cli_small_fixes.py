@@ -83,7 +83,11 @@ def test_query_text_without_index_says_what_is_missing(tmp_path):
 def test_ctrl_c_exits_130(tmp_path):
     corpus = tmp_path / "c.tsv"
     corpus.write_text("".join(f"d{i}\ttext number {i} " + "word " * 50 + "\n" for i in range(200000)))
-    proc = subprocess.Popen([sys.executable, "-m", "m3search", "index", str(corpus), "-o", str(tmp_path / "i"),
+    # Ctrl-C as a terminal delivers it: to a process with Python's own SIGINT handler. A test run started in
+    # the background by a non-interactive shell inherits SIGINT ignored, and Python keeps an ignored SIGINT.
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = ['m3search'] + sys.argv[1:]; runpy.run_module('m3search', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start, "index", str(corpus), "-o", str(tmp_path / "i"),
                              "--model", MODEL, "-q"], stderr=subprocess.PIPE, text=True)
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
