@@ -22,6 +22,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 _POOL: ThreadPoolExecutor | None = None
@@ -86,8 +88,6 @@ def chunk_bounds(weights: Sequence[int] | None, n: int, chunks: int) -> list[tup
     if weights is None:
         cuts = [round(i * n / chunks) for i in range(chunks + 1)]
     else:
-        import numpy as np
-
         cum = np.cumsum(np.asarray(weights, dtype=np.float64))
         total = float(cum[-1]) if n else 0.0
         cuts = [0] + [int(np.searchsorted(cum, total * i / chunks)) + 1 for i in range(1, chunks)] + [n]

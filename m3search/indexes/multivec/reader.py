@@ -36,8 +36,8 @@ def scoring_threads(work: float, configured: int | None, lut: bool = False):
     thread when the work is small (the query's lookup tables and products). Lookup-table scoring, unless
     configured, runs as a search does whatever its size: one-thread kernels per query, split into chunks
     for idle helper threads. With an OpenMP team instead, a query's re-score of 200 candidates took 16 ms
-    where one thread took 5, and batches of 32 queries of `all` ran at 12 q/s against 51 this way (100k x 384, 2 cores:
-    the team's threads spin after each kernel, on the core the next kernel's helper needs)."""
+    where one thread took 5, and batches of 32 queries of `all` ran at 12 q/s against 51 this way (100k x
+    384, 2 cores: the team's threads spin after each kernel, on the core the next kernel's helper needs)."""
     if configured is None and lut:
         with search_threads(None):
             yield
@@ -48,7 +48,6 @@ def scoring_threads(work: float, configured: int | None, lut: bool = False):
         else:
             with one_blas_thread():
                 yield
-
 
 
 class MultivecSegmentReader(MultivecReader):
@@ -220,23 +219,12 @@ class MultivecSegmentReader(MultivecReader):
     def score_pairs(self, q_vecs, q_lengths, q_index, ids, scorer=None, threads=None):
         """MaxSim per (query, document) pair; all pairs of one query are scored in one pass over their
         documents' codes (lookup tables for PQ codes, else one decompression + one matrix product)."""
-        q_vecs = np.asarray(q_vecs)
-        if q_vecs.ndim != 2 or q_vecs.shape[1] != self.dim:
-            raise InputError(f"q_vecs must have shape (T, {self.dim}), got {q_vecs.shape}")
-        q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
-        q_lengths = np.asarray(q_lengths, dtype=np.int64)
-        if q_lengths.ndim != 1 or q_lengths.sum() != len(q_vecs) or (q_lengths.size and q_lengths.min() < 0):
-            raise InputError(f"q_lengths must be (m,) non-negative counts summing to {len(q_vecs)}")
+        q_vecs, q_lengths = self._check_queries(q_vecs, q_lengths)
         q_index = check_ids(q_index, len(q_lengths), "q_index")
         ids = check_ids(ids, self.n_docs, "ids")
         if len(q_index) != len(ids):
             raise InputError(f"q_index has {len(q_index)} entries but ids has {len(ids)}")
-        scorer = scorer or self.config.get("scorer", "auto")
-        if scorer not in ("auto", "lut", "decode"):
-            raise InputError(f"scorer must be 'auto', 'lut' or 'decode', got {scorer!r}")
-        use_lut = self.codec.supports_lut and scorer != "decode"
-        if scorer == "lut" and not self.codec.supports_lut:
-            raise InputError(f"scorer 'lut' needs a PQ-family compression, this segment stores {self.codec.name}")
+        use_lut = self._use_lut(scorer)
         work = float(self.doc_lengths(ids).sum()) * max(1.0, len(q_vecs) / max(1, len(q_lengths))) * self.dim
         with scoring_threads(work, self.config.get("threads") if threads is None else threads, use_lut):
             return self._score(q_vecs, q_lengths, q_index, ids, use_lut)
