@@ -97,7 +97,9 @@ def search_phase(a, folder: Path, state: dict) -> dict:
     del scores
     if a.export:
         np.savez(a.export, q_vecs=q_vecs, q_lengths=q_len, ref_top=top)
-    comp = MultivecComponent({**_config(a), **({"threads": a.threads} if a.threads else {})})
+    # the search's own thread setting: --threads 0 leaves it unset (the library's default); the build's
+    # thread count must not carry over (session 6's 1024-d figure of 30.2 ms ran on an OpenMP team of 2)
+    comp = MultivecComponent({**_config(a), "threads": a.threads or None})
     reader = comp.open(folder / "merged", json.loads((folder / "merged.json").read_text()), folder / "shared")
     n, t = reader.n_docs, reader.n_tokens
     q_off = np.concatenate([[0], np.cumsum(q_len)])

@@ -336,3 +336,23 @@ def test_lut_scores_do_not_depend_on_the_document_grouping(seg, data, monkeypatc
     small = seg.score_pairs(q1, [len(q1)], *pairs, scorer="lut")
     np.testing.assert_array_equal(small, default)
     np.testing.assert_allclose(default, seg.score_pairs(q1, [len(q1)], *pairs, scorer="decode"), rtol=1e-5, atol=1e-5)
+
+
+def test_centroid_sims_in_chunks_equal_one_product_and_keep_search_exact(seg, data, monkeypatch):
+    from m3search.indexes import query_pool
+    docs, lengths, q, q_lengths = data
+    coarse = seg.codec.arrays["coarse"]
+    q1 = np.ascontiguousarray(q[: q_lengths[0]], dtype=np.float32)
+    whole = gen.centroid_sims(q1, coarse)
+    np.testing.assert_array_equal(whole, q1 @ coarse.T)  # small: one product
+    monkeypatch.setattr(gen, "SPLIT_MACS", 500)  # many chunks, some taken by the helper thread
+    with query_pool.allow_split(True):
+        split = gen.centroid_sims(q1, coarse)
+    assert split.shape == whole.shape
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+    n_centroids = len(coarse)
+    D, I = seg.search(q, q_lengths, K, nprobe=n_centroids, pool=N_DOCS, threads=None)
+    ref = seg.score_pairs(q, q_lengths, np.repeat(np.arange(len(q_lengths)), N_DOCS), np.tile(np.arange(N_DOCS), len(q_lengths)))
+    ref = ref.reshape(len(q_lengths), N_DOCS)
+    for qi in range(len(q_lengths)):
+        np.testing.assert_allclose(D[qi], np.sort(ref[qi])[::-1][:K], rtol=1e-5, atol=1e-5)

@@ -95,6 +95,22 @@ def partial_tables(codec, q: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, 
     return np.ascontiguousarray(np.matmul(cent[:mp], qs)), np.ascontiguousarray(sims.T, dtype=np.float32)
 
 
+def centroid_sims(q: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """Stages 1-3's query-token x coarse-centroid products (lq, K). At 1024-d this is one query's largest
+    product (~17 x 4,096 x 1,024 multiply-adds, ~2 ms on one core), so above SPLIT_MACS the centroids are
+    cut into chunks an idle helper thread may take (numpy releases the GIL). Chunks equal one product up to
+    float rounding, and depend only on the sizes, not on which thread takes them."""
+    chunks = q.shape[0] * coarse.shape[0] * coarse.shape[1] // SPLIT_MACS
+    if chunks < 2:
+        return q @ coarse.T
+    parts = query_pool.split_run(lambda lo, hi: q @ coarse[lo:hi].T,
+                                 query_pool.chunk_bounds(None, coarse.shape[0], chunks))
+    return np.concatenate(parts, axis=1)
+
+
+SPLIT_MACS = 1 << 24  # multiply-adds per chunk of `centroid_sims` (~1 ms on one core)
+
+
 @numba.njit(cache=True)
 def _probe_kernel(lists_offsets, lists_docs, probed, probed_scores, missing, skip, n_docs):  # pragma: no cover
     # total[d] = sum_i (best probed score of token i in d, else missing[i]); -inf for documents never reached

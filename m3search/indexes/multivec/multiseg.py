@@ -96,7 +96,7 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
             q = q_vecs[q_off[qi] : q_off[qi + 1]]
             if not len(q):
                 continue  # a query without tokens matches nothing
-            sims = q @ coarse.T  # (lq, K), shared by every segment
+            sims = gen.centroid_sims(q, coarse)  # (lq, K), shared by every segment
             if cands >= n_live:
                 pos = live_pos
             else:

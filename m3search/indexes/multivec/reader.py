@@ -171,7 +171,7 @@ class MultivecSegmentReader(MultivecReader):
     def _generate(self, q, deleted, nprobe, cands, pool, n_live) -> tuple[np.ndarray, np.ndarray]:
         """(sorted local ids of the `cands` documents to score from their full codes, the query tokens'
         products with the coarse centroids (lq, K))."""
-        sims = np.dot(q, self.codec.arrays["coarse"].T)  # (lq, K)
+        sims = gen.centroid_sims(q, self.codec.arrays["coarse"])  # (lq, K)
         n_centroids = sims.shape[1]
         est = gen.probe_scores(self.lists[0], self.lists[1], sims,
                                nprobe or gen.default_nprobe(n_centroids, self.n_docs), deleted, self.n_docs)
