@@ -76,11 +76,17 @@ def default_refine(candidates: int, pool: int) -> int:
 
 
 def partial_subquantizers(m: int) -> int:
-    """Sub-codes stage 2.5 reads per token: a quarter of them, at least 1 (24 of the default rpq96 codes at
-    384-d). On 100k synthetic documents x 100 tokens (K 4,096, rpq96, 100 queries): 8 sub-codes R@10 0.718 at
-    p50 14.4-16.5 ms, 24 sub-codes 0.774 at 16.5-17.6 ms, all 96 also 0.774 (28 ms): from a quarter on, stage
-    2.5 ranks its documents as the full codes do, and what is left is stage 2's choice of them."""
-    return max(1, m // 4)
+    """Sub-codes stage 2.5 reads per token: a quarter of them, at most PARTIAL_MAX, at least 1 (24 of the
+    default rpq96 codes at 384-d, 24 of rpq128's at 1024-d). On 100k synthetic documents x 100 tokens (K 4,096,
+    100 queries): at 384-d (rpq96) 8 sub-codes R@10 0.718 at p50 14.4-16.5 ms, 24 sub-codes 0.774 at
+    16.5-17.6 ms, all 96 also 0.774 (28 ms): from a quarter on, stage 2.5 ranks its documents as the full
+    codes do. At 1024-d (rpq128) stage 2.5 costs as much as stage 3, and a quarter (32) gave R@10 0.830 at
+    p50 19.5 ms where 24 gave 0.810 at 17.3 (bench/results/multivec_subcodes_d1024_s7.md): the cap keeps
+    `multivec` within 20 ms at BGE-M3's size; `candidates` buys recall back at about the same rate."""
+    return max(1, min(m // 4, PARTIAL_MAX))
+
+
+PARTIAL_MAX = 24
 
 
 def partial_tables(codec, q: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
