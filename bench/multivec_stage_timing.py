@@ -39,8 +39,9 @@ def main() -> None:
     ap.add_argument("--mean-tokens", type=int, default=100)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--modes", default="multivec,all")
-    ap.add_argument("--old-pool-select", action="store_true",
-                    help="select the pool with top_ids over every document, as before generator.top_positions")
+    ap.add_argument("--pool-select", default="top_positions,top_ids",
+                    help="variants of the pool selection to time, alternating per mode: top_positions (now), top_ids "
+                    "(before: top_ids over every document)")
     args = ap.parse_args()
 
     import m3search
@@ -59,11 +60,14 @@ def main() -> None:
                 acc[name_of(a)] += time.perf_counter() - start
         return wrapper
 
-    if args.old_pool_select:  # the pool selection as before gen.top_positions: top_ids over every document
-        top_ids = gen.top_ids
-        gen.top_positions = lambda s, k: top_ids(s, np.arange(len(s), dtype=np.int64), k) if k > 0 else \
-            np.zeros(0, np.int64)
-    gen.top_positions = timed(lambda a: STEPS[1], gen.top_positions)
+    top_ids, top_positions, variant = gen.top_ids, gen.top_positions, ["top_positions"]
+
+    def pool_select(scores, k):  # the variant being timed
+        if variant[0] == "top_positions":
+            return top_positions(scores, k)
+        return top_ids(scores, np.arange(len(scores), dtype=np.int64), k) if k > 0 else np.zeros(0, np.int64)
+
+    gen.top_positions = timed(lambda a: STEPS[1], pool_select)
     gen.top_ids = timed(lambda a: STEPS[5], gen.top_ids)
     gen.probe_scores = timed(lambda a: STEPS[0], gen.probe_scores)  # the readers call these through `gen.`
     gen.centroid_maxsim = timed(lambda a: STEPS[2], gen.centroid_maxsim)
@@ -75,25 +79,26 @@ def main() -> None:
     with m3search.open_index(args.index) as index:
         info = index.info()
         for mode in args.modes.split(","):
-            for i in range(min(20, len(queries))):  # warm-up
-                index.search_encoded(queries.select([i]), k=10, mode=mode)
-            acc.clear()
-            total, per = 0.0, []
-            for i in range(len(queries)):
-                start = time.perf_counter()
-                index.search_encoded(queries.select([i]), k=10, mode=mode)
-                per.append(time.perf_counter() - start)
-            total = sum(per)
-            m = len(queries)
-            rows[mode] = {s: acc[s] / m * 1000 for s in STEPS}
-            rows[mode]["rest"] = (total - sum(acc.values())) / m * 1000
-            rows[mode]["total mean"] = total / m * 1000
-            rows[mode]["p50"] = float(np.percentile(per, 50)) * 1000
+            for v in args.pool_select.split(","):
+                variant[0] = v
+                for i in range(min(20, len(queries))):  # warm-up
+                    index.search_encoded(queries.select([i]), k=10, mode=mode)
+                acc.clear()
+                per = []
+                for i in range(len(queries)):
+                    start = time.perf_counter()
+                    index.search_encoded(queries.select([i]), k=10, mode=mode)
+                    per.append(time.perf_counter() - start)
+                total, m, col = sum(per), len(queries), f"{mode}, {v}"
+                rows[col] = {s: acc[s] / m * 1000 for s in STEPS}
+                rows[col]["rest"] = (total - sum(acc.values())) / m * 1000
+                rows[col]["total mean"] = total / m * 1000
+                rows[col]["p50"] = float(np.percentile(per, 50)) * 1000
     load = os.getloadavg()
     lines = [f"{info['n_docs']:,} passages, {info['n_segments']} segment(s) "
              f"{[s['n_docs'] for s in info['segments']]}, ~{args.mean_tokens} tokens/passage, {args.dim}-d; "
-             f"{args.queries} single queries; pool selection "
-             f"{'top_ids (before)' if args.old_pool_select else 'top_positions'}; mean ms per query; load average {load[0]:.2f}, {load[1]:.2f}", "",
+             f"{args.queries} single queries; pool selection by top_positions (now) or top_ids over every document "
+             f"(before); mean ms per query; load average {load[0]:.2f}, {load[1]:.2f}", "",
              "| step | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
     for s in (*STEPS, "rest", "total mean", "p50"):
         lines.append(f"| {s} | " + " | ".join(f"{rows[m][s]:.2f}" for m in rows) + " |")
