@@ -9,8 +9,8 @@ issue's 10 s), a fresh index each time, no optimize. Then a copy of each is opti
 one segment; the CLI has no optimize command) in its own process. Reported per index: the corpus's raw
 text bytes (title + text, UTF-8), wall time and passages/s of the indexing process (process start and
 model load included, as a user sees it), its peak RSS (the child's ru_maxrss), the segment count and sizes,
-the multi-vector fidelity (fp16_ratio: share of tokens still stored fp16 because their segment was written
-before the codec was trained), and bytes on disk per component: the files under segments/*/<kind>/ and
+the multi-vector codes' bytes per token (and the codec's coarse centroids, K, chosen from the tokens
+seen when it was trained), and bytes on disk per component: the files under segments/*/<kind>/ and
 components/<kind>/ (allocated blocks, like `du`), docs.lmdb (texts, ids and state) and everything else.
 
 Results go to bench/results/cli_index_size.{md,json}.
@@ -80,7 +80,7 @@ def describe(index: Path) -> dict:
             "info_bytes": {k: c["bytes"] for k, c in info["components"].items()} | {
                 "docstore": info["docstore_bytes"], "total": info["total_bytes"]},
             "disk_bytes": disk_bytes(index),
-            "multivec_fidelity": {k: mv.get(k) for k in ("compression", "fp16_ratio", "disk_bytes_per_token")}}
+            "multivec_fidelity": {k: mv.get(k) for k in ("compression", "fp16_ratio", "disk_bytes_per_token", "generator_centroids")}}
 
 
 def main() -> None:
@@ -139,7 +139,7 @@ def markdown(r: dict) -> str:
              f"average {r['load_avg_start'][0]:.2f} at the start, {r['load_avg_end'][0]:.2f} at the end. Bytes are "
              "allocated on disk (`du`), MB = 10^6 bytes.", "",
              "| index | segments | passages/s (wall) | peak RSS MB | dense | sparse | multivec | docstore (texts, ids) "
-             "| other | total MB | x corpus | multivec fp16 share |",
+             "| other | total MB | x corpus | multivec B/token |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in r["runs"]:
         for label, row, speed in ((f"commit every {run['commit_interval_s']:g} s (CLI)", run,
@@ -148,14 +148,15 @@ def markdown(r: dict) -> str:
                                    f"optimize {run['optimized']['wall_s']:.1f} s")):
             d = row["disk_bytes"]
             rss = run["index_peak_rss_mb"] if row is run else row["peak_rss_mb"]
-            fp16 = row["multivec_fidelity"].get("fp16_ratio")
+            bpt, kc = row["multivec_fidelity"].get("disk_bytes_per_token"), row["multivec_fidelity"].get("generator_centroids")
             lines.append(
                 f"| {label} | {row['n_segments']} {row['segments']} | {speed} | {rss:.0f} | {d['dense'] / mb:.2f} | "
                 f"{d['sparse'] / mb:.2f} | {d['multivec'] / mb:.2f} | {d['docstore'] / mb:.2f} | {d['other'] / mb:.2f} | "
                 f"{d['total'] / mb:.2f} | {d['total'] / c['text_bytes']:.1f}x | "
-                + (f"{fp16:.2f}" if isinstance(fp16, (int, float)) else "-") + " |")
-    lines += ["", "Component columns are MB. `other` is the manifest, lock files and the like. The multivec fp16 share "
-              "is the share of token vectors stored as fp16 (segments written before the codec was trained)."]
+                + (f"{bpt:.1f}" if isinstance(bpt, (int, float)) else "-") + (f" (K {kc:.0f})" if kc else "") + " |")
+    lines += ["", "Component columns are MB. `other` is the manifest, lock files and the like. Multivec B/token: the "
+              "token codes on disk per token (the codec's files, e.g. K coarse centroids, come on top, in the multivec "
+              "column)."]
     return "\n".join(lines)
 
 
