@@ -55,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, default=None, help="a built index (default: build the sample index)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--query", default=QUERY, help="the query text")
     ap.add_argument("--baseline", type=Path, default=None, help="another m3search checkout to measure beside this one")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cold_start")
     args = ap.parse_args()
@@ -66,11 +67,11 @@ def main() -> None:
         subprocess.run([py, "-m", "m3search", "index", "--sample", "-o", str(index), "--quiet"], env=env_for(ROOT),
                        check=True)
     commands = {"python -c 'import torch'": ([py, "-c", "import torch"], env_for(None)),
-                "m3search query (this tree)": ([py, "-m", "m3search", "query", str(index), QUERY, "-k", "10"],
+                "m3search query (this tree)": ([py, "-m", "m3search", "query", str(index), args.query, "-k", "10"],
                                                env_for(ROOT))}
     if args.baseline is not None:
         commands["m3search query (baseline)"] = (
-            [py, "-m", "m3search", "query", str(index), QUERY, "-k", "10"], env_for(args.baseline.resolve()))
+            [py, "-m", "m3search", "query", str(index), args.query, "-k", "10"], env_for(args.baseline.resolve()))
     load_start = os.getloadavg()
     for name, (argv, env) in commands.items():  # warm-up: model conversion, numba caches, page cache
         run_once(argv, env)
@@ -90,7 +91,7 @@ def main() -> None:
     lines = [
         f"# Cold start: one `m3search query` process ({args.repeats} repeats, medians)",
         "",
-        f"Index: {index}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Index: {index}. Query: {args.query!r}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {load_start[0]:.1f} at the start, {load[0]:.1f} at the end (shared machine: timings are noisy; commands interleaved).",
         "",
         "| command | wall p50 (s) | min | max | x import torch | peak RSS p50 (MB) | max |",

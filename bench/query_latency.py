@@ -53,15 +53,17 @@ def synthetic_identity(d: int) -> EncoderIdentity:
 
 
 def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every: int | None = None,
-                components: tuple[str, ...] = ("dense", "sparse", "multivec"), merge_policy=None) -> float | None:
+                components: tuple[str, ...] = ("dense", "sparse", "multivec"), merge_policy=None,
+                mean_tokens: int = 100) -> float | None:
     """Write n synthetic passages through the engine (skipped when a finished index is there).
 
     commit_every=None: a bulk load (committed every `RESUME_EVERY` passages so an interrupted build resumes,
     merges off), then optimize() (one segment). commit_every=N: the CLI's path, a commit every N passages
     with the default merge policy after each commit (background merges) and no final optimize.
     An interrupted build (e.g. `timeout` of a locked slice) resumes from its last commit when run again.
-    merge_policy: the CLI path's policy (None: the default). Returns the build's seconds (background merges
-    included: closing the index waits for them), None when the index was there already."""
+    merge_policy: the CLI path's policy (None: the default). mean_tokens: token vectors per passage (mean).
+    Returns the build's seconds (background merges included: closing the index waits for them), None when
+    the index was there already or the build resumed (its seconds are then per slice, on stderr)."""
     from synthetic import DenseCorpus, TokenCorpus
     from synthetic_sparse import make_corpus, make_vocabulary
 
@@ -78,7 +80,7 @@ def build_index(path: Path, n: int, d: int, seed: int, chunk: int, commit_every:
         if done > n or done % (commit_every or RESUME_EVERY):
             raise SystemExit(f"{path} holds an unfinished or different index: delete it and run again")
         print(f"  resuming {path.name} at {done} passages", file=sys.stderr, flush=True)
-    dense, tokens = DenseCorpus(n, d=d, seed=seed), TokenCorpus(n, d=d, seed=seed)
+    dense, tokens = DenseCorpus(n, d=d, seed=seed), TokenCorpus(n, d=d, seed=seed, mean_len=mean_tokens)
     sparse = make_corpus(n, make_vocabulary(VOCAB, seed=seed), seed=seed)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -121,7 +123,7 @@ def index_segments(path: Path) -> int:
         return int(index.info()["n_segments"])
 
 
-def make_queries(n: int, d: int, seed: int, m: int) -> EncodedBatch:
+def make_queries(n: int, d: int, seed: int, m: int, mean_tokens: int = 100) -> EncodedBatch:
     from synthetic import DenseCorpus, TokenCorpus
     from synthetic_sparse import make_corpus
     from synthetic_sparse import make_queries as sparse_queries
@@ -129,7 +131,7 @@ def make_queries(n: int, d: int, seed: int, m: int) -> EncodedBatch:
 
     vocab = make_vocabulary(VOCAB, seed=seed)
     xq, _ = DenseCorpus(n, d=d, seed=seed).queries(m)
-    tq, tl, _ = TokenCorpus(n, d=d, seed=seed).queries(m)
+    tq, tl, _ = TokenCorpus(n, d=d, seed=seed, mean_len=mean_tokens).queries(m)
     sq = sparse_queries(make_corpus(n, vocab, seed=seed), m, vocab)
     return EncodedBatch(xq, sq, tq, tl)
 
@@ -281,6 +283,15 @@ def main(argv: list[str] | None = None) -> dict:
                    help="time every mode this many times per index, alternating the indexes; p50/p95 are over "
                    "all rounds' queries, and the CLI-built table lists each round's ratio (one round's p50 of "
                    "200 queries moves by ~10%% between runs on shared cores)")
+    p.add_argument("--mean-tokens", type=int, default=100,
+                   help="mean token vectors per passage (bench/synthetic.py TokenCorpus.mean_len; MIRACL-like "
+                   "passages have a median of ~25 words, ~40 tokens)")
+    p.add_argument("--cli-only", action="store_true",
+                   help="with --cli-commit-every: build and time only the CLI-built index (no optimized one; "
+                   "its figures go in the main table)")
+    p.add_argument("--build-only", action="store_true",
+                   help="build (or resume building) the indexes and stop, without timing: a long build run in "
+                   "slices, e.g. under `timeout`, resumes from its last commit")
     p.add_argument("--components", default="dense,sparse,multivec",
                    help="components of the synthetic indexes (e.g. dense,sparse: a cheaper build for those modes)")
     p.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "out")
@@ -291,23 +302,35 @@ def main(argv: list[str] | None = None) -> dict:
 
     components = tuple(args.components.split(","))
     tag = "" if set(components) == {"dense", "sparse", "multivec"} else "-" + "+".join(components)
+    if args.mean_tokens != 100 and "multivec" in components:
+        tag += f"-t{args.mean_tokens}"
+    if args.cli_only and not args.cli_commit_every:
+        p.error("--cli-only needs --cli-commit-every")
     path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}{tag}.m3s"
-    build_index(path, args.n, args.dim, args.seed, args.chunk, components=components)
-    queries = make_queries(args.n, args.dim, args.seed, args.queries)
-    encode = None if args.no_encode else measure_encode(min(args.queries, 95), args.batch)
+    if not args.cli_only:
+        build_index(path, args.n, args.dim, args.seed, args.chunk, components=components,
+                    mean_tokens=args.mean_tokens)
 
     cli_path = None
     if args.cli_commit_every:
         cli_path = args.work_dir / f"latency-n{args.n}-d{args.dim}-s{args.seed}{tag}-commit{args.cli_commit_every}.m3s"
         build_s = {"cli": build_index(cli_path, args.n, args.dim, args.seed, args.chunk,
-                                      commit_every=args.cli_commit_every, components=components)}
+                                      commit_every=args.cli_commit_every, components=components,
+                                      mean_tokens=args.mean_tokens)}
         if args.tiers_only_baseline:
             from m3search.indexes.merge_policy import TieredMergePolicy
 
             base_path = cli_path.with_name(cli_path.stem + "-tiers.m3s")
             build_s["tiers_only"] = build_index(base_path, args.n, args.dim, args.seed, args.chunk,
                                                 commit_every=args.cli_commit_every, components=components,
-                                                merge_policy=TieredMergePolicy(max_searched_alone=10**9))
+                                                merge_policy=TieredMergePolicy(max_searched_alone=10**9),
+                                                mean_tokens=args.mean_tokens)
+    if args.build_only:
+        return {}
+    queries = make_queries(args.n, args.dim, args.seed, args.queries, args.mean_tokens)
+    encode = None if args.no_encode else measure_encode(min(args.queries, 95), args.batch)
+    if args.cli_only:  # the CLI-built index alone, timed as the main one
+        path, cli_path = cli_path, None
 
     results, cli_results, base_results, cli_info, base_info = {}, {}, {}, None, None
     base_path = base_path if cli_path and args.tiers_only_baseline else None
@@ -341,7 +364,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "load_avg_end": os.getloadavg(),
         "index": {"n_docs": info["n_docs"], "dim": args.dim, "n_segments": info["n_segments"],
+                  "segments": [seg["n_docs"] for seg in info["segments"]], "mean_tokens": args.mean_tokens,
+                  "built": (f"CLI's way: a commit every {args.cli_commit_every} passages, default merge policy, "
+                            "no optimize" if args.cli_only else "bulk load, optimized"),
                   "bytes": {kind: c["bytes"] for kind, c in info["components"].items()},
                   "total_bytes": info["total_bytes"],
                   "configs": {kind: c["config"] for kind, c in info["components"].items()}},
@@ -390,7 +417,9 @@ def markdown(report: dict) -> str:
     head = (f"{idx['n_docs']:,} passages, {idx['dim']}-d "
             + (f"dense and token vectors (multivec {mv['compression']})" if mv else
                f"dense vectors, components {', '.join(idx['configs'])}")
-            + f", {idx['n_segments']} segment(s), "
+            + (f", ~{idx['mean_tokens']} token vectors per passage" if mv and idx.get("mean_tokens") else "")
+            + (f", built the {idx['built']}" if str(idx.get("built", "")).startswith("CLI") else "")
+            + f", {idx['n_segments']} segment(s)" + (f" {idx['segments']}" if idx.get("segments") else "") + ", "
             f"{idx['total_bytes'] / 2**30:.2f} GiB on disk; {report['n_queries']} queries"
             + (f" x {report['rounds']} rounds" if report.get("rounds", 1) > 1 else "") + f", k={report['k']}, "
             f"default depths; {report['machine']['cpus']} CPU cores")
@@ -409,6 +438,8 @@ def markdown(report: dict) -> str:
         )
     lines += ["", "Stage columns are mean ms per single query. Search excludes encoding; end-to-end adds the "
               "encoder's time for one query."]
+    if report.get("load_avg_end"):
+        lines += [f"Load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in report['load_avg_end'])}."]
     cli = report.get("cli_built")
     rounds = report.get("rounds", 1)
     if cli:

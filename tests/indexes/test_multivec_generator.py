@@ -356,3 +356,21 @@ def test_centroid_sims_in_chunks_equal_one_product_and_keep_search_exact(seg, da
     ref = ref.reshape(len(q_lengths), N_DOCS)
     for qi in range(len(q_lengths)):
         np.testing.assert_allclose(D[qi], np.sort(ref[qi])[::-1][:K], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("seed", range(6))
+def test_top_positions_is_the_set_top_ids_takes(seed):
+    # the pool selection's radix select against top_ids (sort by score, ties by smaller id): ties, -inf,
+    # +inf, NaN, -0.0 / 0.0, k above the valid count, k = 0
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(0, 2500))
+        s = rng.standard_normal(n).astype(np.float32) * float(10.0 ** rng.integers(-30, 30))
+        if seed % 2:
+            s = np.round(s / np.abs(s).max() * 8) if n else s  # many ties
+        for value, share in ((-np.inf, 0.3), (np.nan, 0.01), (np.inf, 0.01), (0.0, 0.1), (-0.0, 0.1)):
+            if n and rng.random() < 0.5:
+                s[rng.random(n) < share] = value
+        for k in {0, 1, int(rng.integers(0, n + 1)), n, n + 7}:
+            want = np.sort(gen.top_ids(s, np.arange(n, dtype=np.int64), k)) if k else np.zeros(0, np.int64)
+            got = gen.top_positions(s, k)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, want)

@@ -103,7 +103,7 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
                 probe = nprobe or gen.default_nprobe(n_centroids)
                 est = np.concatenate([p.reader.probe_estimates(sims, p.skip, probe) for p in parts])
                 size = min(n_live, max(cands, pool or gen.default_pool(cands, n_live)))
-                pooled = gen.top_ids(est, np.arange(total, dtype=np.int64), size)
+                pooled = gen.top_positions(est, size)
                 if len(pooled) < size:  # too few reached: fill up with unreached live documents, by id
                     unreached = np.isinf(est) & live
                     pooled = np.concatenate([pooled, np.flatnonzero(unreached)[: size - len(pooled)]])

@@ -176,7 +176,7 @@ class MultivecSegmentReader(MultivecReader):
         est = gen.probe_scores(self.lists[0], self.lists[1], sims,
                                nprobe or gen.default_nprobe(n_centroids, self.n_docs), deleted, self.n_docs)
         pool = min(n_live, max(cands, pool or gen.default_pool(cands, n_live)))
-        pooled = gen.top_ids(est, np.arange(self.n_docs, dtype=np.int64), pool)
+        pooled = gen.top_positions(est, pool)
         if len(pooled) < pool:  # too few reached: fill up with unreached live documents, by id
             unreached = np.isinf(est)
             if deleted is not None:
