@@ -234,6 +234,8 @@ def term_matrix(data: dict, cls, unused, mode: str, agg: str, drop: tuple[str, .
     drop_mask = np.zeros(nu, dtype=bool)
     if "punct" in drop:
         drop_mask |= (lengths == 1) & cls["punct"][first_id]
+    if "onepiece" in drop:
+        drop_mask |= lengths == 1
     if "single" in drop:
         drop_mask |= (lengths == 1) & cls["single"][first_id]
     ok = (uw > 0) & ~drop_mask
@@ -276,9 +278,17 @@ VARIANTS = {
     "words-sum-nopunct": ("words", "sum", ("punct",)),
     "words-max-nopunct": ("words", "max", ("punct",)),
     "pieces-nopunct": ("pieces", "max", ("punct",)),
+    # words of 2+ pieces only (single-piece words are already pieces): added to pieces below
+    "multiwords-sum": ("words", "sum", ("onepiece",)),
+    "multiwords-max": ("words", "max", ("onepiece",)),
+    "multiwords-sqrtsum": ("words", "sqrtsum", ("onepiece",)),
 }
 # sums of two variants' scores (pieces and words side by side)
-HYBRIDS = {"pieces+words-max": ("pieces", "words-max"), "pieces+words-sum": ("pieces", "words-sum")}
+HYBRIDS = {"pieces+words-max": ("pieces", "words-max"), "pieces+words-sum": ("pieces", "words-sum"),
+           "pieces+words-sqrtsum": ("pieces", "words-sqrtsum"),
+           "pieces+multiwords-sum": ("pieces", "multiwords-sum"), "pieces+multiwords-max": ("pieces", "multiwords-max"),
+           "pieces+multiwords-sqrtsum": ("pieces", "multiwords-sqrtsum"),
+           "pieces+0.5*words-sum": ("pieces", "words-sum", 0.5), "pieces+2*words-sum": ("pieces", "words-sum", 2.0)}
 
 
 def score(args) -> None:
@@ -321,8 +331,8 @@ def score(args) -> None:
             D, Q = to_csr(dparts, len(table)), to_csr(qparts, len(table))
             scores[name] = (Q @ D.T).toarray()
             res["variants"][name] = {"doc_terms": int(D.nnz), "query_terms": int(Q.nnz), "vocab": len(table)}
-        for name, (a, b) in HYBRIDS.items():
-            scores[name] = scores[a] + scores[b]
+        for name, (a, b, *lam) in HYBRIDS.items():
+            scores[name] = scores[a] + (lam[0] if lam else 1.0) * scores[b]
             res["variants"][name] = {}
         for name, s in scores.items():
             run = {}
