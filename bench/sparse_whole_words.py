@@ -27,7 +27,6 @@ benchmark's metrics (trec_eval's conventions), with the benchmark's BM25 (`BM25I
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
