@@ -94,15 +94,14 @@ class _LitePath:
         return [i for w, _ in words for i in self.vocab.segment(w)]
 
     def forward(self, ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
-        """M3Encoder._forward for one unpadded piece: dense row, (ids, weights) kept, token vectors."""
+        """M3Encoder._forward for one unpadded piece: dense row, (ids, weights) at every position, token vectors."""
         h = self.backbone.forward(ids)
         pooled = h[0] if self.pooling == "cls" else h.mean(axis=0)
         dense = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         w = np.maximum(h @ self.sparse_w.T + self.sparse_b, 0).reshape(-1)
-        keep = (w > 0) & ~np.isin(ids, self.unused)
         vecs = h[1:] @ self.colbert_w.T + self.colbert_b
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        return dense.astype(np.float32), (ids[keep], w[keep]), vecs.astype(np.float32)
+        return dense.astype(np.float32), (ids, w), vecs.astype(np.float32)
 
 
 class FastQueryEncoder(Encoder):
@@ -225,7 +224,7 @@ class FastQueryEncoder(Encoder):
                 dense[i], w, v = lite.forward(ids)
                 weights.append(w)
                 vectors.append(v)
-        sparse = max_per_token(n, np.arange(n), weights, ident.vocab_size)
+        sparse = max_per_token(n, np.arange(n), weights, ident.vocab_size, lite.unused)
         lengths = np.asarray([len(v) for v in vectors], dtype=np.int64)
         multivec = np.ascontiguousarray(np.concatenate(vectors).astype(np.float32, copy=False))
         return EncodedBatch(dense, sparse, multivec, lengths)

@@ -296,13 +296,10 @@ class M3Encoder(Encoder):
             dense = dense.float().cpu().numpy()
             token_weights = out.token_weights.float().cpu().numpy()
             colbert = out.colbert.float().cpu().numpy()
-        unused = np.fromiter(self.tokenizer.unused_ids, dtype=np.int64)
         weights, vectors = [], []
         for j, piece in enumerate(batch):
             n = len(piece)
-            ids, w = piece.ids, token_weights[j, :n]
-            keep = (w > 0) & ~np.isin(ids, unused)
-            weights.append((ids[keep], w[keep]))
+            weights.append((np.asarray(piece.ids), token_weights[j, :n]))  # every position; merge_pieces filters
             vecs = colbert[j, : n - 1]
             if piece.cls_positions is not None and len(piece.cls_positions) > 1:
                 # MCLS: the inserted CLS tokens (all but the leading one) are not text tokens
@@ -323,8 +320,9 @@ class M3Encoder(Encoder):
     def _merge(
         self, n_texts: int, pieces: list[Piece], dense: np.ndarray, weights: list, vectors: list
     ) -> EncodedBatch:
+        unused = np.fromiter(self.tokenizer.unused_ids, dtype=np.int64)
         return EncodedBatch(*merge_pieces(n_texts, pieces, dense, weights, vectors, self.long_dense, self.vocab_size,
-                                          self.model.colbert_dim))
+                                          self.model.colbert_dim, unused))
 
 
 @contextlib.contextmanager

@@ -176,7 +176,7 @@ class OrtPassageEncoder:
         pieces = make_pieces(content, self.lite.cls_id, self.lite.eos_id, self.window_tokens, self.window_overlap, None)
         dense, weights, vectors = self._run(pieces)
         return EncodedBatch(*merge_pieces(len(texts), pieces, dense, weights, vectors, self.long_dense,
-                                          self.vocab_size, self.colbert_dim))
+                                          self.vocab_size, self.colbert_dim, self.lite.unused))
 
     # -- model passes -----------------------------------------------------------------------------
 
@@ -248,9 +248,7 @@ class OrtPassageEncoder:
         weights, vectors, at = [], [], 0
         for j, p in enumerate(batch):
             n = int(lengths[j])
-            w = token_weights[j, :n]
-            keep = (w > 0) & ~np.isin(p.ids, lite.unused)
-            weights.append((np.asarray(p.ids)[keep], w[keep]))
+            weights.append((np.asarray(p.ids), token_weights[j, :n]))  # every position; merge_pieces filters
             vectors.append(vecs[at : at + n - 1])
             at += n - 1
         return dense, weights, vectors

@@ -8,8 +8,23 @@ import scipy.sparse as sp
 from m3search.errors import ModelError
 
 
-def max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: int) -> sp.csr_matrix:
-    """CSR of lexical weights: for each (text, token id) the max weight over all its occurrences."""
+def kept(weights: list, unused: np.ndarray) -> list:
+    """Each piece's (token ids, lexical weights) at every position -> those with a weight > 0 and an id
+    BGE-M3 does not drop (cls/eos/pad/unk: FlagEmbedding's `unused_tokens`)."""
+    out = []
+    for ids, w in weights:
+        keep = (w > 0) & ~np.isin(ids, unused)
+        out.append((ids[keep], w[keep]))
+    return out
+
+
+def max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: int,
+                  unused: np.ndarray | None = None) -> sp.csr_matrix:
+    """CSR of lexical weights: for each (text, token id) the max weight over all its occurrences. `weights`:
+    each piece's (ids, weights) at every position; with `unused`, zero weights and those ids are dropped
+    first (`kept`), else the caller already did."""
+    if unused is not None:
+        weights = kept(weights, unused)
     rows = np.concatenate([np.full(len(ids), t, dtype=np.int64) for t, (ids, _) in zip(text_of, weights)] or [np.zeros(0, np.int64)])
     cols = np.concatenate([ids for ids, _ in weights] or [np.zeros(0, np.int64)])
     vals = np.concatenate([w for _, w in weights] or [np.zeros(0, np.float32)]).astype(np.float32)
@@ -27,10 +42,11 @@ def max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: 
 
 
 def merge_pieces(n_texts: int, pieces: list, dense: np.ndarray, weights: list, vectors: list, long_dense: str,
-                 vocab_size: int, colbert_dim: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
+                 vocab_size: int, colbert_dim: int, unused: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
     """(dense, sparse, token vectors, lengths) of each text from its pieces' outputs (see `windows.py`):
     dense is the first piece's or the renormalised mean ("first"/"mean"), lexical weights the max per token
-    id, token vectors every piece's in order."""
+    id (`weights`: each piece's ids and weights at every position; `unused`: ids whose weights are dropped),
+    token vectors every piece's in order."""
     text_of = np.asarray([p.text for p in pieces], dtype=np.int64)
     text_dense = np.zeros((n_texts, dense.shape[1]), dtype=np.float32)
     first = np.searchsorted(text_of, np.arange(n_texts))  # pieces are text by text
@@ -40,7 +56,7 @@ def merge_pieces(n_texts: int, pieces: list, dense: np.ndarray, weights: list, v
     else:
         np.add.at(text_dense, text_of, dense)
         text_dense /= np.maximum(np.linalg.norm(text_dense, axis=1, keepdims=True), 1e-12)
-    sparse = max_per_token(n_texts, text_of, weights, vocab_size)
+    sparse = max_per_token(n_texts, text_of, weights, vocab_size, unused)
     lengths = np.bincount(text_of, weights=[len(v) for v in vectors], minlength=n_texts).astype(np.int64)
     multivec = np.concatenate(vectors).astype(np.float32, copy=False) if vectors else np.zeros(
         (0, colbert_dim), dtype=np.float32)
