@@ -8,26 +8,16 @@ import scipy.sparse as sp
 from m3search.errors import ModelError
 
 
-def kept(weights: list, unused: np.ndarray) -> list:
-    """Each piece's (token ids, lexical weights) at every position -> those with a weight > 0 and an id
-    BGE-M3 does not drop (cls/eos/pad/unk: FlagEmbedding's `unused_tokens`)."""
-    out = []
-    for ids, w in weights:
-        keep = (w > 0) & ~np.isin(ids, unused)
-        out.append((ids[keep], w[keep]))
-    return out
-
-
 def max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: int,
-                  unused: np.ndarray | None = None) -> sp.csr_matrix:
+                  unused: np.ndarray) -> sp.csr_matrix:
     """CSR of lexical weights: for each (text, token id) the max weight over all its occurrences. `weights`:
-    each piece's (ids, weights) at every position; with `unused`, zero weights and those ids are dropped
-    first (`kept`), else the caller already did."""
-    if unused is not None:
-        weights = kept(weights, unused)
+    each piece's (ids, weights) at every position; zero weights and the ids BGE-M3 drops (`unused`:
+    cls/eos/pad/unk, FlagEmbedding's `unused_tokens`) are left out."""
     rows = np.concatenate([np.full(len(ids), t, dtype=np.int64) for t, (ids, _) in zip(text_of, weights)] or [np.zeros(0, np.int64)])
-    cols = np.concatenate([ids for ids, _ in weights] or [np.zeros(0, np.int64)])
+    cols = np.concatenate([np.asarray(ids, dtype=np.int64) for ids, _ in weights] or [np.zeros(0, np.int64)])
     vals = np.concatenate([w for _, w in weights] or [np.zeros(0, np.float32)]).astype(np.float32)
+    keep = (vals > 0) & ~np.isin(cols, unused)
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
     if len(vals):
         order = np.lexsort((cols, rows))
         rows, cols, vals = rows[order], cols[order], vals[order]
