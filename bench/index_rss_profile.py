@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index_throughput import write_corpus  # noqa: E402
 
 
-def rss_mb() -> float:
+def rss_mb(key: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -45,15 +45,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--interval", type=float, default=0.02)
+    ap.add_argument("--corpus", type=Path, help="index this corpus file instead of --n generated passages")
     ap.add_argument("--extra", nargs="*", default=[], help="extra CLI arguments for m3search index")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="m3s-rss-"))
-    corpus = work / "passages.jsonl"
-    write_corpus(corpus, args.n)
+    corpus = args.corpus or work / "passages.jsonl"
+    if args.corpus is None:
+        write_corpus(corpus, args.n)
     main_id = threading.get_ident()
     stop = threading.Event()
     timeline: list[tuple[float, float, str]] = []
     peak = {"mb": 0.0, "stack": ""}
+    hwm_steps: list[tuple[float, float, str]] = []  # VmHWM rises: catches peaks shorter than a sampling interval
     t0 = time.perf_counter()
 
     def sample() -> None:
@@ -62,6 +65,9 @@ def main() -> None:
             frame = sys._current_frames().get(main_id)
             w = where(frame) if frame is not None else "?"
             timeline.append((time.perf_counter() - t0, mb, w))
+            hwm = rss_mb("VmHWM")
+            if not hwm_steps or hwm > hwm_steps[-1][1] + 10:
+                hwm_steps.append((timeline[-1][0], hwm, w))
             if mb > peak["mb"]:
                 peak["mb"] = mb
                 peak["stack"] = "".join(traceback.format_stack(frame)[-14:]) if frame is not None else ""
@@ -90,6 +96,9 @@ def main() -> None:
     for w, (dt, mb, first) in stages.items():
         if dt >= 0.2 or mb >= 0.8 * peak["mb"]:
             print(f"| {first:.1f} | {dt:.1f} | {mb:.0f} | {w} |")
+    print("\nVmHWM rises of > 10 MB (peak so far, where the main thread was when the sampler saw it):")
+    for t, mb, w in hwm_steps:
+        print(f"  {t:6.1f} s {mb:7.0f} MB  {w}")
     print("\nRSS every ~2 s:")
     last = -9.0
     for t, mb, w in timeline:

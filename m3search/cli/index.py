@@ -167,7 +167,7 @@ def _free_encoder(index) -> None:
     codec training is the run's largest allocation: the command needs no encoder after it."""
     import gc
 
-    from m3search.cli.heap import release_free_memory
+    from m3search.indexes.heap import release_free_memory
 
     index.release_encoder()
     gc.collect()

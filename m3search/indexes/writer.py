@@ -77,6 +77,7 @@ from m3search.indexes import fields
 from m3search.indexes.background import BackgroundMerges
 from m3search.indexes.base import ComponentType
 from m3search.document import Document
+from m3search.indexes.heap import release_free_memory
 from m3search.ingest import passage_text
 from m3search.indexes.docstore import DocStore, begin, ext_key, grow_map, guarded, id_value, int_key, pack, pack_record
 from m3search.indexes.fsutil import file_sizes, fsync_dir, fsync_dirs
@@ -264,6 +265,7 @@ class IndexWriter:
         """Write the buffered documents into a pending (uncommitted) segment."""
         if not self._buffer:
             return
+        release_free_memory()  # freed encoder batches, before the segment's build allocates
         start = self._buffer[0][0]
         batch = _buffered_batch(self._buffer, self._spill)
         assert start + len(batch) == self._next_id, "buffered ids must be contiguous"

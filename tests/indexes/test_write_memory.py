@@ -89,6 +89,51 @@ def test_residuals_computed_a_block_at_a_time_give_the_same_codec(monkeypatch):
     np.testing.assert_array_equal(whole.encode(x), blocks.encode(x))
 
 
+def test_a_consumed_sample_is_shuffled_in_place_into_the_same_codec():
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(30, 32))
+    x = (centers[rng.integers(0, 30, 4000)] + 0.3 * rng.normal(size=(4000, 32))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    mine = x.copy()
+    with faiss_threads(1):
+        copied = Codec.train("rpq8", x, coarse_k=64, seed=4, store_norm=True)
+        consumed = Codec.train("rpq8", mine, coarse_k=64, seed=4, store_norm=True, consume=True)
+    np.testing.assert_array_equal(x, x.copy())  # not consumed: the caller's rows stay where they were
+    assert not np.array_equal(mine, x)  # consumed: shuffled in place
+    np.testing.assert_array_equal(np.sort(mine, axis=0), np.sort(x, axis=0))  # the same rows
+    assert consumed.codec_id == copied.codec_id and consumed.fidelity == copied.fidelity
+    np.testing.assert_array_equal(consumed.encode(x), copied.encode(x))
+
+
+def test_segment_build_leaves_the_buffer_mapping_out_of_the_resident_set(tmp_path):
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("reads /proc/self/status")
+    from m3search.indexes.multivec.component import MultivecComponent
+
+    def rss_file_kb() -> int:
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40_000, 128)).astype(np.float32)  # 20 MB
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spill = TokenSpill(tmp_path, 128)
+    spill.append(x)
+    rows = spill.array()
+    lengths = np.full(400, 100, np.int64)
+    import scipy.sparse as sp
+
+    batch = EncodedBatch(dense=np.zeros((400, 4), np.float32), sparse=sp.csr_matrix((400, 8), dtype=np.float32),
+                         multivec=rows, multivec_lengths=lengths)
+    comp = MultivecComponent({"min_train_tokens": 1000, "train_tokens": 8000, "coarse_k": 64, "threads": 1})
+    before = rss_file_kb()
+    meta = comp.build(tmp_path / "seg", batch, tmp_path / "shared")
+    assert rss_file_kb() - before < 8_000, "each pass over the buffered tokens drops the pages it read"
+    reader = comp.open(tmp_path / "seg", meta, tmp_path / "shared")
+    np.testing.assert_allclose(reader.token_vectors(np.arange(3))[0], x[:300], atol=0.35)  # what was buffered
+    spill.close()
+
+
 def test_bounded_pq_sample_keeps_fidelity():
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(50, 32))

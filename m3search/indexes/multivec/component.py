@@ -73,15 +73,24 @@ class MultivecComponent(ComponentType):
         check_tokens(x, lengths, what="multivec segment")
         rng = np.random.default_rng(self.config["seed"])
 
+        # x may be the writer's buffered tokens, a file mapping (token_spill.MappedRows): each pass over it
+        # drops the pages it read, so they don't stack on the codec's training sample and the encoder
+        drop = getattr(x, "drop_pages", lambda: None)
+
         def sample() -> np.ndarray:
+            # a copy of our own (Codec.train may shuffle it in place), gathered a chunk of x at a time
             take = np.sort(rng.choice(len(x), size=min(len(x), self.config["train_tokens"]), replace=False))
-            return x if len(take) == len(x) else x[take]  # all of them: no copy
+            out = np.empty((len(take), x.shape[1]), np.float32)
+            cuts = np.searchsorted(take, np.arange(0, len(x) + _CHUNK_TOKENS, _CHUNK_TOKENS))
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                out[a:b] = x[take[a:b]]
+                drop()
+            return out
 
         codec = self.codec(Path(shared), x.shape[1], len(x), sample)
-        chunks = (x[lo : lo + _CHUNK_TOKENS] for lo in range(0, len(x), _CHUNK_TOKENS))
         probe = x[rng.choice(len(x), size=min(len(x), _FIDELITY_TOKENS), replace=False)] if len(x) else x
-        unit = all(_unit_norm(x[lo : lo + _CHUNK_TOKENS]) for lo in range(0, len(x), _CHUNK_TOKENS))
-        return self._write(Path(path), codec, lengths, (codec.encode(c) for c in chunks), probe, unit)
+        unit = all(_unit_norm(c) for c in _token_chunks(x, drop))
+        return self._write(Path(path), codec, lengths, (codec.encode(c) for c in _token_chunks(x, drop)), probe, unit)
 
     def _merge(self, path: Path, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], shared: Path) -> dict:
         if len(sources) != len(keep) or not sources:
@@ -183,7 +192,10 @@ class MultivecComponent(ComponentType):
             return Codec("fp16", dim)
         x = sample()
         k = coarse_k_for(self.config["coarse_k"], n_tokens, min(len(x), self.config["train_tokens"]))
-        codec = Codec.train(name, x, coarse_k=k, seed=self.config["seed"], store_norm=self.config["rescale"])
+        # a sample of our own (not the caller's tokens) is shuffled in place rather than copied
+        consume = x.base is None and x.flags.writeable
+        codec = Codec.train(name, x, coarse_k=k, seed=self.config["seed"], store_norm=self.config["rescale"],
+                            consume=consume)
         return self._publish(shared, codec)
 
     def shared_codec(self, shared: Path) -> Codec | None:
@@ -259,6 +271,13 @@ class MultivecComponent(ComponentType):
         _write_header(path, header)
         logger.info("multivec segment %s: %d docs, %d tokens as %s", path, len(lengths), t, codec.name)
         return header
+
+
+def _token_chunks(x: np.ndarray, drop) -> Iterable[np.ndarray]:
+    """x in chunks of _CHUNK_TOKENS rows; drop() after each chunk is used."""
+    for lo in range(0, len(x), _CHUNK_TOKENS):
+        yield x[lo : lo + _CHUNK_TOKENS]
+        drop()
 
 
 def _unit_norm(x: np.ndarray) -> bool:

@@ -1,8 +1,11 @@
-"""Give freed heap memory back to the system (glibc's malloc_trim), for the CLI, which owns its process.
+"""Give freed heap memory back to the system (glibc's malloc_trim).
 
-glibc keeps freed small blocks (a tokenizer's trie, a model's many small tensors) in its heap; after the
-encoder is dropped, `release_free_memory` returns their pages so that the memory counts as free for the
-rest of the run. A fixed mmap threshold (MALLOC_MMAP_THRESHOLD_=1 MB) was tried too: ~200 MB lower peak
+glibc keeps freed blocks in its heap: a tokenizer's trie and a model's many small tensors once the encoder is
+dropped (the CLI releases them before its last commit), and the activations of each encoder batch, which
+ONNX Runtime allocates and frees with malloc (~200 MB held after a 128-passage batch of m3search-small).
+`release_free_memory` returns their pages, so that a segment build does not stack on them: the writer calls
+it before it flushes its buffer (the codec's training sample alone is ~300 MB at 384-d). It changes no
+state a program can see, only which free pages the process keeps. A fixed mmap threshold (MALLOC_MMAP_THRESHOLD_=1 MB) was tried too: ~200 MB lower peak
 RSS when the token buffer lived in the heap, but every encoder batch then page-faults its activations in
 afresh (indexing 400 passages took 58.7 s instead of 40.9 s, same load), and with the buffered token
 vectors in a file (indexes/token_spill.py) there is little heap left to fragment; so it is not set.
