@@ -97,12 +97,15 @@ def check_lexical(x, names=None, what: str = "add") -> None:
         )
 
 
-def check_tokens(v: np.ndarray, lengths, names=None, what: str = "add") -> None:
-    """Token vectors finite, every element within ±MAX_TOKEN_VALUE."""
+def check_tokens(v: np.ndarray, lengths, names=None, what: str = "add", after_block=None) -> None:
+    """Token vectors finite, every element within ±MAX_TOKEN_VALUE. after_block() is called after each
+    block is read (a file mapping's drop_pages: the check then doesn't leave all of v resident)."""
     if not v.size:
         return
     for lo in range(0, len(v), _CHECK_ROWS):  # a block at a time: no temporaries the size of v
         bad = ~(np.abs(v[lo : lo + _CHECK_ROWS]) <= MAX_TOKEN_VALUE).all(axis=1)  # also catches NaN
+        if after_block is not None:
+            after_block()
         if bad.any():
             break
     if bad.any():
