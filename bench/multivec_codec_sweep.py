@@ -159,7 +159,47 @@ class RPCACodec:
         return self._recon(ids, pqc) * scale[:, None]
 
 
+class MeanPQCodec:
+    """mpq<M>: each document's mean token vector stored once as int8 (d bytes + a 4-byte scale per document,
+    counted per token at the corpus's mean length); each token's residual from its document's decoded mean
+    is rotated by the residuals' PCA and PQ-coded over its first 8 M dimensions (M bytes, any M). Tokens of
+    one document share a context direction the mean removes, so the PQ spends its bits on what differs
+    between tokens."""
+
+    def __init__(self, name: str, d: int):
+        self.m, self.d = int(re.match(r"^mpq(\d+)$", name).group(1)), d
+        self.keep = min(d, 8 * self.m)
+        self.pq = faiss.ProductQuantizer(self.keep, self.m, 8)
+        self.pq.cp.niter, self.pq.cp.max_points_per_centroid = 12, 256
+        self.bytes = self.m  # the mean's share is added by the caller from the document lengths
+
+    @staticmethod
+    def _means(x, lengths):
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        means = np.add.reduceat(x, starts, axis=0) / np.asarray(lengths, np.float32)[:, None]
+        scale = np.abs(means).max(axis=1, keepdims=True) / 127
+        q = np.rint(means / np.maximum(scale, 1e-12)).astype(np.int8)
+        return np.repeat(q.astype(np.float32) * scale, lengths, axis=0)
+
+    def train(self, x, lengths):
+        r = x - self._means(x, lengths)
+        w, v = np.linalg.eigh(np.cov(r.T).astype(np.float64))
+        self.rot = np.ascontiguousarray(v[:, ::-1].T, dtype=np.float32)  # rows: components, most variance first
+        self.pq.train(np.ascontiguousarray((r @ self.rot.T)[:, : self.keep]))
+
+    def encode(self, x, lengths):
+        self.mean_rows = self._means(x, lengths)
+        return self.pq.compute_codes(np.ascontiguousarray(((x - self.mean_rows) @ self.rot.T)[:, : self.keep]))
+
+    def decode(self, codes):
+        rr = np.zeros((len(codes), self.d), np.float32)
+        rr[:, : self.keep] = self.pq.decode(codes)
+        return rr @ self.rot + self.mean_rows
+
+
 def make(name: str, d: int):
+    if name.startswith("mpq"):
+        return MeanPQCodec(name, d)
     if name.startswith("rpca"):
         return RPCACodec(name, d)
     return M3Codec(name, d) if "@" in name else FaissCodec(name, d)
@@ -210,9 +250,10 @@ def main(argv=None) -> int:
     q_vecs = np.concatenate([qv[qo[i]:qo[i + 1]] for i in keep])
     q_len = ql[keep]
     x, lengths = corpus.docs(0, half)
-    xt, _ = corpus.docs(half, a.n)
-    rng = np.random.default_rng(0)
-    xt = xt[np.sort(rng.choice(len(xt), min(len(xt), a.train_tokens), replace=False))]
+    xt, lt = corpus.docs(half, a.n)
+    # whole documents for the training sample (mpq needs each token's document mean)
+    keep_docs = np.cumsum(lt) <= a.train_tokens
+    xt, lt = xt[: int(lt[keep_docs].sum())], lt[keep_docs]
     q_means = corpus.doc_means(q_vecs, q_len)
     cands = np.argsort(-(q_means @ corpus.doc_means(x, lengths).T), axis=1)[:, : a.candidates]
 
@@ -234,10 +275,13 @@ def main(argv=None) -> int:
         if base not in trained:
             codec = make(base, a.d)
             t0 = time.perf_counter()
-            codec.train(xt[: a.aq_train_tokens] if base.startswith(("prq", "plsq")) else xt)
+            if base.startswith("mpq"):
+                codec.train(xt, lt)
+            else:
+                codec.train(xt[: a.aq_train_tokens] if base.startswith(("prq", "plsq")) else xt)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            codes = codec.encode(x)
+            codes = codec.encode(x, lengths) if base.startswith("mpq") else codec.encode(x)
             trained = {base: (codec, codes, train_s, time.perf_counter() - t0)}
         codec, codes, train_s, enc_s = trained[base]
         y = codec.decode(codes).astype(np.float32)
@@ -256,6 +300,8 @@ def main(argv=None) -> int:
         cos = float(np.mean(np.sum(_unit(y) * x, axis=1)))
         free_norm = base.startswith(("pq", "opq", "rpca"))  # rpca's norm byte is in its own count
         nbytes = codec.bytes + (1 if rescale and not free_norm else 0)
+        if base.startswith("mpq"):  # the int8 mean and its scale, shared by the document's tokens
+            nbytes = round(nbytes + (a.d + 4) * len(lengths) / len(x), 1)
         row = {"codec": name, "bytes_per_token": nbytes, "top10_agreement": float(np.mean(agree)),
                "mean_abs_score_error": err, "recon_cosine": cos, "train_s": train_s,
                "encode_s": enc_s, "encode_us_per_token": 1e6 * enc_s / len(x), "n_eval_tokens": len(x),
