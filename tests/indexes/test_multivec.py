@@ -141,6 +141,33 @@ def test_segments_before_the_codec_store_fp16_and_are_reencoded_on_merge(build, 
     assert top10_agreement(got, exact[:, kept]) >= FLOORS["pq8"][0]
 
 
+def test_a_merge_of_fp16_segments_trains_the_codec_on_whole_documents_drawn_at_random(build, data, tmp_path):
+    """The merge's training sample, rebuilt here from the readers' decoded tokens, gives the same codec."""
+    docs, lengths, *_ = data
+    cut = int(lengths[:40].sum())
+    end = int(lengths[:80].sum())
+    biggest = max(cut, end - cut)  # each segment too small to train a codec, both together enough
+    config = {"compression": "pq8", "min_train_tokens": biggest + 1, "train_tokens": int(1.2 * biggest)}
+    a = build(docs[:cut], lengths[:40], config, "a")
+    b = build(docs[cut:end], lengths[40:80], config, "b")
+    assert a.codec.name == b.codec.name == "fp16"
+    comp = MultivecComponent({**BASE, **config})
+    keep = [np.arange(0, 40, 2), np.arange(1, 40)]
+    meta = comp.merge(tmp_path / "m", [a, b], keep, tmp_path / "shared")
+    merged = comp.open(tmp_path / "m", meta, tmp_path / "shared")
+    assert merged.codec.name == "pq8"
+
+    kept_docs = [v for r, k in zip((a, b), keep) for v in np.split(r.token_vectors(k)[0], np.cumsum(r.doc_lengths(k))[:-1])]
+    kept_lengths = np.array([len(v) for v in kept_docs])
+    rng = np.random.default_rng(comp.config["seed"])
+    order = rng.permutation(len(kept_docs))
+    n_take = int(np.searchsorted(np.cumsum(kept_lengths[order]), config["train_tokens"])) + 1
+    sample = np.concatenate([kept_docs[i] for i in np.sort(order[:n_take])])
+    assert config["train_tokens"] <= len(sample) < kept_lengths.sum()  # a real subset
+    ref = MultivecComponent({**BASE, **config}).codec(tmp_path / "ref", D, int(kept_lengths.sum()), lambda: sample)
+    assert ref.codec_id == merged.codec.codec_id
+
+
 def test_merge_with_keep_masks_equals_building_the_kept_documents(build, data, tmp_path):
     docs, lengths, q, q_lengths, _ = data
     cut = int(lengths[:300].sum())

@@ -99,14 +99,23 @@ class MultivecComponent(ComponentType):
         rng = np.random.default_rng(self.config["seed"])
 
         def sample() -> np.ndarray:
-            # whole documents drawn at random until the token budget is met
+            # whole documents drawn at random until the token budget is met, decoded a chunk at a time into
+            # one array (a list of per-source parts and their concatenation held the sample twice, while the
+            # writer's encoder is still loaded when a commit merges)
             owner = np.repeat(np.arange(len(keep)), [len(k) for k in keep])
             order = rng.permutation(len(lengths))
             n_take = int(np.searchsorted(np.cumsum(lengths[order]), self.config["train_tokens"])) + 1
             chosen = np.sort(order[:n_take])
             flat_keep = np.concatenate(keep)
-            parts = [sources[i].token_vectors(flat_keep[chosen[owner[chosen] == i]])[0] for i in range(len(keep))]
-            return np.concatenate(parts)
+            out = np.empty((int(lengths[chosen].sum()), dim), np.float32)
+            at = 0
+            for i, src in enumerate(sources):
+                ids = flat_keep[chosen[owner[chosen] == i]]
+                for part in _doc_chunks(src.doc_lengths(ids)):
+                    vecs = src.token_vectors(ids[part])[0]
+                    out[at : at + len(vecs)] = vecs
+                    at += len(vecs)
+            return out
 
         codec = self.codec(Path(shared), dim, int(lengths.sum()), sample)
         probe = []
