@@ -10,6 +10,11 @@ from typing import Mapping
 import numpy as np
 
 DEFAULT_RRF_K = 60
+# Component scores this close (relative) rank as ties, ordered by id. One document's exact score can differ in
+# its last float32 bits between candidate batches (a matrix product's summation order differs by batch size
+# and CPU), and that must not reorder exactly tied documents: a shard and the whole index, or two runs,
+# would give them different ranks and so different RRF scores.
+RANK_TIE_TOLERANCE = 1e-6
 
 
 def _group_order(q_index: np.ndarray, ids: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -19,6 +24,22 @@ def _group_order(q_index: np.ndarray, ids: np.ndarray, score: np.ndarray) -> tup
     # the first position of every query's run in the sorted order
     starts = np.searchsorted(q_sorted, q_sorted, side="left")
     return order, np.arange(len(order)) - starts
+
+
+def rank_order(q_index: np.ndarray, ids: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """As `_group_order`, with scores within RANK_TIE_TOLERANCE (relative) of their neighbour in the sorted
+    order counted as tied: a run of such scores is ordered by id. What RRF ranks by."""
+    order, _ = _group_order(q_index, ids, score)
+    if len(order) < 2:
+        return order, np.zeros(len(order), dtype=np.int64)
+    s, q = score[order].astype(np.float64), q_index[order]
+    with np.errstate(invalid="ignore"):  # -inf next to -inf: a tie
+        gap = s[:-1] - s[1:] > RANK_TIE_TOLERANCE * np.maximum(1.0, np.abs(s[:-1]))
+    starts_group = np.ones(len(order), dtype=bool)
+    starts_group[1:] = (q[1:] != q[:-1]) | gap
+    order = order[np.lexsort((ids[order], np.cumsum(starts_group)))]
+    q_sorted = q_index[order]
+    return order, np.arange(len(order)) - np.searchsorted(q_sorted, q_sorted, side="left")
 
 
 def weighted_sum(scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -40,11 +61,12 @@ def reciprocal_rank(
     """Weighted reciprocal-rank fusion: sum over components of weight / (rrf_k + rank).
 
     The rank of a document is its 1-based position among its query's candidates by that component's
-    exact score, so every candidate has a rank on every component.
+    exact score (`rank_order`: near-equal scores are ties, ordered by id), so every candidate has a rank on
+    every component.
     """
     out = np.zeros(len(ids), dtype=np.float64)
     for name, w in weights.items():
-        order, rank0 = _group_order(q_index, ids, scores[name])
+        order, rank0 = rank_order(q_index, ids, scores[name])
         ranks = np.empty(len(ids), dtype=np.float64)
         ranks[order] = rank0 + 1
         out += w / (rrf_k + ranks)

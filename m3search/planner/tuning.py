@@ -124,7 +124,7 @@ def component_ranks(table: ScoreTable) -> dict[str, np.ndarray]:
     ids = _tie_ids(table)
     out = {}
     for c, s in table.scores.items():
-        order, rank0 = fuse._group_order(table.q_index, ids, s)
+        order, rank0 = fuse.rank_order(table.q_index, ids, s)
         r = np.empty(len(ids), dtype=np.float64)
         r[order] = rank0 + 1
         out[c] = r
