@@ -116,7 +116,8 @@ class MultivecSegmentReader(MultivecReader):
         return {"generator": "centroid-lists", "generator_centroids": n_centroids,
                 "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
                 "generator_pool": pool, "generator_refine": gen.default_refine(cands, pool),
-                "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"])}
+                "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"]),
+                "generator_mean_candidates": mv.DEFAULT_MEAN_CANDIDATES if self.means is not None else 0}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
                scorer=None, threads=None, scored=None, mean_candidates=None):
