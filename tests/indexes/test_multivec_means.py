@@ -72,15 +72,15 @@ def recall(I, ref):
 
 # -- what is stored ------------------------------------------------------------------------------
 
-def test_stored_means_equal_numpy_within_quantization(tmp_path, data, monkeypatch):
+def test_stored_means_equal_numpy_within_quantization(tmp_path, data, built, monkeypatch):
     """Built with chunks of 1,000 tokens, so documents are cut across chunks: the streamed means still equal
     the reference, up to each row's int8 rounding (half its scale)."""
     docs, lengths, *_ = data
+    comp, _, root = built
     monkeypatch.setattr(mc, "_CHUNK_TOKENS", 1000)
-    comp = MultivecComponent(BASE)
-    meta = comp.build(tmp_path / "s", vectors_batch(multivec=docs, lengths=lengths), tmp_path / "shared")
+    meta = comp.build(tmp_path / "s", vectors_batch(multivec=docs, lengths=lengths), root / "shared")
     assert meta["version"] == 4 and {mv.MEANS, mv.MEANS_SCALE} <= set(meta["files"])
-    reader = comp.open(tmp_path / "s", meta, tmp_path / "shared")
+    reader = comp.open(tmp_path / "s", meta, root / "shared")
     codes, scales = np.asarray(reader.means[0]), reader.means[1]
     assert codes.dtype == np.int8 and codes.shape == (N_DOCS, D) and scales.shape == (N_DOCS, 2)
     unit, norms = reference_means(docs, lengths)
@@ -221,18 +221,18 @@ def test_merge_of_a_version_3_segment_computes_means_from_decoded_tokens(tmp_pat
     assert cos.min() > 0.9  # the decoded tokens' means point where the originals' do
 
 
-def test_corrupt_means_are_detected(tmp_path, data):
+def test_corrupt_means_are_detected(tmp_path, data, built):
     docs, lengths, q, q_lengths = data
-    comp = MultivecComponent(BASE)
-    meta = comp.build(tmp_path / "s", vectors_batch(multivec=docs, lengths=lengths), tmp_path / "shared")
+    comp, _, root = built
+    meta = comp.build(tmp_path / "s", vectors_batch(multivec=docs, lengths=lengths), root / "shared")
     flip_bits(tmp_path / "s" / mv.MEANS, 0x40, at=100)
-    reader = comp.open(tmp_path / "s", meta, tmp_path / "shared")  # data blocks are checked when read
+    reader = comp.open(tmp_path / "s", meta, root / "shared")  # data blocks are checked when read
     reader.search(q, q_lengths, K, mean_candidates=0)  # the stage off: the means are not read
     with pytest.raises(IndexFormatError, match="means.arr.*checksum"):
         reader.search(q, q_lengths, K, mean_candidates=50)
     flip_bits(tmp_path / "s" / mv.MEANS_SCALE, 0x01, at=3)
     with pytest.raises(IndexFormatError, match="means_scale.arr.*checksum"):
-        comp.open(tmp_path / "s", meta, tmp_path / "shared")
+        comp.open(tmp_path / "s", meta, root / "shared")
 
 
 # -- the knob --------------------------------------------------------------------------------------
