@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +96,16 @@ def search_phase(a, folder: Path, state: dict) -> dict:
             "compression": reader.codec.name, "generator_k100": reader.generator_settings(K),
             "means_bytes_per_doc": reader.dim + 8, "build_s": state["build_s"], "repeats": a.repeats}
     reader.close()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {"data": f"synthetic clustered {a.d}-d, ~{a.mean_len} tokens/doc", "threads": a.threads, "info": info,
-            "rows": rows, "load": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
+            "rows": rows, "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "when": f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {commit or 'unknown'}"}
 
 
 def markdown(res: dict) -> str:
     i = res["info"]
-    lines = [f"Mean-vector candidate stage, {res['data']}: N={i['n_docs']:,} docs, {i['n_tokens']:,} tokens x "
+    lines = [f"#11 mean-vector candidate stage, {res.get('when', '')}, heavy lock held", "",
+             f"Mean-vector candidate stage, {res['data']}: N={i['n_docs']:,} docs, {i['n_tokens']:,} tokens x "
              f"{i['dim']}, {i['queries']} queries, k={K}, compression {i['compression']}, "
              f"{res['threads'] or 'library default'} thread(s), 2 shared CPU cores, load average {res['load']}", "",
              f"Generator defaults at k={K}: {i['generator_k100']}; mean vectors: {i['means_bytes_per_doc']} B/doc "
