@@ -78,7 +78,8 @@ class RemoteIndex:
     # -- reading
     def search(self, query, *, k: int = 10, mode: str | None = None, weights=None, depths=None,
                fusion: str = "weighted", rrf_k: float = 60, explain: bool = False, all_scores: bool = False,
-               with_text: bool = True, filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None):
+               with_text: bool = True, filter: Any = None, offset: int = 0, fields: Sequence[str] | None = None,
+               params: Any = None):
         """As SearchIndex.search: a string gives list[Hit], a list of strings one list per query."""
         single = isinstance(query, str)
         texts = [query] if single else list(query)
@@ -86,7 +87,7 @@ class RemoteIndex:
             return []
         hits = self.search_many(texts, k=k, mode=mode, weights=weights, depths=depths, fusion=fusion, rrf_k=rrf_k,
                                 explain=explain, all_scores=all_scores, with_text=with_text, filter=filter,
-                                offset=offset, fields=fields)
+                                offset=offset, fields=fields, params=params)
         return hits[0] if single else hits
 
     def search_many(self, queries: Sequence[str], **options: Any) -> list[list[Hit]]:

@@ -31,5 +31,6 @@ def parse_params(specs: tuple[str, ...]) -> dict[str, dict] | None:
 param_option = click.option(
     "--param", "param_specs", multiple=True, metavar="SOURCE.NAME=VALUE",
     help="A candidate source's search knob, repeatable: multivec.nprobe (centroids probed per query token), "
-         "multivec.candidates (documents scored from full codes), multivec.pool, dense.nprobe, ...",
+         "multivec.candidates (documents scored from full codes), multivec.mean_candidates (documents added "
+         "by mean-vector score, 0: off), multivec.pool, dense.nprobe, ...",
 )

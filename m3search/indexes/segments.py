@@ -399,7 +399,7 @@ class IndexMultivecReader(_IndexReader, MultivecReader):
     def search(self, q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, deleted: np.ndarray | None = None,
                scored: list | None = None, **params: Any) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by MaxSim over the stored token codes (the segments' candidate generators; params:
-        nprobe, candidates, pool, see MultivecSegmentReader.search; scored: see MultivecReader.search)."""
+        nprobe, candidates, pool, mean_candidates, see MultivecSegmentReader.search; scored: see MultivecReader.search)."""
         q_vecs = np.ascontiguousarray(q_vecs, dtype=np.float32)
         q_lengths = np.asarray(q_lengths, dtype=np.int64)
         return _multivec_search(self.segset, q_vecs, q_lengths, k, deleted, params, scored)

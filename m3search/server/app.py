@@ -29,6 +29,7 @@ from m3search.errors import (
     InputError,
     M3SearchError,
 )
+from m3search.planner.candidates import SOURCES
 from m3search.planner.filters import Filter
 from m3search.planner.planner import hit_fields
 from m3search.server import schemas
@@ -254,7 +255,18 @@ def create_app(index: Any, settings: ServerSettings | None = None) -> FastAPI:
                            type(e).__name__) from None
         options: dict[str, Any] = dict(k=body.k, offset=body.offset, explain=body.explain, fusion=body.fusion,
                                        rrf_k=body.rrf_k, all_scores=body.all_scores, with_text=body.with_text)
-        for name in ("mode", "weights", "depths"):
+        for source, knobs in (body.params or {}).items():
+            if source not in SOURCES:
+                raise ApiError(400, "params", f"params: unknown source {source!r}; valid: {', '.join(SOURCES)}")
+            if "mean_candidates" in knobs:  # checked here too, so the error names its field
+                from m3search.indexes.multivec.means import check_mean_candidates  # numba: only when asked
+
+                try:
+                    check_mean_candidates(knobs["mean_candidates"])
+                except InputError as e:
+                    raise ApiError(400, f"params.{source}.mean_candidates", f"params.{source}.mean_candidates: {e}",
+                                   type(e).__name__) from None
+        for name in ("mode", "weights", "depths", "params"):
             if getattr(body, name) is not None:
                 options[name] = getattr(body, name)
         if flt is not None:

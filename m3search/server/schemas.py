@@ -26,6 +26,8 @@ class SearchRequest(_Body):
     fusion: Literal["weighted", "rrf"] | None = Field(
         None, description="weighted or rrf (default: the index's tuned defaults, else weighted).")
     rrf_k: float | None = Field(None, gt=0, description="RRF's k (default 60, or the tuned value).")
+    params: dict[str, dict[str, Any]] | None = Field(
+        None, description='Per-source search knobs, e.g. {"multivec": {"mean_candidates": 200, "nprobe": 16}}.')
 
 
 class MatchedTermOut(BaseModel):

@@ -237,8 +237,8 @@ def test_missing_or_corrupt_codec_is_refused(tmp_path, data):
 def test_unknown_version_is_refused(tmp_path, data):
     comp, meta, path = _seg(tmp_path, data, "sq8")
     header = json.loads((path / "multivec.json").read_text())
-    (path / "multivec.json").write_text(json.dumps({**header, "version": 4}))
-    with pytest.raises(IndexFormatError, match="version 4"):
+    (path / "multivec.json").write_text(json.dumps({**header, "version": 5}))
+    with pytest.raises(IndexFormatError, match="version 5"):
         comp.open(path, {}, tmp_path / "shared")
     (path / "multivec.json").write_text(json.dumps({**header, "format": "something.else"}))
     with pytest.raises(IndexFormatError, match="format"):

@@ -73,6 +73,9 @@ def test_search_answers_like_query_json(server, index):
     ({"queries": ["x"], "mode": "nonsense"}, 400, None),
     ({"queries": ["x"], "depths": 10**9}, 400, "depths"),
     ({"queries": ["x"], "depths": {"sparse": 10**9}}, 400, "depths.sparse"),
+    ({"queries": ["x"], "params": {"multivec": {"mean_candidates": -1}}}, 400, "params.multivec.mean_candidates"),
+    ({"queries": ["x"], "params": {"multivec": {"mean_candidates": 10**6}}}, 400, "params.multivec.mean_candidates"),
+    ({"queries": ["x"], "params": {"colbert": {"nprobe": 4}}}, 400, "params"),
 ])
 def test_bad_requests_name_the_field(server, body, status, field):
     r = server.post("/v1/search", json=body)
@@ -81,6 +84,17 @@ def test_bad_requests_name_the_field(server, body, status, field):
     assert err["field"] == field and err["message"] and err["type"]
     if field:
         assert field in err["message"]
+
+
+def test_search_params_reach_the_index(server, index):
+    """The JSON request's per-source knobs are the API's params: the same hits, and a bad knob that only
+    the index checks (nprobe) comes back as a 400."""
+    body = {"queries": ["delete a column"], "k": 3, "mode": "multivec"}
+    r = server.post("/v1/search", json={**body, "params": {"multivec": {"mean_candidates": 200, "nprobe": 4}}})
+    want = index.search("delete a column", k=3, mode="multivec")
+    assert r.status_code == 200 and [h["docid"] for h in r.json()["results"][0]["hits"]] == [h.docid for h in want]
+    r = server.post("/v1/search", json={**body, "params": {"multivec": {"nprobe": 0}}})
+    assert r.status_code == 400 and "nprobe" in r.json()["error"]["message"]
 
 
 def test_bad_json_and_bad_documents(server):

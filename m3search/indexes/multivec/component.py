@@ -6,6 +6,8 @@ Segment folder:
   codes.arr       (T, code_size) uint8 token codes (memory-mapped; blocks checked on first read)
   lists_offsets.arr, lists_docs.arr   residual codecs only: per coarse centroid, the documents with a token
                   there (the candidate generator's inverted lists, m3search.indexes.multivec.generator)
+  means.arr, means_scale.arr   version 4 on: per document its mean token vector, unit length as int8, and
+                  (scale, norm) float32 (the mean-vector candidate stage, m3search.indexes.multivec.means)
 All arrays are checked arrays (segment_files.py).
 Shared folder (index-wide, written once, atomically, never changed):
   codec/codec.json + codec/*.arr   the trained codec every later segment is encoded with
@@ -30,6 +32,7 @@ from m3search.indexes.fsutil import fsync_dir, write_json
 from m3search.indexes.inputs import check_ids, check_tokens
 from m3search.indexes.multivec.codecs import Codec, coarse_ids
 from m3search.indexes.multivec.generator import LISTS_DOCS, LISTS_OFFSETS, build_lists
+from m3search.indexes.multivec.means import MEANS, MEANS_SCALE, MeanBuilder, doc_means
 from m3search.indexes.multivec.config import coarse_k_for, resolve_compression, validate_config
 from m3search.indexes.multivec.reader import MultivecSegmentReader
 from m3search.types import EncodedBatch
@@ -37,7 +40,8 @@ from m3search.types import EncodedBatch
 logger = logging.getLogger(__name__)
 
 FORMAT = "m3search.multivec"
-VERSION = 3  # 3: the candidate generator's inverted lists (residual codecs); 2: checked arrays, read as without lists
+VERSION = 4  # 4: per-document mean vectors; 3: the candidate generator's inverted lists (residual codecs), read
+# as without means; 2: checked arrays, read as without lists
 CODEC_FORMAT = "m3search.multivec.codec"
 CODEC_VERSION = 2
 HEADER, OFFSETS, CODES, CODEC_DIR = "multivec.json", "offsets.arr", "codes.arr", "codec"
@@ -82,7 +86,14 @@ class MultivecComponent(ComponentType):
         codec = self.codec(Path(shared), x.shape[1], len(x), sample)
         probe = _gather(x, rng.choice(len(x), size=min(len(x), _FIDELITY_TOKENS), replace=False), drop)
         unit = all(_unit_norm(c) for c in _token_chunks(x, drop))
-        return self._write(Path(path), codec, lengths, (codec.encode(c) for c in _token_chunks(x, drop)), probe, unit)
+        means = MeanBuilder(lengths, x.shape[1])
+
+        def encoded() -> Iterable[np.ndarray]:  # the means come from the pass that encodes, chunk by chunk
+            for c in _token_chunks(x, drop):
+                means.add(c)
+                yield codec.encode(c)
+
+        return self._write(Path(path), codec, lengths, encoded(), probe, unit, means.result)
 
     def _merge(self, path: Path, sources: Sequence[SegmentReader], keep: Sequence[np.ndarray], shared: Path) -> dict:
         if len(sources) != len(keep) or not sources:
@@ -119,21 +130,31 @@ class MultivecComponent(ComponentType):
 
         codec = self.codec(Path(shared), dim, int(lengths.sum()), sample)
         probe = []
+        means: list[tuple[np.ndarray, np.ndarray]] = []
 
         def chunks() -> Iterable[np.ndarray]:
             for src, ids in zip(sources, keep):
                 same = src.codec.codec_id == codec.codec_id
                 for part in _doc_chunks(src.doc_lengths(ids)):
+                    vecs = None if same and src.means is not None else src.token_vectors(ids[part])[0]
+                    # the surviving documents' mean rows as stored; sources without (format 3 and older) get
+                    # them from their decoded tokens
+                    means.append(src.mean_rows(ids[part]) if src.means is not None
+                                 else doc_means(vecs, src.doc_lengths(ids[part])))
                     if same:
                         yield src.token_codes(ids[part])[0]
                     else:
-                        vecs = src.token_vectors(ids[part])[0]
                         if sum(len(p) for p in probe) < _FIDELITY_TOKENS:
                             probe.append(vecs[:_FIDELITY_TOKENS])
                         yield codec.encode(vecs)
 
+        def merged_means() -> tuple[np.ndarray, np.ndarray]:
+            if not means:
+                return np.zeros((0, dim), np.int8), np.zeros((0, 2), np.float32)
+            return np.concatenate([c for c, _ in means]), np.concatenate([s for _, s in means])
+
         unit = all(s.header.get("unit_norm", False) for s in sources)
-        header = self._write(Path(path), codec, lengths, chunks(), None, unit)
+        header = self._write(Path(path), codec, lengths, chunks(), None, unit, merged_means)
         if probe:  # re-encoded sources: measure what this encoding lost
             header["fidelity"] = codec.measure(np.concatenate(probe)[:_FIDELITY_TOKENS], rng)
             _write_header(Path(path), header)
@@ -169,8 +190,14 @@ class MultivecComponent(ComponentType):
             k = len(codec.arrays.get("coarse", ()))
             if lists[0].shape != (k + 1,) or lists[0][0] != 0 or lists[0][-1] != len(lists[1]):
                 raise IndexFormatError(f"{path}: the candidate generator's lists disagree with the codec ({k} centroids)")
+        means = None
+        if MEANS in files:  # format 4 on; the rows are checked when the stage first reads them
+            means = (sf.open_checked(path, MEANS, files[MEANS]),
+                     np.array(sf.open_array(path, MEANS_SCALE, files[MEANS_SCALE])))
+            if means[0].shape != (n, codec.dim) or means[1].shape != (n, 2):
+                raise IndexFormatError(f"{path}: the mean vectors disagree with the header (n={n}, dim={codec.dim})")
         header = {**header, "nbytes": header["nbytes"] + (path / HEADER).stat().st_size}
-        return MultivecSegmentReader(path, header, codec, codes, offsets, self.config, lists)
+        return MultivecSegmentReader(path, header, codec, codes, offsets, self.config, lists, means)
 
     # -- the codec --------------------------------------------------------------------------------
     def codec(self, shared: Path, dim: int, n_tokens: int, sample) -> Codec:
@@ -239,7 +266,9 @@ class MultivecComponent(ComponentType):
 
     # -- writing ----------------------------------------------------------------------------------
     def _write(self, path: Path, codec: Codec, lengths: np.ndarray, code_chunks: Iterable[np.ndarray],
-               probe: np.ndarray | None, unit_norm: bool) -> dict:
+               probe: np.ndarray | None, unit_norm: bool, means) -> dict:
+        """means(): the documents' (int8 unit means, (scale, norm)), called once code_chunks is consumed
+        (the means are gathered as the chunks go by)."""
         path.mkdir(parents=True, exist_ok=True)
         lengths = np.asarray(lengths, np.int64)
         offsets = np.zeros(len(lengths) + 1, np.int64)
@@ -261,6 +290,9 @@ class MultivecComponent(ComponentType):
             lists_offsets, lists_docs = build_lists(all_cids, lengths, len(codec.arrays["coarse"]))
             files[LISTS_OFFSETS] = sf.write_array(path, LISTS_OFFSETS, lists_offsets)
             files[LISTS_DOCS] = sf.write_array(path, LISTS_DOCS, lists_docs)
+        mean_codes, mean_scales = means()
+        files[MEANS] = sf.write_array(path, MEANS, mean_codes)
+        files[MEANS_SCALE] = sf.write_array(path, MEANS_SCALE, mean_scales)
         header = {
             "format": FORMAT, "version": VERSION, "n": len(lengths), "n_tokens": t, "dim": codec.dim,
             "codec": codec.name, "codec_id": codec.codec_id, "code_size": codec.code_size, "files": files,

@@ -7,7 +7,9 @@ stages run over the union of the segments that share the index's codec:
 
 1. probe: each segment's own centroid lists give its documents' estimates (cost: the postings reached);
 2. the best `pool` estimates over all segments get centroid interaction, each segment's share on its codes;
-3. the best `candidates` of those are scored from their full codes;
+3. the best `candidates` of those, and the best `mean_candidates` over all segments by mean vector
+   (m3search.indexes.multivec.means; segments without mean vectors take no part), are scored from their
+   full codes;
 
 with `pool` and `candidates` sized by the snapshot's live documents, as for one segment. A document's
 estimate and scores depend only on its codes, and ties go to the smaller internal id at every stage
@@ -24,6 +26,7 @@ import numpy as np
 
 from m3search.errors import InputError
 from m3search.indexes.multivec import generator as gen
+from m3search.indexes.multivec import means as mv
 from m3search.indexes.multivec.reader import MultivecSegmentReader, scoring_threads, search_threads
 
 
@@ -57,7 +60,8 @@ class _Part:
 
 def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray | None], n_live: int,
            q_vecs: np.ndarray, q_lengths: np.ndarray, k: int, nprobe=None, candidates=None, pool=None,
-           scorer=None, threads=None, scored=None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+           scorer=None, threads=None, scored=None,
+           mean_candidates=None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Top-k over the readers (one codec, lists in every one) as if they were one segment.
 
     skips[s]: reader s's mask of local ids never to return (deleted or filtered), or None; n_live: live
@@ -66,6 +70,7 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
     (query, positions, scores) of every document scored from its full codes."""
     for name, v in (("nprobe", nprobe), ("candidates", candidates), ("pool", pool)):
         _check_param(name, v)
+    n_means = mv.DEFAULT_MEAN_CANDIDATES if mean_candidates is None else mv.check_mean_candidates(mean_candidates)
     first = readers[0]
     q_vecs, q_lengths = first._check_queries(q_vecs, q_lengths)
     use_lut = first._use_lut(scorer)
@@ -114,6 +119,9 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
                     partial = gen.partial_tables(codec, q, sims)
                     ps = _per_segment(parts, starts, pos, lambda p, local: p.reader.partial_scores(local, partial))
                     pos = np.sort(gen.top_ids(ps, pos, cands))
+                if n_means and any(p.reader.means is not None for p in parts):
+                    est = np.concatenate([p.reader.mean_estimates(q, p.skip) for p in parts])
+                    pos = np.union1d(pos, gen.top_positions(est, n_means))
             tables = codec.lut_tables(q, sims) if use_lut else None  # sims: the coarse table
             scores = _per_segment(parts, starts, pos, lambda p, local: p.reader.full_scores(q, local, tables))
             if scored is not None:

@@ -15,6 +15,7 @@ from m3search.indexes.faiss_support import SMALL_WORK, faiss_threads, threads_fo
 from m3search.indexes.inputs import check_ids
 from m3search.indexes.multivec.codecs import Codec
 from m3search.indexes.multivec import generator as gen
+from m3search.indexes.multivec import means as mv
 from m3search.indexes.multivec.maxsim import maxsim_decoded, maxsim_lut, token_rows
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,11 @@ class MultivecSegmentReader(MultivecReader):
     """One segment: `codes` (T, code_size) uint8 memory-mapped, `offsets` (n + 1,) int64 token offsets."""
 
     def __init__(self, path: Path, header: dict, codec: Codec, codes: np.ndarray, offsets: np.ndarray,
-                 config: dict, lists: tuple[np.ndarray, np.ndarray] | None = None):
+                 config: dict, lists: tuple[np.ndarray, np.ndarray] | None = None,
+                 means: tuple[np.ndarray, np.ndarray] | None = None):
         self.path = path
         self.lists = lists  # the candidate generator's (offsets, docs) per coarse centroid, or None
+        self.means = means  # (int8 unit means (n, d), (scale, norm) (n, 2)) per document, or None (format < 4)
         self._doc_cents = None  # the lists transposed (per document its centroids), built on first search
         self.header = header
         self.codec = codec
@@ -113,14 +116,16 @@ class MultivecSegmentReader(MultivecReader):
         return {"generator": "centroid-lists", "generator_centroids": n_centroids,
                 "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
                 "generator_pool": pool, "generator_refine": gen.default_refine(cands, pool),
-                "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"])}
+                "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"]),
+                "generator_mean_candidates": mv.DEFAULT_MEAN_CANDIDATES if self.means is not None else 0}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
-               scorer=None, threads=None, scored=None):
+               scorer=None, threads=None, scored=None, mean_candidates=None):
         """Top-k documents by MaxSim from the stored codes, per query: (D, I) of shape (m, k), padded with
         (-inf, -1). With the centroid lists (residual codecs): probe `nprobe` centroids per query token,
         centroid interaction on the best `pool`, full-code MaxSim on the best `candidates` (see
-        m3search.indexes.multivec.generator); otherwise every live document is scored from its codes.
+        m3search.indexes.multivec.generator) joined by the best `mean_candidates` by mean vector (0: none;
+        m3search.indexes.multivec.means); otherwise every live document is scored from its codes.
         scored: a list that receives (query, local ids, scores) of every document scored from its full codes."""
         q_vecs, q_lengths = self._check_queries(q_vecs, q_lengths)
         m = len(q_lengths)
@@ -134,6 +139,7 @@ class MultivecSegmentReader(MultivecReader):
         for name, v in (("nprobe", nprobe), ("candidates", candidates), ("pool", pool)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
                 raise InputError(f"multivec search parameter {name} must be an integer >= 1, got {v!r}")
+        n_means = mv.DEFAULT_MEAN_CANDIDATES if mean_candidates is None else mv.check_mean_candidates(mean_candidates)
         D = np.full((m, k), -np.inf, np.float32)
         I = np.full((m, k), -1, np.int64)
         live = np.arange(self.n_docs, dtype=np.int64)
@@ -159,6 +165,8 @@ class MultivecSegmentReader(MultivecReader):
                     scores = self._score(q_vecs, q_lengths, np.full(len(ids), qi, np.int64), ids, use_lut)
                 else:
                     ids, sims = self._generate(q, deleted, nprobe, cands, pool, n_live)
+                    if n_means and self.means is not None:  # union: both sources' documents are re-scored
+                        ids = np.union1d(ids, gen.top_positions(self.mean_estimates(q, deleted), n_means))
                     # stage 3; the coarse centroids' table is stage 1's query x centroid products
                     scores = self.full_scores(q, ids, self.codec.lut_tables(q, sims) if use_lut else None)
                 if scored is not None:
@@ -191,6 +199,20 @@ class MultivecSegmentReader(MultivecReader):
             return kept, sims
         partial = self.partial_scores(kept, gen.partial_tables(self.codec, q, sims))
         return np.sort(gen.top_ids(partial, kept, cands)), sims
+
+    def mean_estimates(self, q: np.ndarray, skip: np.ndarray | None) -> np.ndarray:
+        """(n_docs,) q_sum . unit mean vector of every document (q: one query's tokens), -inf where skip is
+        set; a segment without mean vectors (format < 4) gives -inf everywhere."""
+        if self.means is None:
+            return np.full(self.n_docs, -np.inf, np.float32)
+        codes = self.means[0]
+        codes = codes.verify_all().raw if hasattr(codes, "verify_all") else codes  # checked before the kernel
+        return mv.mean_scores(codes, self.means[1], q.sum(axis=0), skip)
+
+    def mean_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 unit means, (scale, norm)) of local ids as stored, for merges."""
+        ids = check_ids(ids, self.n_docs, "ids")
+        return np.asarray(self.means[0][ids]), np.asarray(self.means[1][ids])
 
     def doc_centroids(self) -> tuple[np.ndarray, np.ndarray]:
         """Per document the distinct coarse centroids of its tokens (the lists transposed; derived, kept in
