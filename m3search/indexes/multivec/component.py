@@ -130,7 +130,11 @@ class MultivecComponent(ComponentType):
 
         codec = self.codec(Path(shared), dim, int(lengths.sum()), sample)
         probe = []
-        means: list[tuple[np.ndarray, np.ndarray]] = []
+        # the merged segment's mean rows, filled in place as the chunks go by (a list of parts and their
+        # concatenation would hold them twice: 384 MB each at 1M documents x 384-d)
+        mean_codes = np.zeros((len(lengths), dim), np.int8)
+        mean_scales = np.zeros((len(lengths), 2), np.float32)
+        filled = [0]
 
         def chunks() -> Iterable[np.ndarray]:
             for src, ids in zip(sources, keep):
@@ -139,8 +143,11 @@ class MultivecComponent(ComponentType):
                     vecs = None if same and src.means is not None else src.token_vectors(ids[part])[0]
                     # the surviving documents' mean rows as stored; sources without (format 3 and older) get
                     # them from their decoded tokens
-                    means.append(src.mean_rows(ids[part]) if src.means is not None
-                                 else doc_means(vecs, src.doc_lengths(ids[part])))
+                    rows, scales = (src.mean_rows(ids[part]) if src.means is not None
+                                    else doc_means(vecs, src.doc_lengths(ids[part])))
+                    at = filled[0]
+                    mean_codes[at : at + len(rows)], mean_scales[at : at + len(rows)] = rows, scales
+                    filled[0] = at + len(rows)
                     if same:
                         yield src.token_codes(ids[part])[0]
                     else:
@@ -149,9 +156,9 @@ class MultivecComponent(ComponentType):
                         yield codec.encode(vecs)
 
         def merged_means() -> tuple[np.ndarray, np.ndarray]:
-            if not means:
-                return np.zeros((0, dim), np.int8), np.zeros((0, 2), np.float32)
-            return np.concatenate([c for c, _ in means]), np.concatenate([s for _, s in means])
+            if filled[0] != len(lengths):
+                raise InputError(f"merge: mean vectors for {filled[0]} of {len(lengths)} documents")
+            return mean_codes, mean_scales
 
         unit = all(s.header.get("unit_norm", False) for s in sources)
         header = self._write(Path(path), codec, lengths, chunks(), None, unit, merged_means)
