@@ -66,6 +66,8 @@ def test_scheme_is_recorded_and_used_for_queries_on_reopen(flat_model, tmp_path)
         assert index.encoder.identity.sparse_terms == "pieces+words"
         assert [d for d, _ in sparse_hits(index)] == ["word", "pieces"]
         assert index.info()["encoder"]["sparse_terms"] == "pieces+words"
+        # kinds of query pieces dropped: over the vocabulary, the word columns after it kept
+        assert index.search(QUERY, k=1, mode="sparse", drop_pieces="single")[0].docid == "word"
     with m3search.open_index(tmp_path / "idx", model=flat_model) as index:  # a model named: the index's scheme too
         assert [d for d, _ in sparse_hits(index)] == ["word", "pieces"]
     # adding to it goes through the recorded scheme as well
