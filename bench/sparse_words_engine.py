@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# ../shared beside a checkout; a worktree elsewhere uses --data-dir
 DATA = ROOT.parent / "shared" / "data" / "eval" / "mldr_like"
 OUT = ROOT / "bench" / "out" / "sparse_words_engine"
 RESULTS = ROOT / "bench" / "results" / "sparse_words_engine.md"
