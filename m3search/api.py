@@ -68,6 +68,7 @@ def build_index(
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     progress: bool = False,
     shards: int | None = None,
+    sparse_terms: str | None = None,
 ) -> "SearchIndex":
     """Create an index at `path` (or open the one already there) and add `docs` to it.
 
@@ -83,14 +84,23 @@ def build_index(
            (default: all three with their defaults). Only used when the index is created.
     encoder_options: passed to `load_encoder` (e.g. {'batch_tokens': 8192} for an M3 model).
     shards: create a sharded index of that many shards (`m3search.sharding.ShardedIndex`, same surface).
+    sparse_terms: how lexical weights become sparse terms, recorded in the new index and used for its queries:
+           'pieces' (default), 'pieces-nopunct', 'pieces+words', 'pieces+words-nopunct' (m3search.encoder.terms).
+           For an existing index, None or the scheme it was built with.
     """
+    from m3search.encoder.terms import check_scheme
+
     path = Path(path)
+    if sparse_terms is not None:
+        check_scheme(sparse_terms)
+        if _is_sharded(path) or _is_index(path):
+            _check_recorded_terms(path, sparse_terms)
     if _is_sharded(path) or shards:
-        index = _sharded(path, model, device, encoder_options, components, shards)
+        index = _sharded(path, model, device, encoder_options, components, shards, sparse_terms)
     elif _is_index(path):
         index = open_index(path, model, device=device, encoder_options=encoder_options)
     else:
-        encoder = _load_encoder(model, device, encoder_options)
+        encoder = _new_index_encoder(model, device, encoder_options, sparse_terms)
         # create() returns the index open for writing: close it, writes take the lock only while they run
         _index_class().create(path, encoder.identity, _model_reference(model, encoder), _components(components)).close()
         index = SearchIndex(path, encoder=encoder)
@@ -112,7 +122,8 @@ def open_index(
     encoder_options: Mapping[str, Any] | None = None,
 ) -> "SearchIndex":
     """Open an existing index. Its encoder is loaded on first use from the model reference it stores,
-    unless `model` is given (it must match the index's encoder identity)."""
+    unless `model` is given (it must match the index's encoder identity). Either way the encoder is loaded
+    with the sparse term scheme the index records."""
     path = Path(path)
     if _is_sharded(path):
         return _sharded(path, model, device, encoder_options)
@@ -120,7 +131,9 @@ def open_index(
         from m3search.indexes.manifest import not_an_index_message
 
         raise IndexFormatError(not_an_index_message(path))
-    encoder = _load_encoder(model, device, encoder_options) if model is not None else None
+    encoder = None
+    if model is not None:
+        encoder = _load_encoder(model, device, _with_terms(encoder_options, _recorded_terms(path)))
     return SearchIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
 
 
@@ -168,7 +181,9 @@ class SearchIndex:
                     "open it with open_index(path, model=...)"
                 )
             try:
-                encoder = _load_encoder(self.model, self._device, self._encoder_options)
+                # the index's own sparse term scheme: its queries must be encoded as its documents were
+                options = _with_terms(self._encoder_options, self._identity.sparse_terms)
+                encoder = _load_encoder(self.model, self._device, options)
             except ModelError as e:
                 raise ModelError(
                     f"can't load the model {self.model!r} that the index at {self.path} was built with ({e}); "
@@ -368,7 +383,9 @@ class SearchIndex:
         kinds = parse_kinds(spec)
         masks = self.__dict__.setdefault("_piece_masks", {})
         if kinds not in masks:
-            masks[kinds] = drop_mask(self.encoder.token_strings, batch.sparse.shape[1], kinds)
+            # over the vocabulary only: whole-word columns after it (sparse_terms) are never dropped
+            vocab = drop_mask(self.encoder.token_strings, self._identity.vocab_size, kinds)
+            masks[kinds] = np.r_[vocab, np.zeros(batch.sparse.shape[1] - len(vocab), dtype=bool)]
         return dataclasses.replace(batch, sparse=drop_columns(batch.sparse, masks[kinds]))
 
     @property
@@ -511,6 +528,47 @@ def _load_encoder(model: str | Path | Encoder | None, device: str | None,
         raise ConfigError(f"the model {str(model or DEFAULT_MODEL)!r} can't take the options {dict(options or {})}: {e}") from e
 
 
+def _with_terms(options: Mapping[str, Any] | None, scheme: str | None) -> Mapping[str, Any] | None:
+    """Encoder options with the sparse term scheme; the default one is left out, so encoders that predate
+    the option (or can't take another scheme) load as before."""
+    from m3search.encoder.terms import DEFAULT_SCHEME
+
+    if scheme is None or scheme == DEFAULT_SCHEME:
+        return options
+    return {**dict(options or {}), "sparse_terms": scheme}
+
+
+def _recorded_terms(path: Path) -> str:
+    """The sparse term scheme an index (sharded or not) was built with."""
+    if _is_sharded(path):
+        from m3search.sharding.layout import read_header
+        from m3search.types import EncoderIdentity
+
+        return EncoderIdentity.from_dict(read_header(path)["encoder"]).sparse_terms
+    from m3search.indexes.manifest import read_manifest
+
+    return read_manifest(path).identity.sparse_terms
+
+
+def _check_recorded_terms(path: Path, scheme: str) -> None:
+    from m3search.encoder.terms import mismatch_message
+    from m3search.errors import EncoderMismatchError
+
+    recorded = _recorded_terms(path)
+    if recorded != scheme:
+        raise EncoderMismatchError(mismatch_message(path, recorded, scheme))
+
+
+def _new_index_encoder(model, device, options, scheme: str | None) -> Encoder:
+    """The encoder a new index is built with, with the sparse term scheme asked for (an Encoder object
+    given as the model must already use it)."""
+    encoder = _load_encoder(model, device, _with_terms(options, scheme))
+    if scheme is not None and encoder.identity.sparse_terms != scheme:
+        raise ConfigError(f"the encoder given uses sparse_terms={encoder.identity.sparse_terms!r}, not {scheme!r}: "
+                          f"build it with sparse_terms={scheme!r}, or pass the model's name or folder instead")
+    return encoder
+
+
 def _index_class():
     from m3search.indexes.index import Index  # the engine pulls in FAISS: load it on first use
 
@@ -529,13 +587,14 @@ def _is_sharded(path: Path) -> bool:
     return is_sharded(path)
 
 
-def _sharded(path: Path, model, device, encoder_options, components=None, shards=None):
+def _sharded(path: Path, model, device, encoder_options, components=None, shards=None, sparse_terms=None):
     """Open (or create, given `shards`) a sharded index: `m3search.sharding.ShardedIndex`."""
     from m3search.sharding import ShardedIndex
 
     if _is_sharded(path):
+        options = _with_terms(encoder_options, _recorded_terms(path))
         index = ShardedIndex(path, device=device, encoder_options=encoder_options,
-                             encoder=_load_encoder(model, device, encoder_options) if model is not None else None)
+                             encoder=_load_encoder(model, device, options) if model is not None else None)
         if shards and shards != index.n_shards:
             index.close()
             raise ConfigError(f"the index at {path} has {index.n_shards} shards, not {shards}: re-split it with "
@@ -544,7 +603,7 @@ def _sharded(path: Path, model, device, encoder_options, components=None, shards
     if _is_index(path):
         raise ConfigError(f"the index at {path} is not sharded: split it with `m3search shard {path} -o NEW "
                           f"--shards {shards}`")
-    encoder = _load_encoder(model, device, encoder_options)
+    encoder = _new_index_encoder(model, device, encoder_options, sparse_terms)
     ShardedIndex.create(path, encoder.identity, _model_reference(model, encoder), shards, _components(components))
     return ShardedIndex(path, encoder=encoder, device=device, encoder_options=encoder_options)
 

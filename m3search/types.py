@@ -32,6 +32,14 @@ class EncoderIdentity:
     tokenizer_hash: str
     # Digest of the sparse and multi-vector heads ("" for encoders without learned heads).
     heads_hash: str = ""
+    # How per-position lexical weights become sparse terms (`m3search.encoder.terms`), and the width of the
+    # sparse rows that gives (0: the vocabulary size). Indexes older than the field read as "pieces".
+    sparse_terms: str = "pieces"
+    sparse_width: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.sparse_width:
+            object.__setattr__(self, "sparse_width", int(self.vocab_size))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from m3search.encoder.terms import SCHEMES
+
 MODEL_ENV = "M3SEARCH_MODEL"
 INDEX_ENV = "M3SEARCH_INDEX"
 
@@ -14,6 +16,12 @@ model_option = click.option(
     help=f"Encoder: 'm3search-small' (the bundled default), a folder in BGE-M3's layout, or 'hashing:dim=64' "
     f"(a fast test encoder without meaning). For an existing index, default: the model it was built with. "
     f"[env: {MODEL_ENV}]",
+)
+sparse_terms_option = click.option(
+    "--sparse-terms", type=click.Choice(SCHEMES), default=None,
+    help="How lexical weights become sparse terms: 'pieces' (BGE-M3's, the default), without punctuation "
+    "pieces ('-nopunct'), or plus whole words ('+words': better on long documents, bench/results/"
+    "sparse_words_engine.md). Recorded in the index; its queries use it by themselves. Chosen when an index is created.",
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary; errors only.")
 max_length_option = click.option(

@@ -5,7 +5,8 @@ import time
 
 import click
 
-from m3search.cli.common import apply_quiet, max_length_option, model_option, quiet_option, show_progress, status
+from m3search.cli.common import (apply_quiet, max_length_option, model_option, quiet_option, show_progress,
+                                 sparse_terms_option, status)
 from m3search.encoded import DEFAULT_PART_SIZE
 
 
@@ -30,9 +31,10 @@ from m3search.encoded import DEFAULT_PART_SIZE
               help="With --ray: GPUs per encoder actor (0: CPU).")
 @click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="With --ray: CPUs per encoder actor.")
+@sparse_terms_option
 @quiet_option
 def encode_command(corpus, out, corpus_format, model, batch_tokens, max_length, part_size, ray_address, workers,
-                   gpus_per_worker, cpus_per_worker, quiet):
+                   gpus_per_worker, cpus_per_worker, sparse_terms, quiet):
     """Encode CORPUS (files, folders, or - for stdin) into the folder ENCODED; index it later with
     `m3search index ENCODED -o INDEX` (no model needed then).
 
@@ -54,7 +56,8 @@ def encode_command(corpus, out, corpus_format, model, batch_tokens, max_length, 
     if list(corpus).count("-") > 1:
         raise click.UsageError("stdin (-) can be read only once")
     docs = CorpusReader(list(corpus), format=corpus_format)
-    options = {"batch_tokens": batch_tokens} if batch_tokens else None
+    options = {key: value for key, value in (("batch_tokens", batch_tokens), ("sparse_terms", sparse_terms))
+               if value} or None
     started = time.perf_counter()
     if ray_address is not None:
         from m3search.distributed.encode_job import encode_corpus_ray

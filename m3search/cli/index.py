@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from m3search.cli.common import INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option, show_progress, status
+from m3search.cli.common import (INDEX_ENV, apply_quiet, explicit_model, max_length_option, model_option, quiet_option,
+                                 show_progress, sparse_terms_option, status)
 from m3search.errors import IndexLockedError, InputError, M3SearchError
 from m3search.indexes.manifest import is_any_index
 
@@ -44,9 +45,10 @@ if TYPE_CHECKING:  # imported lazily in the command, so `--help` stays fast
               help="Also keep a full-text BM25 index (the 'text' signal: --mode all+text, text, ...), its words "
               "analysed as LANGUAGE: multilingual (no stemming, CJK bigrams) or a code with a Snowball stemmer "
               "(en, de, fr, es, ru, ...). Chosen when the index is created.")
+@sparse_terms_option
 @quiet_option
 def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens, max_length, max_doc_tokens,
-                  batch_size, replace, commit_interval, shards, text_language, quiet):
+                  batch_size, replace, commit_interval, shards, text_language, sparse_terms, quiet):
     """Index CORPUS (files, folders, or - for stdin) into the folder INDEX.
 
     \b
@@ -82,7 +84,7 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
     if any(is_encoded(s) for s in sources):
         from m3search.cli.index_encoded import index_encoded_command
 
-        return index_encoded_command(sources, index_path, model, replace, shards, quiet)
+        return index_encoded_command(sources, index_path, model, replace, shards, quiet, sparse_terms)
     if sources.count("-") > 1:
         raise click.UsageError("stdin (-) can be read only once")
     reader = CorpusReader(sources, format=corpus_format)
@@ -110,7 +112,7 @@ def index_command(corpus, index_path, sample, corpus_format, model, batch_tokens
             raise click.UsageError("--text is not available with --shards yet (BM25 needs statistics over all shards)")
         components = {"dense": {}, "sparse": {}, "multivec": {}, "text": {"language": check_language(text_language)}}
     index = api.build_index(index_path, model=model, encoder_options=encoder_options, shards=shards,
-                            components=components)
+                            components=components, sparse_terms=sparse_terms)
     if text_language is not None and "text" not in index.info().get("components", {}):
         index.close()
         raise click.UsageError(f"the index at {index_path} was created without a text component; --text applies "

@@ -9,7 +9,7 @@ from m3search.cli.common import MODEL_ENV, show_progress, status
 
 
 def index_encoded_command(sources: list[str], index_path: str, model: str | None, replace: bool,
-                          shards: int | None, quiet: bool) -> None:
+                          shards: int | None, quiet: bool, sparse_terms: str | None = None) -> None:
     from m3search.encoded import is_encoded
     from m3search.encoding import index_encoded
 
@@ -22,6 +22,13 @@ def index_encoded_command(sources: list[str], index_path: str, model: str | None
         if model != recorded:
             raise click.UsageError(f"{sources[0]} was encoded with {recorded!r} and records its encoder: leave out "
                                    f"--model {model!r} (and {MODEL_ENV})")
+    if sparse_terms is not None:
+        from m3search.encoded import EncodedCorpus
+
+        recorded = EncodedCorpus.open(sources[0]).identity.sparse_terms
+        if sparse_terms != recorded:
+            raise click.UsageError(f"{sources[0]} was encoded with --sparse-terms {recorded}: leave out --sparse-terms "
+                                   f"{sparse_terms}, or encode the corpus again with it")
     started = time.perf_counter()
     result = index_encoded(sources[0], index_path, shards=shards, replace=replace, progress=show_progress(quiet))
     lines = [f"Indexed {result.added} precomputed documents from {sources[0]} into {index_path} in "

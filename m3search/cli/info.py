@@ -33,6 +33,7 @@ def describe(info: dict) -> list[str]:
         f"model       {info.get('model')}",
         f"encoder     {enc.get('name')}: dense {enc.get('dense_dim')}-d, multi-vector {enc.get('multivec_dim')}-d, "
         f"vocabulary {enc.get('vocab_size')}",
+        f"sparse      terms {enc.get('sparse_terms', 'pieces')}, {enc.get('sparse_width') or enc.get('vocab_size')} columns",
         f"documents   {info.get('n_docs')}" + (f" (and {info['n_deleted']} deleted ones, dropped at the next merge)"
                                                  if info.get("n_deleted") else ""),
         f"segments    {info.get('n_segments')} (generation {info.get('generation')})",

@@ -16,6 +16,7 @@ path can't run (sharded or non-fp32 weights, a non-Unigram tokenizer) simply use
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ import numpy as np
 
 from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
 from m3search.encoder.limits import DEFAULT_MAX_DOC_TOKENS, check_limit, check_token_counts
-from m3search.encoder.postprocess import max_per_token
+from m3search.encoder.terms import SparseTerms
 from m3search.errors import InputError
 from m3search.types import EncodedBatch, EncoderIdentity
 
@@ -121,6 +122,7 @@ class FastQueryEncoder(Encoder):
         self._prefix = {"query": spec.get("query_prefix", ""), "passage": spec.get("passage_prefix", "")}
         self.window_tokens = int(self._options.get("window_tokens") or spec["max_positions"])
         self.max_doc_tokens = check_limit(self._options.get("max_doc_tokens", DEFAULT_MAX_DOC_TOKENS))
+        self.terms = SparseTerms(self._options.get("sparse_terms"), artifact.identity.vocab_size, self.token_strings)
         self._lite_allowed = all(self._options.get(k) in ok for k, ok in _TORCH_ONLY.items()) and (
             device is None or str(device) == "cpu")
 
@@ -144,11 +146,11 @@ class FastQueryEncoder(Encoder):
 
     @property
     def identity(self) -> EncoderIdentity:
-        return self._artifact.identity
+        return dataclasses.replace(self._artifact.identity, sparse_terms=self.terms.scheme, sparse_width=self.terms.width)
 
     @property
     def vocab_size(self) -> int:
-        return self.identity.vocab_size
+        return self._artifact.identity.vocab_size
 
     def fingerprint(self) -> str:
         """What determines the outputs, without loading torch (for evaluation caches)."""
@@ -194,7 +196,8 @@ class FastQueryEncoder(Encoder):
             lite = self._lite_path() if ort_passages.handles(self._options) and ort_backbone.available() else None
             if lite is not None:
                 try:
-                    self._ort = ort_passages.OrtPassageEncoder(self.folder, lite, self._artifact.manifest, self._options)
+                    self._ort = ort_passages.OrtPassageEncoder(self.folder, lite, self._artifact.manifest, self._options,
+                                                               self.terms)
                     self._ort_allowed = True
                 except Exception as e:  # an install that finds but can't load or run it: torch, said once
                     logger.warning("passages of %s: the ONNX Runtime path is unavailable (%s: %s); using torch",
@@ -224,7 +227,7 @@ class FastQueryEncoder(Encoder):
                 dense[i], w, v = lite.forward(ids)
                 weights.append(w)
                 vectors.append(v)
-        sparse = max_per_token(n, np.arange(n), weights, ident.vocab_size, lite.unused)
+        sparse = self.terms.rows(n, np.arange(n), weights, lite.unused)
         lengths = np.asarray([len(v) for v in vectors], dtype=np.int64)
         multivec = np.ascontiguousarray(np.concatenate(vectors).astype(np.float32, copy=False))
         return EncodedBatch(dense, sparse, multivec, lengths)

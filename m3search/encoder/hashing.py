@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
 from m3search.encoder.limits import DEFAULT_MAX_DOC_TOKENS, check_limit, check_token_counts
+from m3search.errors import ConfigError
 from m3search.types import EncodedBatch, EncoderIdentity
 
 # CJK and similar scripts have no spaces: take their characters one by one.
@@ -25,7 +26,11 @@ _END_ID = 0  # the id of the end-of-text token every text carries, like </s>
 
 class HashingEncoder(Encoder):
     def __init__(self, dim: int = 64, multivec_dim: int | None = None, vocab_size: int = 30000, seed: int = 0,
-                 max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS):
+                 max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS, sparse_terms: str = "pieces"):
+        if sparse_terms != "pieces":
+            # its terms are hashed whole words already: there are no pieces to join or to drop
+            raise ConfigError(f"the hashing encoder takes sparse_terms='pieces' only, not {sparse_terms!r}: use an "
+                              "M3 model for other sparse term schemes")
         self.max_doc_tokens = check_limit(max_doc_tokens)
         self.dim = dim
         self.multivec_dim = multivec_dim or dim

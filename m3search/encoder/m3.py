@@ -32,6 +32,7 @@ from m3search.encoder.base import Encoder, Kind, check_kind, validate_texts
 from m3search.encoder.batching import plan_batches
 from m3search.encoder.checkpoint import LoadedModel, load_m3_model
 from m3search.encoder.postprocess import merge_pieces
+from m3search.encoder.terms import DEFAULT_SCHEME, SparseTerms
 from m3search.encoder.limits import DEFAULT_MAX_DOC_TOKENS, check_limit, check_token_counts
 from m3search.encoder.windows import DEFAULT_OVERLAP, MCLS_EVERY, Piece, make_pieces
 from m3search.errors import ConfigError, InputError, ModelError
@@ -84,6 +85,8 @@ class M3Encoder(Encoder):
       progress:       show a progress bar over batches.
       max_doc_tokens: refuse (TextTooLongError) a text of more tokens than this unless max_length cuts it
                       (default 8192, BGE-M3's longest input).
+      sparse_terms:   how the lexical weights become sparse terms (`terms.py`): "pieces" (default, BGE-M3's
+                      max per piece id), "pieces-nopunct", "pieces+words", "pieces+words-nopunct".
       onnx:           run the backbone's layers with ONNX Runtime (`ort_backbone.py`; CPU, fp32, native
                       backbone, no int8): None (default) uses it when `m3search[onnx]` is installed and
                       M3SEARCH_ONNX is not 0, True requires it, False never. Same outputs to ~1e-6, faster.
@@ -103,6 +106,7 @@ class M3Encoder(Encoder):
         progress: bool = False,
         max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
         onnx: bool | None = None,
+        sparse_terms: str = DEFAULT_SCHEME,
     ):
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -147,6 +151,7 @@ class M3Encoder(Encoder):
                 self.spec.name,
             )
         self._identity: EncoderIdentity | None = None
+        self.terms = SparseTerms(sparse_terms, self.vocab_size, self.token_strings)
 
     def _choose_runtime(self, onnx: bool | None) -> str:
         """"onnxruntime" when the layers run there (see `onnx` in the class docstring), else "torch"."""
@@ -201,6 +206,8 @@ class M3Encoder(Encoder):
                 vocab_size=self.vocab_size,
                 tokenizer_hash=self.tokenizer.sha256,
                 heads_hash=self.model.heads_hash(),
+                sparse_terms=self.terms.scheme,
+                sparse_width=self.terms.width,
             )
         return self._identity
 
@@ -322,7 +329,7 @@ class M3Encoder(Encoder):
     ) -> EncodedBatch:
         unused = np.fromiter(self.tokenizer.unused_ids, dtype=np.int64)
         return EncodedBatch(*merge_pieces(n_texts, pieces, dense, weights, vectors, self.long_dense, self.vocab_size,
-                                          self.model.colbert_dim, unused))
+                                          self.model.colbert_dim, unused, self.terms))
 
 
 @contextlib.contextmanager

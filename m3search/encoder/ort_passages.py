@@ -39,7 +39,7 @@ SINGLE_THREAD_TOKENS = 256
 # options of the torch encoder this path reproduces, with the values it accepts (None: any)
 HANDLED = {"batch_tokens": None, "window_tokens": None, "window_overlap": None, "long_dense": None,
            "max_doc_tokens": None, "progress": None, "onnx": (None, True), "mcls": (False, None),
-           "quantize": (None,)}
+           "quantize": (None,), "sparse_terms": None}
 
 
 def handles(options: dict) -> bool:
@@ -112,9 +112,10 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 class OrtPassageEncoder:
     """`encode(texts, kind, max_length)` for `FastQueryEncoder`: see the module doc. `lite` is its
-    `_LitePath` (mapped backbone, compact vocabulary, heads, pipeline); options as M3Encoder's."""
+    `_LitePath` (mapped backbone, compact vocabulary, heads, pipeline); options as M3Encoder's; terms: the
+    `terms.SparseTerms` of the sparse rows (None: pieces)."""
 
-    def __init__(self, folder: Path, lite, manifest: dict, options: dict):
+    def __init__(self, folder: Path, lite, manifest: dict, options: dict, terms=None):
         from m3search.encoder.unigram_fast import FastUnigram
 
         self.folder, self.lite = Path(folder), lite
@@ -128,6 +129,7 @@ class OrtPassageEncoder:
         self.window_overlap = int(options.get("window_overlap", DEFAULT_OVERLAP))
         self.long_dense = options.get("long_dense", "mean")
         self.progress = bool(options.get("progress"))
+        self.terms = terms
         t = lite._tensors
         self.unigram = FastUnigram(t["vocab_sorted"], t["vocab_offsets"], t["vocab_order"], t["vocab_scores"],
                                    manifest["unigram_unk_id"], manifest["max_piece_chars"])
@@ -176,7 +178,7 @@ class OrtPassageEncoder:
         pieces = make_pieces(content, self.lite.cls_id, self.lite.eos_id, self.window_tokens, self.window_overlap, None)
         dense, weights, vectors = self._run(pieces)
         return EncodedBatch(*merge_pieces(len(texts), pieces, dense, weights, vectors, self.long_dense,
-                                          self.vocab_size, self.colbert_dim, self.lite.unused))
+                                          self.vocab_size, self.colbert_dim, self.lite.unused, self.terms))
 
     # -- model passes -----------------------------------------------------------------------------
 

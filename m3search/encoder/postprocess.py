@@ -32,11 +32,13 @@ def max_per_token(n_texts: int, text_of: np.ndarray, weights: list, vocab_size: 
 
 
 def merge_pieces(n_texts: int, pieces: list, dense: np.ndarray, weights: list, vectors: list, long_dense: str,
-                 vocab_size: int, colbert_dim: int, unused: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
+                 vocab_size: int, colbert_dim: int, unused: np.ndarray,
+                 terms=None) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
     """(dense, sparse, token vectors, lengths) of each text from its pieces' outputs (see `windows.py`):
     dense is the first piece's or the renormalised mean ("first"/"mean"), lexical weights the max per token
     id (`weights`: each piece's ids and weights at every position; `unused`: ids whose weights are dropped),
-    token vectors every piece's in order."""
+    or the rows of another sparse term scheme (`terms`: a `terms.SparseTerms`), token vectors every piece's
+    in order."""
     text_of = np.asarray([p.text for p in pieces], dtype=np.int64)
     text_dense = np.zeros((n_texts, dense.shape[1]), dtype=np.float32)
     first = np.searchsorted(text_of, np.arange(n_texts))  # pieces are text by text
@@ -46,7 +48,10 @@ def merge_pieces(n_texts: int, pieces: list, dense: np.ndarray, weights: list, v
     else:
         np.add.at(text_dense, text_of, dense)
         text_dense /= np.maximum(np.linalg.norm(text_dense, axis=1, keepdims=True), 1e-12)
-    sparse = max_per_token(n_texts, text_of, weights, vocab_size, unused)
+    if terms is None:
+        sparse = max_per_token(n_texts, text_of, weights, vocab_size, unused)
+    else:
+        sparse = terms.rows(n_texts, text_of, weights, unused)
     lengths = np.bincount(text_of, weights=[len(v) for v in vectors], minlength=n_texts).astype(np.int64)
     multivec = np.concatenate(vectors).astype(np.float32, copy=False) if vectors else np.zeros(
         (0, colbert_dim), dtype=np.float32)

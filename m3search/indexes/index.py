@@ -355,7 +355,11 @@ def _release_resources(env, lock: WriterLock | None, cache: HandleCache, writer:
 
 def check_encoder(path: Path, manifest: Manifest, identity: EncoderIdentity) -> None:
     """The one encoder-identity check (the engine's and the API's): raise EncoderMismatchError listing every
-    differing field."""
+    differing field (a different sparse term scheme alone, with its own fix)."""
+    if manifest.identity.sparse_terms != identity.sparse_terms:
+        from m3search.encoder.terms import mismatch_message
+
+        raise EncoderMismatchError(mismatch_message(path, manifest.identity.sparse_terms, identity.sparse_terms))
     diffs = manifest.identity.mismatches(identity)
     if diffs:
         raise EncoderMismatchError(

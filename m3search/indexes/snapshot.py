@@ -81,7 +81,7 @@ class Snapshot:
         segset = SegmentSet(views, state.next_id, state.generation)
         kinds = set(cache.components)
         self.dense = IndexDenseReader(segset, identity.dense_dim) if "dense" in kinds else None
-        self.sparse = IndexSparseReader(segset, identity.vocab_size) if "sparse" in kinds else None
+        self.sparse = IndexSparseReader(segset, identity.sparse_width) if "sparse" in kinds else None
         self.multivec = IndexMultivecReader(segset, identity.multivec_dim) if "multivec" in kinds else None
         self.text = None  # the optional full-text BM25 component (m3search.indexes.text)
         if "text" in kinds:

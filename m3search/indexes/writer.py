@@ -246,7 +246,7 @@ class IndexWriter:
         ident = self.identity
         checks = {
             "dense": ("dense", batch.dense.shape[1], ident.dense_dim),
-            "sparse": ("sparse (vocabulary)", batch.sparse.shape[1], ident.vocab_size),
+            "sparse": ("sparse (term columns)", batch.sparse.shape[1], ident.sparse_width),
             "multivec": ("multivec", batch.multivec.shape[1], ident.multivec_dim),
         }
         for kind in self.components:

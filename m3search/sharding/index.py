@@ -91,15 +91,21 @@ class ShardedIndex:
         if self._encoder is None:
             if self.model is None:
                 raise ModelError(f"the sharded index at {self.path} records no model: open it with model=...")
-            from m3search.api import _load_encoder
+            from m3search.api import _load_encoder, _with_terms
 
-            encoder = _load_encoder(self.model, self._device, self._encoder_options)
+            encoder = _load_encoder(self.model, self._device, _with_terms(self._encoder_options,
+                                                                          self._identity.sparse_terms))
             self._check_identity(encoder)
             self._encoder = encoder
         return self._encoder
 
     def _check_identity(self, encoder) -> None:
-        problems = encoder.identity.mismatches(self._identity)
+        given = encoder.identity
+        if given.sparse_terms != self._identity.sparse_terms:
+            from m3search.encoder.terms import mismatch_message
+
+            raise EncoderMismatchError(mismatch_message(self.path, self._identity.sparse_terms, given.sparse_terms))
+        problems = given.mismatches(self._identity)
         if problems:
             raise EncoderMismatchError(f"the encoder {encoder.identity.name!r} does not match the one the index at "
                                        f"{self.path} was built with ({'; '.join(problems)})")

@@ -67,7 +67,7 @@ def _export(snap, identity) -> Iterator[tuple[list[str], EncodedBatch, list[dict
             weights = sp.csr_matrix(snap.sparse.doc_weights(internal), dtype=np.float32)
             weights.sort_indices()
         else:
-            weights = sp.csr_matrix((n, identity.vocab_size), dtype=np.float32)
+            weights = sp.csr_matrix((n, identity.sparse_width), dtype=np.float32)
         if snap.multivec is not None:
             vecs, lengths = snap.multivec.token_vectors(internal)
             vecs = np.asarray(vecs, dtype=np.float32)

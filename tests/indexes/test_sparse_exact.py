@@ -160,3 +160,25 @@ def test_doc_weights_are_the_input_rounded_to_the_forward_dtype(build_sparse, sp
     want.data = want.data.astype(dtype).astype(np.float32)
     assert got.shape == want.shape and abs(got - want).max() == 0
     np.testing.assert_array_equal(got.indptr, want.indptr)
+
+
+def test_a_wide_term_space_of_hashed_word_columns(build_sparse, sparse_docs, sparse_queries):
+    """Columns spread over vocabulary + 2**22 (encoder/terms.py's whole words): search, stored weights and
+    the recorded width are as for a vocabulary-sized matrix with the same postings."""
+    width = 1200 + 2**22
+    cols = np.sort(np.random.default_rng(5).choice(width, 1200, replace=False))  # old column -> new, order kept
+
+    def widen(x):
+        x = x.tocsr()
+        return sp.csr_matrix((x.data, cols[x.indices], x.indptr), shape=(x.shape[0], width))
+
+    docs, queries = widen(sparse_docs), widen(sparse_queries)
+    reader = build_sparse(docs)
+    assert reader.vocab_size == width
+    impacts = quantized_reference(docs, reader.quantizer.max_weight)
+    D, I = reader.search(queries, 10)
+    assert_exact_topk(D, I, brute_force(queries, impacts), 10)
+    stored = docs.copy()
+    stored.data = stored.data.astype(np.float16).astype(np.float32)  # the default forward dtype
+    got = reader.doc_weights(np.arange(docs.shape[0]))
+    assert got.shape == docs.shape and abs(got - stored).max() == 0

@@ -123,7 +123,15 @@ class SparseComponent(ComponentType):
                 "option max_weight when creating the index to keep them", n_clipped, len(w32), quantizer.max_weight)
         shift = int(self.config["block_docs"]).bit_length() - 1
         n_blocks = (n_docs + (1 << shift) - 1) >> shift
-        term_ids, term_start, post_doc, post_code = encode.invert(indptr, indices, codes, vocab_size)
+        if vocab_size > len(indices):
+            # a wide term space (whole-word columns, encoder/terms.py): number the terms present first, so the
+            # inversion's per-term arrays are sized by the postings, not by 2**22 columns
+            present, local = np.unique(indices, return_inverse=True)
+            local_ids, term_start, post_doc, post_code = encode.invert(indptr, local.astype(np.int32), codes,
+                                                                        len(present))
+            term_ids = present[local_ids].astype(np.int32)
+        else:
+            term_ids, term_start, post_doc, post_code = encode.invert(indptr, indices, codes, vocab_size)
         entries = encode.count_blocks(term_start, post_doc, shift)
         is_dense = entries >= max(1.0, self.config["dense_fraction"] * n_blocks)
         if version >= 3:
