@@ -83,6 +83,24 @@ def merge_phase(a, folder: Path, state: dict) -> None:
     print(f"merged {state['chunks']} segments in {state['merge_s']:.0f} s", flush=True)
 
 
+def ready_state(a) -> dict | None:
+    """The index in a.dir built (resumably, within --budget-s per call) and merged: its state once this call
+    may search it (--search), else None after saying what to run next."""
+    a.dir.mkdir(parents=True, exist_ok=True)
+    state_path = a.dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {
+        "chunks": 0, "tokens": 0, "build_s": 0.0, "merged": False, "args": {k: str(v) for k, v in vars(a).items()}}
+    if not build_phase(a, a.dir, state):
+        print("build not finished: run again", flush=True)
+        return None
+    if not state["merged"]:
+        merge_phase(a, a.dir, state)
+    if not a.search:
+        print("built and merged: run again with --search", flush=True)
+        return None
+    return state
+
+
 def grid_arg(text: str) -> list[tuple]:
     return [tuple(int(v) for v in g.split(":")) for g in text.split(",") if g]
 
@@ -175,17 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="")
     p.add_argument("--search", action="store_true", help="run the search phase in this call (after the merge)")
     a = p.parse_args(argv)
-    a.dir.mkdir(parents=True, exist_ok=True)
-    state_path = a.dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {
-        "chunks": 0, "tokens": 0, "build_s": 0.0, "merged": False, "args": {k: str(v) for k, v in vars(a).items()}}
-    if not build_phase(a, a.dir, state):
-        print("build not finished: run again", flush=True)
-        return 0
-    if not state["merged"]:
-        merge_phase(a, a.dir, state)
-    if not a.search:
-        print("built and merged: run again with --search", flush=True)
+    state = ready_state(a)
+    if state is None:
         return 0
     res = search_phase(a, a.dir, state)
     stem = f"multivec_big_n{a.n}_d{a.d}{a.tag}"

@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.harness import save_results
 from bench.index_bench_multivec_search import RESULTS, recall, time_queries
-from bench.multivec_big import _config, _corpus, build_phase, merge_phase
+from bench.multivec_big import _config, _corpus, ready_state
 from bench.harness import plot_axes
 from m3search.indexes.multivec import MultivecComponent
 from m3search.indexes.multivec import generator as gen
@@ -151,17 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--stem", default="multivec_means")
     p.add_argument("--search", action="store_true", help="run the search phase in this call (after the merge)")
     a = p.parse_args(argv)
-    a.dir.mkdir(parents=True, exist_ok=True)
-    state_path = a.dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {
-        "chunks": 0, "tokens": 0, "build_s": 0.0, "merged": False, "args": {k: str(v) for k, v in vars(a).items()}}
-    if not build_phase(a, a.dir, state):
-        print("build not finished: run again", flush=True)
-        return 0
-    if not state["merged"]:
-        merge_phase(a, a.dir, state)
-    if not a.search:
-        print("built and merged: run again with --search", flush=True)
+    state = ready_state(a)
+    if state is None:
         return 0
     print(save_results(search_phase(a, a.dir, state), a.out, a.stem, markdown, plot))
     return 0
