@@ -29,6 +29,7 @@ from m3search.indexes import segment_files as sf
 from m3search.indexes.base import ComponentType, SegmentReader
 from m3search.indexes.faiss_support import faiss_threads
 from m3search.indexes.fsutil import fsync_dir, write_json
+from m3search.indexes.heap import release_free_memory
 from m3search.indexes.inputs import check_ids, check_tokens
 from m3search.indexes.multivec.codecs import Codec, coarse_ids
 from m3search.indexes.multivec.generator import LISTS_DOCS, LISTS_OFFSETS, build_lists
@@ -231,6 +232,8 @@ class MultivecComponent(ComponentType):
         consume = x.base is None and x.flags.writeable
         codec = Codec.train(name, x, coarse_k=k, seed=self.config["seed"], store_norm=self.config["rescale"],
                             consume=consume)
+        del x
+        release_free_memory()  # k-means' and the PQ's freed buffers, before the segment's codes are encoded
         return self._publish(shared, codec)
 
     def shared_codec(self, shared: Path) -> Codec | None:
