@@ -83,6 +83,23 @@ def merge_phase(a, folder: Path, state: dict) -> None:
     print(f"merged {state['chunks']} segments in {state['merge_s']:.0f} s", flush=True)
 
 
+def add_index_args(p: argparse.ArgumentParser, threads: int) -> None:
+    """The arguments that say which synthetic index (in --dir) is built and how it is searched: shared by the
+    benchmarks that search one (multivec_means.py), so the same flags mean the same index."""
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--n", type=int, default=100000)
+    p.add_argument("--d", type=int, default=384)
+    p.add_argument("--mean-len", type=int, default=100)
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--chunk", type=int, default=5000)
+    p.add_argument("--compression", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build-threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=threads,
+                   help="search threads (0: the library's default, one thread per kernel that idle helper threads may share)")
+    p.add_argument("--budget-s", type=float, default=780, help="start no build chunk after this many seconds")
+
+
 def ready_state(a) -> dict | None:
     """The index in a.dir built (resumably, within --budget-s per call) and merged: its state once this call
     may search it (--search), else None after saying what to run next."""
@@ -173,18 +190,7 @@ def search_phase(a, folder: Path, state: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", type=Path, required=True)
-    p.add_argument("--n", type=int, default=100000)
-    p.add_argument("--d", type=int, default=384)
-    p.add_argument("--mean-len", type=int, default=100)
-    p.add_argument("--queries", type=int, default=100)
-    p.add_argument("--chunk", type=int, default=5000)
-    p.add_argument("--compression", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--build-threads", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1,
-                   help="search threads (0: the library's default, one thread per kernel that idle helper threads may share)")
-    p.add_argument("--budget-s", type=float, default=780, help="start no build chunk after this many seconds")
+    add_index_args(p, threads=1)
     p.add_argument("--grid", default="", help="NPROBE:CANDIDATES[:POOL],... (0 = the default)")
     p.add_argument("--rerank", default="100,1000")
     p.add_argument("--exhaustive-queries", type=int, default=0)

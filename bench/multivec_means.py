@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.harness import save_results
 from bench.index_bench_multivec_search import RESULTS, recall, time_queries
-from bench.multivec_big import _config, _corpus, ready_state
+from bench.multivec_big import _config, _corpus, add_index_args, ready_state
 from bench.harness import plot_axes
 from m3search.indexes.multivec import MultivecComponent
 from m3search.indexes.multivec import generator as gen
@@ -134,17 +134,7 @@ def plot(res: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", type=Path, required=True)
-    p.add_argument("--n", type=int, default=100000)
-    p.add_argument("--d", type=int, default=384)
-    p.add_argument("--mean-len", type=int, default=100)
-    p.add_argument("--queries", type=int, default=100)
-    p.add_argument("--chunk", type=int, default=5000)
-    p.add_argument("--compression", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--build-threads", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="search threads (0: the library's default)")
-    p.add_argument("--budget-s", type=float, default=780, help="start no build chunk after this many seconds")
+    add_index_args(p, threads=0)
     p.add_argument("--depths", default="50,100,200", help="mean_candidates values")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS))

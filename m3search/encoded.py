@@ -105,10 +105,9 @@ class EncodedCorpus:
         path = Path(path)
         if is_encoded(path):
             enc = cls.open(path)
-            if identity.sparse_terms != enc.identity.sparse_terms:
-                from m3search.encoder.terms import mismatch_message
+            from m3search.encoder.terms import require_same_terms
 
-                raise EncoderMismatchError(mismatch_message(path, enc.identity.sparse_terms, identity.sparse_terms))
+            require_same_terms(path, enc.identity, identity)
             problems = identity.mismatches(enc.identity)
             if problems:
                 raise EncoderMismatchError(f"{path} was encoded with another encoder ({'; '.join(problems)}): "

@@ -56,6 +56,16 @@ def sparse_width(scheme: str, vocab_size: int) -> int:
     return int(vocab_size) + ((1 << WORD_BITS) if has_words(scheme) else 0)
 
 
+def require_same_terms(path, recorded, given) -> None:
+    """Raise EncoderMismatchError (with `mismatch_message`'s fix) when the encoder identity `given` uses another
+    sparse term scheme than `recorded`, the identity an index or encoded corpus at `path` was built with. Checked
+    before the other identity fields: this difference alone has a fix of its own."""
+    if recorded.sparse_terms != given.sparse_terms:
+        from m3search.errors import EncoderMismatchError
+
+        raise EncoderMismatchError(mismatch_message(path, recorded.sparse_terms, given.sparse_terms))
+
+
 def mismatch_message(path, recorded: str, given: str) -> str:
     """The one-line error for an index (or encoded corpus) at `path` built with another scheme."""
     return (f"{path} was built with sparse_terms={recorded!r} but the encoder given uses sparse_terms={given!r}: "

@@ -356,10 +356,9 @@ def _release_resources(env, lock: WriterLock | None, cache: HandleCache, writer:
 def check_encoder(path: Path, manifest: Manifest, identity: EncoderIdentity) -> None:
     """The one encoder-identity check (the engine's and the API's): raise EncoderMismatchError listing every
     differing field (a different sparse term scheme alone, with its own fix)."""
-    if manifest.identity.sparse_terms != identity.sparse_terms:
-        from m3search.encoder.terms import mismatch_message
+    from m3search.encoder.terms import require_same_terms
 
-        raise EncoderMismatchError(mismatch_message(path, manifest.identity.sparse_terms, identity.sparse_terms))
+    require_same_terms(path, manifest.identity, identity)
     diffs = manifest.identity.mismatches(identity)
     if diffs:
         raise EncoderMismatchError(

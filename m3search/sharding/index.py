@@ -100,12 +100,10 @@ class ShardedIndex:
         return self._encoder
 
     def _check_identity(self, encoder) -> None:
-        given = encoder.identity
-        if given.sparse_terms != self._identity.sparse_terms:
-            from m3search.encoder.terms import mismatch_message
+        from m3search.encoder.terms import require_same_terms
 
-            raise EncoderMismatchError(mismatch_message(self.path, self._identity.sparse_terms, given.sparse_terms))
-        problems = given.mismatches(self._identity)
+        require_same_terms(self.path, self._identity, encoder.identity)
+        problems = encoder.identity.mismatches(self._identity)
         if problems:
             raise EncoderMismatchError(f"the encoder {encoder.identity.name!r} does not match the one the index at "
                                        f"{self.path} was built with ({'; '.join(problems)})")

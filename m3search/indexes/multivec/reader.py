@@ -205,8 +205,7 @@ class MultivecSegmentReader(MultivecReader):
         set; a segment without mean vectors (format < 4) gives -inf everywhere."""
         if self.means is None:
             return np.full(self.n_docs, -np.inf, np.float32)
-        codes = self.means[0]
-        codes = codes.verify_all().raw if hasattr(codes, "verify_all") else codes  # checked before the kernel
+        codes = self.means[0].verify_all().raw  # every block checked (once) before the kernel reads the rows
         return mv.mean_scores(codes, self.means[1], q.sum(axis=0), skip)
 
     def mean_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
