@@ -24,11 +24,18 @@ from index_throughput import write_corpus  # noqa: E402
 
 
 def rss_mb(key: str = "VmRSS") -> float:
+    return status_mb(key)[0]
+
+
+def status_mb(*keys: str) -> list[float]:
+    """Those fields of /proc/self/status in MB (RssAnon: heap; RssFile: mapped files' resident pages)."""
+    found = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            name, _, value = line.partition(":")
+            if name in keys:
+                found[name] = int(value.split()[0]) / 1024
+    return [found.get(k, 0.0) for k in keys]
 
 
 def where(frame, depth: int = 3) -> str:
@@ -56,7 +63,7 @@ def main() -> None:
     stop = threading.Event()
     timeline: list[tuple[float, float, str]] = []
     peak = {"mb": 0.0, "stack": ""}
-    hwm_steps: list[tuple[float, float, str]] = []  # VmHWM rises: catches peaks shorter than a sampling interval
+    hwm_steps: list[tuple[float, float, str, float, float]] = []  # VmHWM rises: catches peaks shorter than a sampling interval
     t0 = time.perf_counter()
 
     def sample() -> None:
@@ -65,9 +72,9 @@ def main() -> None:
             frame = sys._current_frames().get(main_id)
             w = where(frame) if frame is not None else "?"
             timeline.append((time.perf_counter() - t0, mb, w))
-            hwm = rss_mb("VmHWM")
+            hwm, anon, file = status_mb("VmHWM", "RssAnon", "RssFile")
             if not hwm_steps or hwm > hwm_steps[-1][1] + 10:
-                hwm_steps.append((timeline[-1][0], hwm, w))
+                hwm_steps.append((timeline[-1][0], hwm, w, anon, file))
             if mb > peak["mb"]:
                 peak["mb"] = mb
                 peak["stack"] = "".join(traceback.format_stack(frame)[-14:]) if frame is not None else ""
@@ -96,9 +103,10 @@ def main() -> None:
     for w, (dt, mb, first) in stages.items():
         if dt >= 0.2 or mb >= 0.8 * peak["mb"]:
             print(f"| {first:.1f} | {dt:.1f} | {mb:.0f} | {w} |")
-    print("\nVmHWM rises of > 10 MB (peak so far, where the main thread was when the sampler saw it):")
-    for t, mb, w in hwm_steps:
-        print(f"  {t:6.1f} s {mb:7.0f} MB  {w}")
+    print("\nVmHWM rises of > 10 MB (peak so far, where the main thread was when the sampler saw it; "
+          "RSS then split into anonymous memory and mapped files' pages):")
+    for t, mb, w, anon, file in hwm_steps:
+        print(f"  {t:6.1f} s {mb:7.0f} MB  (anon {anon:5.0f}, file {file:5.0f})  {w}")
     print("\nRSS every ~2 s:")
     last = -9.0
     for t, mb, w in timeline:

@@ -134,6 +134,12 @@ class ComponentType(abc.ABC):
         written before the index-wide codec existed. The writer's merge policy rewrites such segments."""
         return False
 
+    def trains_on_write(self, shared: Path) -> bool:
+        """True while the next segment this component writes would first train index-wide state (a codec):
+        memory-heavy work that the writer then runs in the foreground of a commit, not beside the caller's
+        encoding on the merge thread."""
+        return False
+
     def searched_alone(self, meta: dict) -> bool:
         """True when a search pays for this segment on its own (e.g. its own dense graph), not in one pass
         with the others; the merge policy caps how many such segments an index keeps."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 
 
 def release_free_memory() -> bool:
@@ -26,3 +27,16 @@ def release_free_memory() -> bool:
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return bool(trim(0))
+
+
+def drop_file_pages(array) -> bool:
+    """Take the pages of the read-only file mapping under `array` out of the process's resident set
+    (MADV_DONTNEED: read again from the page cache if touched again); whether there was one to drop.
+    For arrays read once in a pass (a merge's source segments), whose pages would otherwise stay counted."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):  # array -> ... -> memoryview -> mmap
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if base is None or not hasattr(base, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    base.madvise(mmap.MADV_DONTNEED)
+    return True

@@ -24,6 +24,7 @@ import numpy as np
 
 from m3search.errors import IndexFormatError
 from m3search.indexes.fsutil import fsync_dir
+from m3search.indexes.heap import drop_file_pages
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,10 @@ class CheckedArray:
 
     def __len__(self) -> int:
         return len(self.raw)
+
+    def drop_pages(self) -> None:
+        """Take this array's mapped pages out of the resident set (heap.drop_file_pages); checks are kept."""
+        drop_file_pages(self.raw)
 
     def __getitem__(self, key):
         # a tuple indexes several axes (codes[:, 0]): the first one says which rows (blocks) are read

@@ -14,17 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from m3search.indexes.heap import drop_file_pages
+
 
 class MappedRows(np.ndarray):
     """A read-only array over a shared read-only file mapping: `drop_pages()` takes its pages out of the
     process's resident set (MADV_DONTNEED; they are read again from the page cache if used again)."""
 
     def drop_pages(self) -> None:
-        base = self
-        while base is not None and not isinstance(base, mmap.mmap):  # array -> ... -> memoryview -> mmap
-            base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-        if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            base.madvise(mmap.MADV_DONTNEED)
+        drop_file_pages(self)
 
 
 class TokenSpill:

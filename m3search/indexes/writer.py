@@ -40,7 +40,9 @@ used by the tests to kill the writer exactly there)
 Background merges (the default, `background_merge=True`)
 -------------------------------------------------------
 `commit()` returns once its transaction is durable; the merges the policy then asks for run on a worker
-thread (background.py) while the caller goes on adding and committing. A merge and commits interleave
+thread (background.py) while the caller goes on adding and committing. Until a component's index-wide
+state is trained (`trains_on_write`: the multi-vector codec) they run inside `commit()` instead, since the
+merge that trains it is the memory-heavy one. A merge and commits interleave
 safely because every commit point runs under the writer's lock against the state committed just before:
 a merge reads the deletion bitmaps of its sources when it starts, writes its segment, then, in its own
 transaction, replaces its sources (found by name: commits only append segments, and merges run one at a
@@ -293,16 +295,23 @@ class IndexWriter:
             state = self._commit_locked()
         self._crash("commit:after-txn")
         self.collect_garbage()
-        if self._merges is not None:
+        if self._merges is not None and not self._merge_trains():
             self._merges.request()
         elif self.auto_merge:
             try:
-                self._merge_by_policy()
+                with self._merges.paused() if self._merges is not None else contextlib.nullcontext():
+                    self._merge_by_policy()
             except Exception:  # the commit above is durable: a failed merge must not report it as failed
                 logger.exception(
                     "merging segments after generation %d failed; the index stays as committed", state.generation
                 )
         return self.committed.generation
+
+    def _merge_trains(self) -> bool:
+        """Whether a merge now may train a component's index-wide state (the multi-vector codec: a 200k-token
+        sample and k-means' buffers). Such merges run in the commit, not on the merge thread: beside an
+        encoder still encoding, the two working sets stacked into the indexing run's peak RSS."""
+        return any(c.trains_on_write(self.index_dir / COMPONENTS_DIR / kind) for kind, c in self.components.items())
 
     def _commit_locked(self) -> CommitState:
         old = self.committed

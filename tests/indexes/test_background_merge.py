@@ -139,3 +139,34 @@ def test_close_waits_for_merges(tmp_path, hashing_encoder, engine_registry):
         names = {p.name for p in (tmp_path / "ix" / "segments").iterdir()}
         assert names == {s.name for s in segs}, "merged-away folders are collected"
         assert_matches_brute_force(snap, hashing_encoder, live, QUERIES)
+
+
+def test_the_merge_that_trains_the_codec_runs_in_the_commit(tmp_path, hashing_encoder):
+    """Until the multi-vector codec exists, a merge may train it (a sample and k-means' buffers): it runs in
+    the commit, not beside the caller's encoding on the merge thread; merges after it go to that thread."""
+    threads: list[str] = []
+
+    def hook(point):
+        if point == "merge:built":
+            threads.append(threading.current_thread().name)
+
+    components = {"multivec": {"compression": "sq8", "min_train_tokens": 100}}
+    policy = TieredMergePolicy(merge_factor=3, floor_docs=8, max_deleted_ratio=0.5)
+    index = Index.create(tmp_path / "ix", hashing_encoder.identity, "hashing", components=components,
+                         merge_policy=policy, crash_hook=hook)
+    live: dict[str, str] = {}
+    try:
+        for b in range(3):  # ~55 tokens each: fp16 segments; the third commit merges them, which trains
+            add_batch(index, hashing_encoder, live, [f"a{b}-{i}" for i in range(4)])
+            index.commit()
+        segs = index._committed_state().segments  # no wait_for_merges: the merge ran in the commit
+        assert [s.metas["multivec"]["codec"] for s in segs] == ["sq8"] and threads == [threading.current_thread().name]
+        for b in range(3):  # three more small segments, encoded with the codec: their merge is background work
+            add_batch(index, hashing_encoder, live, [f"b{b}-{i}" for i in range(4)])
+            index.commit()
+        index.wait_for_merges()
+        assert threads[1:] == ["m3search-merges"]
+        segs = index._committed_state().segments
+        assert [s.metas["multivec"]["codec"] for s in segs] == ["sq8", "sq8"] and sum(s.n for s in segs) == len(live)
+    finally:
+        index.close()

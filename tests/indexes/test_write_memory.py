@@ -62,6 +62,34 @@ def test_drop_pages_takes_the_mapping_out_of_the_resident_set(tmp_path):
     assert float(rows.sum(dtype=np.float64)) == total  # read again from the file
 
 
+def test_a_checked_segment_array_drops_its_pages_and_still_reads_checked(tmp_path):
+    """A merge reads each source segment's codes once and then drops their pages (segment_files.CheckedArray)."""
+    from m3search.errors import IndexFormatError
+    from m3search.indexes import segment_files as sf
+
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("reads /proc/self/status")
+
+    def rss_file_kb() -> int:
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
+
+    data = np.random.default_rng(1).integers(0, 255, (16_384, 1024), dtype=np.uint8)  # 16 MB
+    entry = sf.write_array(tmp_path, "codes.arr", data)
+    codes = sf.open_checked(tmp_path, "codes.arr", entry)
+    before = rss_file_kb()
+    assert np.array_equal(codes[:], data)  # reads (and checks) every block
+    assert rss_file_kb() - before > 12_000
+    codes.drop_pages()
+    assert rss_file_kb() - before < 4_000
+    assert np.array_equal(codes[:], data)  # read again from the file
+    with open(tmp_path / "codes.arr", "r+b") as f:  # damage one byte: a new opening must refuse it
+        f.seek(100)
+        f.write(bytes([data[0, 100] ^ 0xFF]))
+    with pytest.raises(IndexFormatError):
+        sf.open_checked(tmp_path, "codes.arr", entry)[:]
+
+
 def test_bad_token_found_in_a_later_block(monkeypatch):
     monkeypatch.setattr(inputs, "_CHECK_ROWS", 4)
     batch = EncodedBatch.concat(_batches())

@@ -127,6 +127,7 @@ class MultivecComponent(ComponentType):
                     vecs = src.token_vectors(ids[part])[0]
                     out[at : at + len(vecs)] = vecs
                     at += len(vecs)
+                src.drop_pages()  # read once here: its pages would stack on the sample and k-means
             return out
 
         codec = self.codec(Path(shared), dim, int(lengths.sum()), sample)
@@ -155,6 +156,7 @@ class MultivecComponent(ComponentType):
                         if sum(len(p) for p in probe) < _FIDELITY_TOKENS:
                             probe.append(vecs[:_FIDELITY_TOKENS])
                         yield codec.encode(vecs)
+                    src.drop_pages()  # each source is read once, front to back
 
         def merged_means() -> tuple[np.ndarray, np.ndarray]:
             if filled[0] != len(lengths):
@@ -170,6 +172,10 @@ class MultivecComponent(ComponentType):
             header["fidelity"] = sources[0].header.get("fidelity", {})
             _write_header(Path(path), header)
         return header
+
+    def trains_on_write(self, shared: Path) -> bool:
+        """No codec yet (and the config asks for one): the next segment written with enough tokens trains it."""
+        return self.config["compression"] != "fp16" and self.shared_codec(Path(shared)) is None
 
     def stale(self, meta: dict, shared: Path) -> bool:
         """An fp16 segment (written before the codec was trained) once the index has its codec."""

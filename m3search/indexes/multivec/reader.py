@@ -315,6 +315,12 @@ class MultivecSegmentReader(MultivecReader):
                               self._sq_norms, self._byte_scales)
         return maxsim_decoded(q, codes, self.offsets, ids, self._decode)
 
+    def drop_pages(self) -> None:
+        """Take the codes' mapped pages out of the resident set (a merge reads each source once)."""
+        drop = getattr(self.codes, "drop_pages", None)
+        if drop is not None:
+            drop()
+
     def token_codes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes of the documents' tokens, lengths) as stored, for merges that keep the codec."""
         ids = check_ids(ids, self.n_docs, "ids")
