@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None)
     ap.add_argument("--torch-row", action="store_true",
                     help="add this tree with M3SEARCH_ONNX=0 (the encoder all in torch, where ONNX Runtime is installed)")
+    ap.add_argument("--layers", action="store_true",
+                    help="this tree once per layer runtime (M3SEARCH_LAYERS=onnxruntime / torch) instead of its "
+                         "measured choice (encoder/layer_runtime.py)")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                     help="another checkout to run in turn, e.g. the tree before a change (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_throughput")
@@ -70,6 +73,8 @@ def main() -> None:
     corpus = work / "passages.jsonl"
     write_corpus(corpus, args.n)
     trees = {"this tree": (ROOT, None)}
+    if args.layers:
+        trees = {f"this tree, M3SEARCH_LAYERS={r}": (ROOT, {"M3SEARCH_LAYERS": r}) for r in ("onnxruntime", "torch")}
     if args.torch_row:
         trees["this tree, M3SEARCH_ONNX=0"] = (ROOT, {"M3SEARCH_ONNX": "0"})
     for spec in args.tree:

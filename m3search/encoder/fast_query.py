@@ -192,12 +192,15 @@ class FastQueryEncoder(Encoder):
         if self._ort is None and self._ort_allowed:
             from m3search.encoder import ort_backbone, ort_passages
 
+            from m3search.encoder.layer_runtime import configured
+
+            runtime = configured()  # a misspelt M3SEARCH_LAYERS is an error, not a silent fallback
             self._ort_allowed = False
             lite = self._lite_path() if ort_passages.handles(self._options) and ort_backbone.available() else None
             if lite is not None:
                 try:
                     self._ort = ort_passages.OrtPassageEncoder(self.folder, lite, self._artifact.manifest, self._options,
-                                                               self.terms)
+                                                               self.terms, runtime)
                     self._ort_allowed = True
                 except Exception as e:  # an install that finds but can't load or run it: torch, said once
                     logger.warning("passages of %s: the ONNX Runtime path is unavailable (%s: %s); using torch",

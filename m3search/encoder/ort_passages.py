@@ -10,7 +10,8 @@ don't need: torch (~190 MB RSS and ~1.1 s to import), tokenizers' Unigram over t
   added token (`<mask>`, `<s>`, ...) is tokenized by the full tokenizer, loaded on first need.
 - embeddings: numpy, word rows read from model.safetensors with pread (`FileRows`), positions and
   LayerNorm as `numpy_backbone.py`;
-- layers: `ort_backbone.OrtLayers`, the same graph as the torch encoder's, over the mapped weights;
+- layers: `ort_backbone.OrtLayers`, the same graph as the torch encoder's, over the mapped weights (or, with
+  M3SEARCH_LAYERS=torch, torch's `native._Layer`s over the same weights: `layer_runtime.py`);
 - heads and post-processing: numpy, `M3Encoder._forward`'s arithmetic (heads from the query cache).
 Pieces, windows, batching and merging are `M3Encoder`'s (`windows.py`, `batching.py`, `postprocess.py`).
 Batches of at most `SINGLE_THREAD_TOKENS` padded tokens run in the numpy backbone, one piece at a time on
@@ -113,9 +114,10 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 class OrtPassageEncoder:
     """`encode(texts, kind, max_length)` for `FastQueryEncoder`: see the module doc. `lite` is its
     `_LitePath` (mapped backbone, compact vocabulary, heads, pipeline); options as M3Encoder's; terms: the
-    `terms.SparseTerms` of the sparse rows (None: pieces)."""
+    `terms.SparseTerms` of the sparse rows (None: pieces); runtime: what runs the layers, "onnxruntime" or
+    "torch" (`layer_runtime.py`)."""
 
-    def __init__(self, folder: Path, lite, manifest: dict, options: dict, terms=None):
+    def __init__(self, folder: Path, lite, manifest: dict, options: dict, terms=None, runtime: str = "onnxruntime"):
         from m3search.encoder.unigram_fast import FastUnigram
 
         self.folder, self.lite = Path(folder), lite
@@ -136,9 +138,10 @@ class OrtPassageEncoder:
         bb = lite.backbone
         self.word_rows = FileRows(self.folder / "model.safetensors", "word_embeddings.weight", bb.word.shape)
         self._full_tokenizer = None
-        from m3search.encoder.ort_backbone import OrtLayers
+        from m3search.encoder.layer_runtime import make_layers
 
-        self.layers = OrtLayers(_numpy_layers(bb), bb.hidden, bb.heads, bb.eps)
+        self.runtime = runtime
+        self.layers = make_layers(runtime, _numpy_layers(bb), bb.hidden, bb.heads, bb.eps)
 
     # -- tokens -----------------------------------------------------------------------------------
 
