@@ -18,6 +18,14 @@ from m3search.indexes.writer import _buffered_batch
 from m3search.types import EncodedBatch
 
 
+def _rss_file_kb() -> int:
+    """This process's resident pages of mapped files (kB); skips the test where /proc is not there."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("reads /proc/self/status")
+    return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
+
+
 def _batches():
     enc = HashingEncoder(dim=16, vocab_size=500)
     return [enc.encode([f"text {b} {i} " + "w " * (i % 7) for i in range(n)]) for b, n in enumerate((3, 1, 5, 2))]
@@ -44,21 +52,14 @@ def test_buffered_batch_equals_concat_with_token_vectors_from_the_spill_file(tmp
 
 
 def test_drop_pages_takes_the_mapping_out_of_the_resident_set(tmp_path):
-    status = Path("/proc/self/status")
-    if not status.exists():
-        pytest.skip("reads /proc/self/status")
-
-    def rss_file_kb() -> int:
-        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
-
     spill = TokenSpill(tmp_path, 256)
     spill.append(np.random.default_rng(0).random((16_384, 256), dtype=np.float32))  # 16 MB
     rows = spill.array()
-    before = rss_file_kb()
+    before = _rss_file_kb()
     total = float(rows.sum(dtype=np.float64))  # reads every page
-    assert rss_file_kb() - before > 12_000
+    assert _rss_file_kb() - before > 12_000
     rows[:10].drop_pages()
-    assert rss_file_kb() - before < 4_000
+    assert _rss_file_kb() - before < 4_000
     assert float(rows.sum(dtype=np.float64)) == total  # read again from the file
 
 
@@ -67,21 +68,14 @@ def test_a_checked_segment_array_drops_its_pages_and_still_reads_checked(tmp_pat
     from m3search.errors import IndexFormatError
     from m3search.indexes import segment_files as sf
 
-    status = Path("/proc/self/status")
-    if not status.exists():
-        pytest.skip("reads /proc/self/status")
-
-    def rss_file_kb() -> int:
-        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
-
     data = np.random.default_rng(1).integers(0, 255, (16_384, 1024), dtype=np.uint8)  # 16 MB
     entry = sf.write_array(tmp_path, "codes.arr", data)
     codes = sf.open_checked(tmp_path, "codes.arr", entry)
-    before = rss_file_kb()
+    before = _rss_file_kb()
     assert np.array_equal(codes[:], data)  # reads (and checks) every block
-    assert rss_file_kb() - before > 12_000
+    assert _rss_file_kb() - before > 12_000
     codes.drop_pages()
-    assert rss_file_kb() - before < 4_000
+    assert _rss_file_kb() - before < 4_000
     assert np.array_equal(codes[:], data)  # read again from the file
     with open(tmp_path / "codes.arr", "r+b") as f:  # damage one byte: a new opening must refuse it
         f.seek(100)
@@ -134,14 +128,9 @@ def test_a_consumed_sample_is_shuffled_in_place_into_the_same_codec():
 
 
 def test_segment_build_leaves_the_buffer_mapping_out_of_the_resident_set(tmp_path):
-    status = Path("/proc/self/status")
-    if not status.exists():
-        pytest.skip("reads /proc/self/status")
     from m3search.indexes.multivec.component import MultivecComponent
 
-    def rss_file_kb() -> int:
-        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("RssFile:"))
-
+    _rss_file_kb()  # skips where there is no /proc
     rng = np.random.default_rng(3)
     x = rng.normal(size=(40_000, 128)).astype(np.float32)  # 20 MB
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -154,9 +143,9 @@ def test_segment_build_leaves_the_buffer_mapping_out_of_the_resident_set(tmp_pat
     batch = EncodedBatch(dense=np.zeros((400, 4), np.float32), sparse=sp.csr_matrix((400, 8), dtype=np.float32),
                          multivec=rows, multivec_lengths=lengths)
     comp = MultivecComponent({"min_train_tokens": 1000, "train_tokens": 8000, "coarse_k": 64, "threads": 1})
-    before = rss_file_kb()
+    before = _rss_file_kb()
     meta = comp.build(tmp_path / "seg", batch, tmp_path / "shared")
-    assert rss_file_kb() - before < 8_000, "each pass over the buffered tokens drops the pages it read"
+    assert _rss_file_kb() - before < 8_000, "each pass over the buffered tokens drops the pages it read"
     reader = comp.open(tmp_path / "seg", meta, tmp_path / "shared")
     np.testing.assert_allclose(reader.token_vectors(np.arange(3))[0], x[:300], atol=0.35)  # what was buffered
     spill.close()
