@@ -153,6 +153,24 @@ def test_defaults_use_the_means(seg, data):
     assert seg.generator_settings()["generator_mean_candidates"] == mv.DEFAULT_MEAN_CANDIDATES
 
 
+def test_by_default_the_stage_stays_off_where_its_scan_would_read_more_than_the_budget(seg, data, monkeypatch):
+    """The scan reads n x d bytes per query: beyond DEFAULT_SCAN_BYTES the default is no mean stage (the
+    generator's candidates alone), while an explicit mean_candidates still runs it."""
+    *_, q, q_lengths = data
+    assert mv.default_mean_candidates(seg.n_docs, seg.dim) == mv.DEFAULT_MEAN_CANDIDATES
+    monkeypatch.setattr(mv, "DEFAULT_SCAN_BYTES", seg.n_docs * seg.dim - 1)
+    assert mv.default_mean_candidates(seg.n_docs, seg.dim) == 0
+    assert seg.generator_settings()["generator_mean_candidates"] == 0
+    knobs = {"candidates": K, "pool": 20}
+    runs = {}
+    for name, value in (("default", None), ("off", 0), ("on", mv.DEFAULT_MEAN_CANDIDATES)):
+        scored = []
+        runs[name] = (*seg.search(q, q_lengths, K, mean_candidates=value, scored=scored, **knobs), scored)
+    np.testing.assert_array_equal(runs["default"][1], runs["off"][1])
+    assert [ids.tolist() for _, ids, _ in runs["default"][2]] == [ids.tolist() for _, ids, _ in runs["off"][2]]
+    assert any(len(on[1]) > len(off[1]) for on, off in zip(runs["on"][2], runs["off"][2]))  # it still runs when asked
+
+
 # -- older segments, merges, damage ----------------------------------------------------------------
 
 def as_version_3(path):

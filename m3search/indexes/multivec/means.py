@@ -21,6 +21,16 @@ from m3search.indexes import query_pool
 MEANS, MEANS_SCALE = "means.arr", "means_scale.arr"
 MAX_MEAN_CANDIDATES = 100_000  # as the planner's MAX_DEPTH: candidates per source and query
 DEFAULT_MEAN_CANDIDATES = 100
+# The stage reads every document's mean row per query and is bound by memory bandwidth (~6 GB/s on 2 cores:
+# 59 ms at 1M x 384-d, bench/results/mean_scan_cost_s11.md). By default it runs while that is at most this
+# many bytes (~20 ms here: 333k documents at 384-d, 125k at 1024-d); an explicit mean_candidates always runs.
+DEFAULT_SCAN_BYTES = 128_000_000
+
+
+def default_mean_candidates(n_docs: int, dim: int) -> int:
+    """The mean stage's candidates when the query does not say: DEFAULT_MEAN_CANDIDATES while the scan reads
+    at most DEFAULT_SCAN_BYTES, else 0 (off)."""
+    return DEFAULT_MEAN_CANDIDATES if int(n_docs) * int(dim) <= DEFAULT_SCAN_BYTES else 0
 
 
 def quantize(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

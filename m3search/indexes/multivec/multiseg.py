@@ -70,8 +70,9 @@ def search(readers: Sequence[MultivecSegmentReader], skips: Sequence[np.ndarray 
     (query, positions, scores) of every document scored from its full codes."""
     for name, v in (("nprobe", nprobe), ("candidates", candidates), ("pool", pool)):
         _check_param(name, v)
-    n_means = mv.DEFAULT_MEAN_CANDIDATES if mean_candidates is None else mv.check_mean_candidates(mean_candidates)
     first = readers[0]
+    n_means = (mv.default_mean_candidates(sum(r.n_docs for r in readers), first.dim) if mean_candidates is None
+               else mv.check_mean_candidates(mean_candidates))
     q_vecs, q_lengths = first._check_queries(q_vecs, q_lengths)
     use_lut = first._use_lut(scorer)
     m = len(q_lengths)

@@ -117,7 +117,7 @@ class MultivecSegmentReader(MultivecReader):
                 "generator_nprobe": gen.default_nprobe(n_centroids, self.n_docs), "generator_candidates": cands,
                 "generator_pool": pool, "generator_refine": gen.default_refine(cands, pool),
                 "generator_refine_subcodes": gen.partial_subquantizers(self.codec.spec["m"]),
-                "generator_mean_candidates": mv.DEFAULT_MEAN_CANDIDATES if self.means is not None else 0}
+                "generator_mean_candidates": mv.default_mean_candidates(self.n_docs, self.dim) if self.means is not None else 0}
 
     def search(self, q_vecs, q_lengths, k, deleted=None, nprobe=None, candidates=None, pool=None,
                scorer=None, threads=None, scored=None, mean_candidates=None):
@@ -139,7 +139,8 @@ class MultivecSegmentReader(MultivecReader):
         for name, v in (("nprobe", nprobe), ("candidates", candidates), ("pool", pool)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
                 raise InputError(f"multivec search parameter {name} must be an integer >= 1, got {v!r}")
-        n_means = mv.DEFAULT_MEAN_CANDIDATES if mean_candidates is None else mv.check_mean_candidates(mean_candidates)
+        n_means = (mv.default_mean_candidates(self.n_docs, self.dim) if mean_candidates is None
+                   else mv.check_mean_candidates(mean_candidates))
         D = np.full((m, k), -np.inf, np.float32)
         I = np.full((m, k), -1, np.int64)
         live = np.arange(self.n_docs, dtype=np.int64)
