@@ -62,8 +62,8 @@ def main() -> None:
     ap.add_argument("--torch-row", action="store_true",
                     help="add this tree with M3SEARCH_ONNX=0 (the encoder all in torch, where ONNX Runtime is installed)")
     ap.add_argument("--layers", action="store_true",
-                    help="this tree once per layer runtime (M3SEARCH_LAYERS=onnxruntime / torch) instead of its "
-                         "measured choice (encoder/layer_runtime.py)")
+                    help="this tree once per layer runtime of the CPU indexing path (M3SEARCH_LAYERS=onnxruntime, "
+                         "then torch; encoder/layer_runtime.py) instead of one row with the default")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                     help="another checkout to run in turn, e.g. the tree before a change (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_throughput")

@@ -190,11 +190,9 @@ class FastQueryEncoder(Encoder):
         """The torch-free batch path (`ort_passages.py`) when ONNX Runtime is installed and the options are
         ones it reproduces; None otherwise (then the torch encoder serves the call)."""
         if self._ort is None and self._ort_allowed:
-            from m3search.encoder import ort_backbone, ort_passages
+            from m3search.encoder import layer_runtime, ort_backbone, ort_passages
 
-            from m3search.encoder.layer_runtime import configured
-
-            runtime = configured()  # a misspelt M3SEARCH_LAYERS is an error, not a silent fallback
+            runtime = layer_runtime.configured()  # a misspelt M3SEARCH_LAYERS is an error, not a silent fallback
             self._ort_allowed = False
             lite = self._lite_path() if ort_passages.handles(self._options) and ort_backbone.available() else None
             if lite is not None:
